@@ -1,0 +1,285 @@
+"""Building one recipe: key, cache lookup, sandbox, executor, stored result."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from . import engine, run
+from .errors import BuildError, JailbakeError
+from .executors import Executor, ExecutorKind, Step, write_script
+from .fetch import Fetcher
+from .graph import Graph
+from .keys import path_digest, step_key, step_key_inputs, tree_manifest
+from .recipe import HOST_BUILDER, Recipe, SourceKind
+from .store import ActionResult, Store
+from .unpack import extract_tar
+
+log = logging.getLogger(__name__)
+LOG_TAIL_LINES = 40
+
+
+class Status(StrEnum):
+    BUILT = "built"
+    REUSED = "reused"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    recipe: str
+    status: Status
+    result: ActionResult
+    seconds: float
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key: str
+    inputs: dict[str, Any]
+
+
+class RecipeBuilder:
+    """Computes keys and builds recipes of one graph into one store."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        store: Store,
+        fetcher: Fetcher,
+        executor: Executor,
+        *,
+        jobs: int = 1,
+        host: Executor | None = None,
+    ) -> None:
+        self.graph = graph
+        self.store = store
+        self.fetcher = fetcher
+        self.executor = executor
+        self.host = host
+        self.jobs = jobs
+        self._image_keys: dict[str, str] = {}
+        self._images: dict[str, str] = {}
+        self._image_lock = threading.Lock()
+
+    # -- keys -----------------------------------------------------------------
+    def _executor_for(self, recipe: Recipe) -> Executor:
+        if recipe.builder == HOST_BUILDER and self.host is not None:
+            return self.host
+        return self.executor
+
+    def builder_identity(self, recipe: Recipe) -> dict[str, str]:
+        if self._executor_for(recipe).kind is ExecutorKind.HOST:
+            return {"executor": "host"}
+        context = self.graph.builder_dir(recipe)
+        assert context is not None
+        if recipe.builder not in self._image_keys:
+            self._image_keys[recipe.builder] = engine.image_key(context)
+        return {"executor": "docker", "image": self._image_keys[recipe.builder]}
+
+    def key_info(self, recipe: Recipe, dep_digests: Mapping[str, str]) -> KeyInfo:
+        files = {
+            f"sources/{s.location}": path_digest(s.path)
+            for s in recipe.sources
+            if s.kind is SourceKind.FILE and s.path
+        }
+        files.update({f"patches/{p.rel}": path_digest(p.path) for p in recipe.patches})
+        variables = dict(self.graph.layer.variables())
+        wanted = {"SOURCE_DATE_EPOCH", *recipe.variables}
+        inputs = step_key_inputs(
+            recipe.definition(),
+            files,
+            {k: v for k, v in variables.items() if k in wanted},
+            {d: dep_digests[d] for d in sorted(recipe.depends)},
+            self.builder_identity(recipe),
+        )
+        return KeyInfo(step_key(inputs), inputs)
+
+    def lookup(
+        self, recipe: Recipe, deps: Mapping[str, ActionResult]
+    ) -> tuple[KeyInfo, ActionResult | None]:
+        info = self.key_info(recipe, {n: r.output_digest for n, r in deps.items()})
+        return info, self.store.get_result(info.key)
+
+    # -- building ---------------------------------------------------------------------
+    def build(self, recipe: Recipe, deps: Mapping[str, ActionResult]) -> Outcome:
+        """The recipe's result: from the cache if its key is stored, else built now."""
+        start = time.monotonic()
+        info, hit = self.lookup(recipe, deps)
+        if hit is None:
+            with self.store.lock(info.key):
+                hit = self.store.get_result(info.key)  # another build may have finished it
+                if hit is None:
+                    result = self._execute(recipe, deps, info, start)
+                    self.store.record_last(recipe.name, info.key)
+                    return Outcome(recipe.name, Status.BUILT, result, time.monotonic() - start)
+        self.store.record_last(recipe.name, info.key)
+        return Outcome(recipe.name, Status.REUSED, hit, time.monotonic() - start)
+
+    def _image(self, recipe: Recipe, executor: Executor) -> str | None:
+        if executor.kind is not ExecutorKind.DOCKER:
+            return None
+        key = self.builder_identity(recipe)["image"]
+        with self._image_lock:
+            if recipe.builder not in self._images:
+                context = self.graph.builder_dir(recipe)
+                assert context is not None
+                client = getattr(executor, "client", None)
+                with self.store.lock(f"image-{key}"):
+                    self._images[recipe.builder] = engine.ensure_image(client, context, key)
+            return self._images[recipe.builder]
+
+    def _execute(
+        self, recipe: Recipe, deps: Mapping[str, ActionResult], info: KeyInfo, start: float
+    ) -> ActionResult:
+        executor = self._executor_for(recipe)
+        image = self._image(recipe, executor)
+        log_path = self.store.root / "logs" / f"{recipe.name}-{info.key[:16]}.log"
+        log_path.unlink(missing_ok=True)
+        with self.store.temp_dir(recipe.name) as work:
+            self._prepare_sources(recipe, work / "src")
+            write_script(work, recipe.script)
+            env = dict(recipe.environment)
+            env.update(info.inputs["variables"])
+            step = Step(
+                recipe=recipe.name,
+                work=work,
+                deps=tuple(
+                    (n, self.store.tree_path(deps[n].output_digest)) for n in sorted(recipe.depends)
+                ),
+                env=tuple(sorted(env.items())),
+                log=log_path,
+                image=image,
+                jobs=self.jobs,
+            )
+            rc = executor.run(step)
+            if rc != 0:
+                raise BuildError(recipe.name, rc, log_path, _tail(log_path))
+            tree = self._collect_outputs(recipe, work, log_path)
+            digest, manifest = self.store.add_tree(tree)
+        log_digest = self.store.add_bytes(log_path.read_bytes()) if log_path.exists() else None
+        result = ActionResult(
+            key=info.key,
+            recipe=recipe.name,
+            version=recipe.version,
+            inputs=info.inputs,
+            outputs=manifest,
+            output_digest=digest,
+            duration=round(time.monotonic() - start, 3),
+            log=log_digest,
+        )
+        self.store.put_result(result)
+        return result
+
+    def _prepare_sources(self, recipe: Recipe, src: Path) -> None:
+        src.mkdir(parents=True, exist_ok=True)
+        for source in recipe.sources:
+            dest = src / source.dest if source.dest else src
+            dest.mkdir(parents=True, exist_ok=True)
+            origin = f"{recipe.name}: {source.location}"
+            if source.kind is SourceKind.URL:
+                blob = self.fetcher.fetch_url(recipe.name, source)
+                if source.is_archive:
+                    extract_tar(None, blob, dest, strip=source.strip, origin=origin)
+                else:
+                    shutil.copyfile(blob, dest / source.filename)
+            elif source.kind is SourceKind.GIT:
+                git_dir = self.fetcher.fetch_git(recipe.name, source)
+                if git_dir is None:
+                    archive = self.fetcher.mirror_archive(source)
+                    assert archive is not None
+                    extract_tar(None, archive, dest, origin=origin)
+                else:
+                    _git_export(git_dir, source.commit, dest, origin)
+            else:
+                assert source.path is not None
+                target = dest / source.path.name
+                if source.path.is_dir():
+                    shutil.copytree(source.path, target, symlinks=True, dirs_exist_ok=True)
+                else:
+                    shutil.copyfile(source.path, target)
+                    target.chmod(0o755 if os.access(source.path, os.X_OK) else 0o644)
+        for patch in recipe.patches:
+            where = src / patch.dest if patch.dest else src
+            cp = run.run(
+                [
+                    "patch",
+                    f"-p{patch.strip}",
+                    "--batch",
+                    "--forward",
+                    "--no-backup-if-mismatch",
+                    "-d",
+                    where,
+                    "-i",
+                    patch.path,
+                ],
+                check=False,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            if cp.returncode != 0:
+                detail = cp.stdout.decode(errors="replace").strip().splitlines()
+                raise JailbakeError(
+                    f"{recipe.where('patches')}: patches: {patch.rel} does not "
+                    f"apply: {detail[-1] if detail else 'patch failed'}"
+                )
+
+    def _collect_outputs(self, recipe: Recipe, work: Path, log_path: Path) -> Path:
+        """Move the declared outputs into a tree with normalized modes and times."""
+        tree = work / "tree"
+        tree.mkdir()
+        out = work / "out"
+        for output in recipe.outputs:
+            produced = out / output.path
+            if not os.path.lexists(produced):
+                raise BuildError(
+                    f"{recipe.name}: declared output {output.path!r} was not produced",
+                    1,
+                    log_path,
+                    _tail(log_path),
+                )
+            target = tree / output.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(produced, target)
+        sde = self.graph.layer.source_date_epoch
+        try:
+            tree_manifest(tree)  # refuses device nodes and fifos
+        except ValueError as exc:
+            raise BuildError(f"{recipe.name}: output {exc}", 1, log_path) from None
+        for dirpath, dirnames, filenames in os.walk(tree, topdown=False):
+            for name in [*filenames, *dirnames]:
+                p = Path(dirpath) / name
+                if not p.is_symlink():
+                    mode = p.lstat().st_mode
+                    p.chmod(0o755 if p.is_dir() or mode & 0o111 else 0o644)
+                os.utime(p, (sde, sde), follow_symlinks=False)
+        os.utime(tree, (sde, sde))
+        return tree
+
+
+def _git_export(git_dir: Path, commit: str, dest: Path, origin: str) -> None:
+    with subprocess.Popen(
+        ["git", "--git-dir", str(git_dir), "archive", "--format=tar", commit],
+        stdout=subprocess.PIPE,
+        env=run.clean_env(),
+    ) as proc:
+        assert proc.stdout is not None
+        extract_tar(proc.stdout, None, dest, origin=origin)
+    if proc.returncode != 0:
+        raise JailbakeError(f"{origin}: git archive of {commit} failed")
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,119 @@
+"""A whole build: layers -> graph -> scheduled recipes -> published artifacts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from . import engine
+from .action import Outcome, RecipeBuilder, Status
+from .artifacts import Artifact, check_expected, publish
+from .errors import FetchError
+from .executors import DockerExecutor, Executor, ExecutorKind, HostExecutor
+from .fetch import Fetcher
+from .graph import Graph, build_graph
+from .layer import load_layers
+from .schedule import Scheduler
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("JAILBAKE_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "jailbake"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    configs: tuple[Path, ...]
+    targets: tuple[str, ...] = ()
+    jobs: int = 1
+    executor: ExecutorKind = ExecutorKind.DOCKER
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    artifacts_dir: Path = Path("artifacts")
+    mirrors: tuple[str, ...] = ()
+    offline: bool = False
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    built: list[str]
+    reused: list[str]
+    artifacts: list[Artifact]
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "built": self.built,
+            "reused": self.reused,
+            "artifacts": [{"path": a.path, "sha256": a.sha256} for a in self.artifacts],
+        }
+
+
+class Progress:
+    """One line per recipe when it starts and when it ends."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, outcome: Outcome | None) -> None:
+        if outcome is None:
+            line = f"[jailbake] {name}: building"
+        elif outcome.status is Status.REUSED:
+            line = f"[jailbake] {name}: reused ({outcome.result.key[:12]})"
+        else:
+            line = f"[jailbake] {name}: built in {outcome.seconds:.1f}s ({outcome.result.key[:12]})"
+        with self._lock:
+            print(line, file=self.stream, flush=True)
+
+
+def make_executor(kind: ExecutorKind) -> Executor:
+    if kind is ExecutorKind.HOST:
+        return HostExecutor()
+    return DockerExecutor(engine.connect)
+
+
+def load_graph(configs: Sequence[Path], targets: Sequence[str] = ()) -> Graph:
+    return build_graph(load_layers(configs), targets)
+
+
+def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport:
+    """Build the options' targets; every recipe ends up built or reused, or this raises."""
+    start = time.monotonic()
+    graph = load_graph(options.configs, options.targets)
+    store = Store(options.cache_dir)
+    mirrors = tuple(m if "://" in m else str(Path(m).resolve()) for m in options.mirrors)
+    mirrors += graph.layer.mirrors
+    fetcher = Fetcher(store, mirrors, offline=options.offline)
+    executor = make_executor(options.executor)
+    builder = RecipeBuilder(graph, store, fetcher, executor, jobs=options.jobs, host=HostExecutor())
+    if options.offline:
+        missing = fetcher.missing_offline(graph.recipes[n] for n in graph.order)
+        if missing:
+            lines = "; ".join(m.describe() for m in missing)
+            raise FetchError(
+                f"--offline: {len(missing)} source(s) are neither cached nor in a mirror: {lines}"
+            )
+    if options.executor is ExecutorKind.DOCKER and any(
+        builder.builder_identity(graph.recipes[n])["executor"] == "docker" for n in graph.order
+    ):
+        assert isinstance(executor, DockerExecutor)
+        _ = executor.client  # fail early, with how to start an engine
+    progress = progress or Progress()
+    with store.temp_dir("schedule") as state:
+        outcomes = Scheduler(graph, builder, progress, state).run(options.jobs)
+    results = {n: o.result for n, o in outcomes.items()}
+    artifacts = publish(graph, store, results, options.artifacts_dir)
+    check_expected(graph, options.artifacts_dir)
+    built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
+    reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
+    return BuildReport(built, reused, artifacts, time.monotonic() - start)

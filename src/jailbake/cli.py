@@ -1,0 +1,275 @@
+"""Command line: the only place where exceptions become messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .errors import BuildError, JailbakeError
+
+if TYPE_CHECKING:
+    from .action import RecipeBuilder
+    from .graph import Graph
+
+DEFAULT_CONFIGS = ("layers/rpi4-jailhouse.yml", "examples/hello/hello.yml")
+COMMANDS = ("build", "list", "explain", "base-image")
+
+
+def _default_config() -> str:
+    for candidate in DEFAULT_CONFIGS:
+        if Path(candidate).is_file():
+            return candidate
+    raise JailbakeError(
+        f"no CONFIG given and none of {', '.join(DEFAULT_CONFIGS)} exists "
+        "here; give a layer file like layers/x.yml[:more.yml]"
+    )
+
+
+def _configs(spec: str | None) -> tuple[Path, ...]:
+    from .layer import split_config
+
+    return tuple(split_config(spec or _default_config()))
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .executors import ExecutorKind
+
+    p = argparse.ArgumentParser(
+        prog="jailbake",
+        description="Reproducible image builds from kas layer files and declarative recipes.",
+    )
+    p.add_argument("--version", action="version", version=f"jailbake {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=None,
+            help="cache directory (default: $JAILBAKE_CACHE_DIR or ~/.cache/jailbake)",
+        )
+        sp.add_argument(
+            "--executor",
+            choices=[e.value for e in ExecutorKind],
+            default=ExecutorKind.DOCKER.value,
+            help="where steps run: fresh containers (default) or the host",
+        )
+
+    b = sub.add_parser("build", help="build the targets of a layer configuration (default)")
+    b.add_argument(
+        "config",
+        nargs="?",
+        metavar="CONFIG",
+        help="layer file(s), colon-separated; later files override earlier ones",
+    )
+    b.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="recipe to build (repeatable; default: the layer's target)",
+    )
+    b.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="recipes built in parallel, and $JOBS inside each step",
+    )
+    b.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"))
+    b.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="DIR|URL",
+        help="look for sources here first, by sha256 and by file name (repeatable)",
+    )
+    b.add_argument(
+        "--offline",
+        action="store_true",
+        help="never open a connection; fail listing every missing source",
+    )
+    b.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
+    common(b)
+
+    ls = sub.add_parser("list", help="every recipe of the graph with version, key and pins")
+    ls.add_argument("config", nargs="?", metavar="CONFIG")
+    ls.add_argument("--json", action="store_true")
+    common(ls)
+
+    ex = sub.add_parser(
+        "explain", help="a recipe's key inputs and what changed since its last build"
+    )
+    ex.add_argument("args", nargs="+", metavar="[CONFIG] RECIPE")
+    common(ex)
+
+    bi = sub.add_parser(
+        "base-image",
+        help="create the builders' Debian base image with "
+        "mmdebstrap and import it into the engine (needs root)",
+    )
+    bi.add_argument("--suite", default="bookworm")
+    bi.add_argument("--mirror", default=None, help="Debian mirror (default: this machine's)")
+    bi.add_argument("--force", action="store_true", help="recreate it even if present")
+    return p
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .bake import BuildOptions, bake, default_cache_dir
+    from .executors import ExecutorKind
+
+    options = BuildOptions(
+        configs=_configs(args.config),
+        targets=tuple(args.target),
+        jobs=max(1, args.jobs),
+        executor=ExecutorKind(args.executor),
+        cache_dir=args.cache_dir or default_cache_dir(),
+        artifacts_dir=args.artifacts_dir,
+        mirrors=tuple(args.mirror),
+        offline=args.offline,
+    )
+    report = bake(options)
+    print(
+        f"[jailbake] {len(report.built) + len(report.reused)} recipes: "
+        f"{len(report.built)} built, {len(report.reused)} reused, "
+        f"{len(report.artifacts)} artifacts in {options.artifacts_dir} "
+        f"({report.seconds:.1f}s)",
+        file=sys.stderr,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), sort_keys=True))
+    return 0
+
+
+def _builder(args: argparse.Namespace, config: str | None) -> tuple[Graph, RecipeBuilder]:
+    from .action import RecipeBuilder
+    from .bake import default_cache_dir, load_graph, make_executor
+    from .executors import ExecutorKind, HostExecutor
+    from .fetch import Fetcher
+    from .store import Store
+
+    graph = load_graph(_configs(config))
+    store = Store(args.cache_dir or default_cache_dir())
+    # Keys need only the executor's kind: no engine is contacted for list and explain.
+    executor = make_executor(ExecutorKind(args.executor))
+    return graph, RecipeBuilder(
+        graph, store, Fetcher(store, offline=True), executor, host=HostExecutor()
+    )
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .query import list_graph
+
+    graph, builder = _builder(args, args.config)
+    entries = list_graph(graph, builder)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2, sort_keys=True))
+        return 0
+    for e in entries:
+        key = (e.key or "?")[:16]
+        state = "cached" if e.cached else "-"
+        print(f"{e.name:24} {e.version:16} {key:16} {state:6} {e.file}")
+        for s in e.sources:
+            pin = s.get("sha256") or s.get("commit") or ""
+            print(f"    {s.get('url') or s.get('git') or s.get('file')} {pin}".rstrip())
+    for name, file in graph.overridden:
+        print(f"note: {name} from {file} is overridden by a later layer", file=sys.stderr)
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .query import explain
+
+    if len(args.args) > 2:
+        raise JailbakeError("explain: expected [CONFIG] RECIPE")
+    config, name = (args.args[0], args.args[1]) if len(args.args) == 2 else (None, args.args[0])
+    graph, builder = _builder(args, config)
+    if name not in graph.recipes:
+        raise JailbakeError(
+            f"explain: unknown recipe {name!r}; known: {', '.join(sorted(graph.recipes))}"
+        )
+    ex = explain(graph, builder, name)
+    if ex.missing_deps:
+        print(f"{name}: key unknown until these are built: {', '.join(ex.missing_deps)}")
+        return 0
+    print(f"{name}: key {ex.key}")
+    print("inputs:")
+    print(json.dumps(ex.inputs, indent=2, sort_keys=True))
+    if ex.last_key is None:
+        print(f"{name} has not been built with this cache")
+    elif ex.last_key == ex.key:
+        print(f"unchanged since the last build ({ex.last_key[:16]})")
+    else:
+        print(f"changed since the last build ({ex.last_key[:16]}):")
+        for field, before, now in ex.changed:
+            print(f"  {field}: {json.dumps(before)} -> {json.dumps(now)}")
+    return 0
+
+
+def _cmd_base_image(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from . import engine
+
+    client = engine.connect()
+    tag = f"{engine.BASE_IMAGE}:{args.suite}"
+    if not args.force:
+        try:
+            client.images.get(tag)
+            print(f"{tag} is present")
+            return 0
+        except Exception:
+            pass
+    with tempfile.TemporaryDirectory(prefix="jailbake-base-") as tmp:
+        engine.make_base_image(client, args.suite, args.mirror or engine.apt_mirror(), Path(tmp))
+    print(f"created {tag}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `jailbake` and `python3 build.py`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (
+        argv[0] not in COMMANDS
+        and argv[0] not in ("-h", "--help", "--version")
+        and not (argv[0] in ("-v", "--verbose") and len(argv) > 1 and argv[1] in COMMANDS)
+    ):
+        if not argv or argv[0] not in ("-v", "--verbose"):
+            argv = ["build", *argv]
+        else:
+            argv = [argv[0], "build", *argv[1:]]
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="[jailbake] %(message)s"
+    )
+    commands = {
+        "build": _cmd_build,
+        "list": _cmd_list,
+        "explain": _cmd_explain,
+        "base-image": _cmd_base_image,
+    }
+    try:
+        return commands[args.command](args)
+    except BuildError as exc:
+        if exc.tail:
+            print(f"--- last lines of {exc.log_path} ---\n{exc.tail}\n---", file=sys.stderr)
+        print(f"jailbake: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except JailbakeError as exc:
+        print(f"jailbake: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("jailbake: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The container engine: finding one, builder images, the base image."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from . import run
+from .errors import EngineError
+from .keys import digest_of, tree_manifest
+
+log = logging.getLogger(__name__)
+
+BASE_IMAGE = "localhost/debian-base"
+_CANDIDATE_SOCKETS = (
+    "/var/run/docker.sock",
+    "/run/podman/podman.sock",
+    "/run/podman-api.sock",
+)
+HOW_TO_START = (
+    "start Docker (sudo systemctl start docker) or Podman's API service "
+    "(sudo scripts/setup-engine, then export DOCKER_HOST=unix:///run/podman-api.sock), "
+    "or build with --executor host"
+)
+
+
+def engine_urls() -> list[str]:
+    """Where to look for an engine: DOCKER_HOST first, then the usual sockets."""
+    if os.environ.get("DOCKER_HOST"):
+        return [os.environ["DOCKER_HOST"]]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    sockets = [*_CANDIDATE_SOCKETS, *([f"{runtime}/podman/podman.sock"] if runtime else [])]
+    return [f"unix://{s}" for s in sockets if Path(s).exists()]
+
+
+def connect() -> Any:
+    """A Docker SDK client for the first engine that answers."""
+    from docker.client import DockerClient
+    from docker.errors import DockerException
+
+    tried = engine_urls()
+    for url in tried:
+        try:
+            client = DockerClient(base_url=url, timeout=600)
+            client.ping()
+            return client
+        except (DockerException, OSError) as exc:
+            log.debug("no engine at %s: %s", url, exc)
+    where = ", ".join(tried) if tried else "DOCKER_HOST is unset and no engine socket exists"
+    raise EngineError(f"no container engine answers ({where}): {HOW_TO_START}")
+
+
+def image_key(context_dir: Path) -> str:
+    """A builder image's key: its Dockerfile and build context, nothing of the host."""
+    return digest_of({"builder": context_dir.name, "context": tree_manifest(context_dir)})
+
+
+def image_tag(name: str, key: str) -> str:
+    return f"localhost/jailbake-{name}:{key[:20]}"
+
+
+def base_images(context_dir: Path) -> list[str]:
+    """The images a Dockerfile starts FROM."""
+    text = (context_dir / "Dockerfile").read_text()
+    return re.findall(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", text, re.M | re.I)
+
+
+def ensure_image(client: Any, context_dir: Path, key: str) -> str:
+    """The tag of the builder image, built from docker/<name>/ if the engine lacks it."""
+    from docker.errors import BuildError, ImageNotFound
+
+    tag = image_tag(context_dir.name, key)
+    try:
+        client.images.get(tag)
+        return tag
+    except ImageNotFound:
+        pass
+    for base in base_images(context_dir):
+        try:
+            client.images.get(base)
+        except ImageNotFound:
+            hint = " (create it with: jailbake base-image)" if base.startswith(BASE_IMAGE) else ""
+            raise EngineError(
+                f"docker/{context_dir.name}/Dockerfile: base image {base} is not "
+                f"in the engine{hint}"
+            ) from None
+    log.info("building builder image %s", tag)
+    try:
+        client.images.build(
+            path=str(context_dir), tag=tag, rm=True, pull=False, labels={"org.jailbake.key": key}
+        )
+    except BuildError as exc:
+        lines = [str(c.get("stream", c.get("error", ""))).rstrip() for c in exc.build_log]
+        tail = "\n".join(line for line in lines if line)[-4000:]
+        raise EngineError(
+            f"docker/{context_dir.name}/Dockerfile: image build failed: {exc.msg}\n{tail}"
+        ) from None
+    return tag
+
+
+def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror this machine's apt uses (never written into the repository)."""
+    for path in sorted(sources_dir.glob("sources.list.d/*.sources")):
+        for line in path.read_text().splitlines():
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+    main = sources_dir / "sources.list"
+    if main.is_file():
+        for line in main.read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 2 and parts[0] == "deb" and "security" not in parts[1]:
+                return parts[2] if parts[1].startswith("[") else parts[1]
+    return "http://deb.debian.org/debian"
+
+
+def make_base_image(client: Any, suite: str, mirror: str, workdir: Path) -> str:
+    """Create BASE_IMAGE:suite with mmdebstrap and import it through the engine API."""
+    tag = f"{BASE_IMAGE}:{suite}"
+    tarball = workdir / f"{suite}.tar"
+    run.run(
+        [
+            "mmdebstrap",
+            "--quiet",
+            "--variant=minbase",
+            "--include=ca-certificates",
+            suite,
+            tarball,
+            mirror,
+        ]
+    )
+    with tarball.open("rb") as f:
+        reply = client.api.import_image_from_data(f, repository=tag)
+    image_id = re.search(r'"id"\s*:\s*"([^"]+)"', str(reply))
+    if image_id:  # engines that ignore a tag given with the repository name
+        client.images.get(image_id.group(1)).tag(BASE_IMAGE, suite)
+    client.images.get(tag)
+    return tag
+
+
+def tar_context(context_dir: Path) -> io.BytesIO:
+    """A build context as an in-memory tar with fixed metadata."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for entry in tree_manifest(context_dir):
+            info = tar.gettarinfo(str(context_dir / entry["path"]), arcname=entry["path"])
+            info.uid = info.gid = 0
+            info.mtime = 0
+            if info.isfile():
+                with (context_dir / entry["path"]).open("rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+    buf.seek(0)
+    return buf

@@ -1,0 +1,153 @@
+"""Executors run one build step: in a fresh container, or in a scratch directory on the host.
+
+Both give the script the same variables: WORKDIR, SRC, OUT, DEPS, HOME and the
+recipe's environment, with umask 022.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import run
+
+log = logging.getLogger(__name__)
+
+CONTAINER_WORKDIR = Path("/work")
+CONTAINER_UID = 1000
+SCRIPT_PREAMBLE = 'set -eux\numask 022\ncd "$SRC"\n'
+
+
+class ExecutorKind(StrEnum):
+    DOCKER = "docker"
+    HOST = "host"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One recipe's build, laid out in work/: src/, out/, home/, deps/<name>, build.sh."""
+
+    recipe: str
+    work: Path
+    deps: tuple[tuple[str, Path], ...]
+    env: tuple[tuple[str, str], ...]
+    log: Path
+    image: str | None = None
+    jobs: int = 1
+
+
+def write_script(work: Path, script: str) -> None:
+    (work / "build.sh").write_text(SCRIPT_PREAMBLE + script.rstrip("\n") + "\n")
+    for sub in ("src", "out", "home", "deps"):
+        (work / sub).mkdir(exist_ok=True)
+
+
+def _variables(step: Step, root: Path) -> dict[str, str]:
+    env = dict(step.env)
+    env.update(
+        {
+            "WORKDIR": str(root),
+            "SRC": str(root / "src"),
+            "OUT": str(root / "out"),
+            "DEPS": str(root / "deps"),
+            "HOME": str(root / "home"),
+            "JOBS": str(step.jobs),
+            "TZ": "UTC",
+            "LC_ALL": "C.UTF-8",
+            "LANG": "C.UTF-8",
+        }
+    )
+    return env
+
+
+class Executor(Protocol):
+    kind: ExecutorKind
+
+    def run(self, step: Step) -> int:
+        """Run step's build.sh; return its exit status. Output goes to step.log."""
+        ...
+
+
+class HostExecutor:
+    """The container contract in a scratch directory, for development and tests."""
+
+    kind = ExecutorKind.HOST
+
+    def run(self, step: Step) -> int:
+        for name, tree in step.deps:
+            (step.work / "deps" / name).symlink_to(tree)
+        env = _variables(step, step.work)
+        with step.log.open("ab") as logf:
+            cp = run.run(
+                ["bash", step.work / "build.sh"],
+                cwd=step.work / "src",
+                env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        return cp.returncode
+
+
+class DockerExecutor:
+    """A fresh container per step: no network, a non-root user, inputs read-only."""
+
+    kind = ExecutorKind.DOCKER
+
+    def __init__(self, client_factory: Callable[[], Any]) -> None:
+        self._client_factory = client_factory
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def _user(self, work: Path) -> str:
+        if os.getuid() != 0:
+            return f"{os.getuid()}:{os.getgid()}"
+        # Rootful engines do not remap uids: the step's user must own its directories.
+        for dirpath, dirnames, filenames in os.walk(work):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+                os.lchown(name, CONTAINER_UID, CONTAINER_UID)
+        return f"{CONTAINER_UID}:{CONTAINER_UID}"
+
+    def run(self, step: Step) -> int:
+        assert step.image, "a docker step needs an image"
+        volumes = {str(step.work): {"bind": str(CONTAINER_WORKDIR), "mode": "rw"}}
+        for name, tree in step.deps:
+            (step.work / "deps" / name).mkdir()
+            volumes[str(tree)] = {"bind": str(CONTAINER_WORKDIR / "deps" / name), "mode": "ro"}
+        user = self._user(step.work)
+        container = self.client.containers.run(
+            step.image,
+            ["bash", str(CONTAINER_WORKDIR / "build.sh")],
+            detach=True,
+            environment=_variables(step, CONTAINER_WORKDIR),
+            hostname="jailbake",
+            labels={"org.jailbake.recipe": step.recipe},
+            network_mode="none",
+            user=user,
+            volumes=volumes,
+            working_dir=str(CONTAINER_WORKDIR / "src"),
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+        )
+        try:
+            with step.log.open("ab") as logf:
+                for chunk in container.logs(stream=True, follow=True):
+                    logf.write(chunk)
+            status = container.wait()
+            return int(status.get("StatusCode", 1))
+        finally:
+            try:
+                container.remove(force=True)
+            except Exception as exc:  # the engine may have removed it already
+                log.debug("removing container: %s", exc)

@@ -1,0 +1,274 @@
+"""Getting pinned sources into the cache: downloads, mirrors, git."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import run
+from .errors import ChecksumError, FetchError
+from .keys import file_sha256
+from .recipe import Recipe, Source, SourceKind
+from .store import Store
+
+if TYPE_CHECKING:
+    import requests
+
+log = logging.getLogger(__name__)
+
+RETRIES = 4
+TIMEOUT = 30.0
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Missing:
+    recipe: str
+    source: Source
+
+    def describe(self) -> str:
+        if self.source.kind is SourceKind.GIT:
+            return f"{self.recipe}: {self.source.location} commit {self.source.commit}"
+        return f"{self.recipe}: {self.source.location} sha256 {self.source.sha256}"
+
+
+def git_archive_name(url: str, commit: str) -> str:
+    """The file name of a git source exported at its commit, in a mirror."""
+    base = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "repo"
+    return f"{base}-{commit}.tar"
+
+
+def _is_url(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+class Fetcher:
+    """Puts each source in the cache, from the cache, a mirror, or upstream."""
+
+    def __init__(
+        self,
+        store: Store,
+        mirrors: Sequence[str] = (),
+        *,
+        offline: bool = False,
+        progress: bool | None = None,
+    ) -> None:
+        self.store = store
+        self.mirrors = list(mirrors)
+        self.offline = offline
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self._session: requests.Session | None = None
+
+    # -- what is missing ---------------------------------------------------------
+    def _git_dir(self, url: str) -> Path:
+        return self.store.root / "git" / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".git")
+
+    def _have_commit(self, url: str, commit: str) -> bool:
+        git_dir = self._git_dir(url)
+        if not git_dir.is_dir():
+            return False
+        cp = run.run(
+            ["git", "--git-dir", git_dir, "cat-file", "-e", f"{commit}^{{commit}}"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return cp.returncode == 0
+
+    def is_cached(self, source: Source) -> bool:
+        if source.kind is SourceKind.URL:
+            return self.store.has_blob(source.sha256)
+        if source.kind is SourceKind.GIT:
+            return self._have_commit(source.location, source.commit)
+        return True
+
+    def _in_local_mirror(self, source: Source) -> bool:
+        for mirror in self.mirrors:
+            if _is_url(mirror):
+                continue
+            root = Path(mirror)
+            if source.kind is SourceKind.URL and (
+                (root / "sha256" / source.sha256).is_file() or (root / source.filename).is_file()
+            ):
+                return True
+            if (
+                source.kind is SourceKind.GIT
+                and (root / git_archive_name(source.location, source.commit)).is_file()
+            ):
+                return True
+        return False
+
+    def missing_offline(self, recipes: Iterable[Recipe]) -> list[Missing]:
+        """Sources that an offline build could not find (network mirrors count as absent)."""
+        return [
+            Missing(r.name, s)
+            for r in recipes
+            for s in r.sources
+            if s.kind is not SourceKind.FILE
+            and not self.is_cached(s)
+            and not self._in_local_mirror(s)
+        ]
+
+    # -- url sources ---------------------------------------------------------------
+    def fetch_url(self, recipe: str, source: Source) -> Path:
+        """The cached file of a url source, downloading it if needed."""
+        blob = self.store.blob_path(source.sha256)
+        if blob.is_file():
+            return blob
+        with self.store.lock(f"fetch-{source.sha256}"):
+            if blob.is_file():
+                return blob
+            candidates: list[str] = []
+            for mirror in self.mirrors:
+                base = mirror.rstrip("/")
+                candidates += [f"{base}/sha256/{source.sha256}", f"{base}/{source.filename}"]
+            for candidate in candidates:
+                if self._try(recipe, source, candidate, mirror=True):
+                    return blob
+            if self.offline:
+                raise FetchError(
+                    f"{recipe}: {source.location} (sha256 {source.sha256}) is not "
+                    "in the cache or any mirror, and --offline forbids downloading"
+                )
+            if not self._try(recipe, source, source.location, mirror=False):
+                raise FetchError(f"{recipe}: cannot download {source.location}")
+            return blob
+
+    def _try(self, recipe: str, source: Source, location: str, *, mirror: bool) -> bool:
+        """Fetch location into the CAS if it exists there; False if it does not."""
+        part = self.store.root / "tmp" / f"download-{source.sha256}.part"
+        if _is_url(location):
+            if self.offline:
+                return False
+            if not self._download(location, part, missing_ok=mirror):
+                return False
+        else:
+            path = Path(location.removeprefix("file://"))
+            if not path.is_file():
+                if mirror:
+                    return False
+                raise FetchError(f"{recipe}: {location} does not exist")
+            shutil.copyfile(path, part)
+        actual = file_sha256(part)
+        if actual != source.sha256:
+            part.unlink()
+            raise ChecksumError(recipe, location, source.sha256, actual)
+        self.store.add_blob(part, source.sha256)
+        return True
+
+    def _requests(self) -> requests.Session:
+        if self._session is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+            from urllib3.util.retry import Retry
+
+            session = requests.Session()
+            retry = Retry(
+                total=RETRIES,
+                backoff_factor=0.5,
+                status_forcelist=(429, 500, 502, 503, 504),
+                allowed_methods=None,
+            )
+            session.mount("http://", HTTPAdapter(max_retries=retry))
+            session.mount("https://", HTTPAdapter(max_retries=retry))
+            session.headers["User-Agent"] = "jailbake"
+            self._session = session
+        return self._session
+
+    def _download(self, url: str, part: Path, *, missing_ok: bool) -> bool:
+        """Download url to part, resuming a previous partial file where the server allows."""
+        import requests
+        from tqdm import tqdm
+
+        session = self._requests()
+        for attempt in range(RETRIES + 1):
+            have = part.stat().st_size if part.exists() else 0
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                with session.get(url, stream=True, timeout=TIMEOUT, headers=headers) as resp:
+                    if resp.status_code == 404 and missing_ok:
+                        return False
+                    if resp.status_code == 416:  # nothing left to send: already complete
+                        return True
+                    if resp.status_code >= 400:
+                        raise FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+                    resumed = resp.status_code == 206
+                    total = int(resp.headers.get("Content-Length", 0)) + (have if resumed else 0)
+                    with (
+                        part.open("ab" if resumed else "wb") as out,
+                        tqdm(
+                            total=total or None,
+                            initial=have if resumed else 0,
+                            unit="B",
+                            unit_scale=True,
+                            desc=url.rsplit("/", 1)[-1],
+                            leave=False,
+                            disable=not self.progress,
+                            file=sys.stderr,
+                        ) as bar,
+                    ):
+                        for chunk in resp.iter_content(CHUNK):
+                            out.write(chunk)
+                            bar.update(len(chunk))
+                    if not self.progress:
+                        log.info("fetched %s (%d bytes)", url, part.stat().st_size)
+                    return True
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt == RETRIES:
+                    if missing_ok:
+                        log.warning("mirror %s unreachable: %s", url, exc)
+                        return False
+                    raise FetchError(f"{url}: {exc}") from None
+                time.sleep(0.5 * 2**attempt)
+        return False
+
+    # -- git sources -------------------------------------------------------------------
+    def fetch_git(self, recipe: str, source: Source) -> Path | None:
+        """The bare repository holding the commit, or None when a mirror archive serves it."""
+        url, commit = source.location, source.commit
+        git_dir = self._git_dir(url)
+        if self._have_commit(url, commit):
+            return git_dir
+        with self.store.lock(f"git-{git_dir.name}"):
+            if self._have_commit(url, commit):
+                return git_dir
+            if self.mirror_archive(source) is not None:
+                return None
+            if self.offline:
+                raise FetchError(
+                    f"{recipe}: {url} commit {commit} is not in the cache or any "
+                    "mirror, and --offline forbids fetching"
+                )
+            if not git_dir.is_dir():
+                tmp = self.store.temp_path("git")
+                run.run(["git", "init", "--quiet", "--bare", tmp])
+                tmp.rename(git_dir)
+            for refspec in ([commit], ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]):
+                cp = run.run(
+                    ["git", "--git-dir", git_dir, "fetch", "--quiet", url, *refspec],
+                    check=False,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+                if self._have_commit(url, commit):
+                    return git_dir
+            detail = cp.stdout.decode(errors="replace").strip().splitlines()
+            raise FetchError(
+                f"{recipe}: cannot fetch commit {commit} from {url}"
+                + (f": {detail[-1]}" if detail else "")
+            )
+
+    def mirror_archive(self, source: Source) -> Path | None:
+        name = git_archive_name(source.location, source.commit)
+        for mirror in self.mirrors:
+            if not _is_url(mirror) and (Path(mirror) / name).is_file():
+                return Path(mirror) / name
+        return None

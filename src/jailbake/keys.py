@@ -1,0 +1,104 @@
+"""Keys: sha256 over canonical JSON. Pure functions, no I/O beyond hashing given files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# Bumped when what a key means changes (sandbox layout, output normalization).
+ACTION_FORMAT = 1
+
+
+def canonical_json(obj: Any) -> bytes:
+    """JSON with sorted keys and no whitespace: equal data, equal bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest_of(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj)).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_manifest(root: Path) -> list[dict[str, Any]]:
+    """Every entry under root, sorted, with normalized modes and content digests."""
+    entries: list[dict[str, Any]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            path = base / name
+            rel = path.relative_to(root).as_posix()
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                entries.append({"path": rel, "type": "symlink", "target": os.readlink(path)})
+            elif stat.S_ISDIR(st.st_mode):
+                entries.append({"path": rel, "type": "dir"})
+            elif stat.S_ISREG(st.st_mode):
+                entries.append(
+                    {
+                        "path": rel,
+                        "type": "file",
+                        "exec": bool(st.st_mode & 0o111),
+                        "size": st.st_size,
+                        "sha256": file_sha256(path),
+                    }
+                )
+            else:
+                raise ValueError(f"{rel}: not a file, directory or symbolic link")
+    entries.sort(key=lambda e: e["path"])
+    return entries
+
+
+def path_digest(path: Path) -> str:
+    """Content digest of a file or a directory tree (names, modes, bytes)."""
+    if path.is_dir():
+        return digest_of(tree_manifest(path))
+    return file_sha256(path)
+
+
+def step_key_inputs(
+    definition: Mapping[str, Any],
+    files: Mapping[str, str],
+    variables: Mapping[str, str],
+    deps: Mapping[str, str],
+    builder: Mapping[str, str],
+) -> dict[str, Any]:
+    """Everything a recipe's result depends on, as plain data."""
+    return {
+        "format": ACTION_FORMAT,
+        "recipe": dict(definition),
+        "files": dict(files),
+        "variables": dict(variables),
+        "deps": dict(deps),
+        "builder": dict(builder),
+    }
+
+
+def step_key(inputs: Mapping[str, Any]) -> str:
+    return digest_of(inputs)
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists by index. For explaining key changes."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, Mapping):
+        for k in sorted(obj):
+            out.update(flatten(obj[k], f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, list) and obj:
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = obj
+    return out

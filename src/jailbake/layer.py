@@ -1,0 +1,188 @@
+"""Layer files are kas project configuration files; kas's loader reads and merges them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError
+
+DEFAULT_SOURCE_DATE_EPOCH = 0
+# Layer variable naming source mirrors (directories relative to the top repository, or
+# URLs), looked up after --mirror and before upstream, like bitbake's PREMIRRORS.
+MIRRORS_VARIABLE = "JAILBAKE_MIRRORS"
+_kas_ready = threading.Lock()
+_kas_context = False
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The merged configuration of one or more layer files."""
+
+    files: tuple[Path, ...]
+    top_dir: Path
+    recipe_dirs: tuple[Path, ...]
+    docker_dirs: tuple[Path, ...]
+    targets: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    source_date_epoch: int
+    machine: str
+    artifacts: tuple[tuple[str, str], ...]
+    mirrors: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return ":".join(str(f) for f in self.files)
+
+    def variables(self) -> dict[str, str]:
+        return dict(self.env)
+
+
+def split_config(spec: str) -> list[Path]:
+    """'a.yml:b.yml' -> paths, as kas takes them."""
+    return [Path(p) for p in spec.split(":") if p]
+
+
+def _kas_config(files: Sequence[Path]) -> tuple[dict[str, Any], Path]:
+    global _kas_context
+    from kas import context
+    from kas.includehandler import IncludeHandler
+    from kas.kasusererror import KasUserError
+
+    with _kas_ready:
+        if not _kas_context:
+            context.create_global_context(
+                argparse.Namespace(
+                    update=False, force_checkout=False, no_color=True, preserve_env=False
+                )
+            )
+            _kas_context = True
+    handler = IncludeHandler([str(f) for f in files], use_lock=True)
+    kas_log = logging.getLogger()
+    previous = kas_log.level
+    kas_log.setLevel(logging.CRITICAL)  # kas logs each schema error; we report one line
+    try:
+        config, missing = handler.get_config(repos={})
+    except KasUserError as exc:
+        raise _explain_kas_error(files, exc) from None
+    finally:
+        kas_log.setLevel(previous)
+    if missing:
+        raise RecipeError(
+            files[0],
+            "header.includes",
+            f"includes from repositories that are not local: {', '.join(missing)}",
+        )
+    return config, Path(handler.get_top_repo_path()).resolve()
+
+
+def _explain_kas_error(files: Sequence[Path], exc: Exception) -> RecipeError:
+    """Turn kas's multi-line schema report into one line naming file and field."""
+    import yaml
+    from jsonschema import Draft7Validator
+    from kas.configschema import CONFIGSCHEMA
+
+    filename = getattr(exc, "filename", None) or str(files[0])
+    try:
+        data = yaml.safe_load(Path(filename).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return RecipeError(filename, "", str(exc).splitlines()[0])
+    errors = sorted(Draft7Validator(CONFIGSCHEMA).iter_errors(data), key=lambda e: list(e.path))
+    if not errors:
+        return RecipeError(filename, "", str(exc).splitlines()[0])
+    err = errors[0]
+    field = ".".join(str(p) for p in err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
+        field = ".".join([field, *extra[:1]]) if field else ",".join(extra)
+        return RecipeError(filename, field, f"unknown key; expected one of: {', '.join(allowed)}")
+    return RecipeError(filename, field or "", f"not a valid kas configuration: {err.message}")
+
+
+def load_layers(files: Sequence[Path], environ: Mapping[str, str] | None = None) -> Layer:
+    """Load layer files with kas, later files overriding earlier ones."""
+    environ = os.environ if environ is None else environ
+    if not files:
+        raise RecipeError("<command line>", "CONFIG", "expected at least one layer file")
+    for f in files:
+        if not f.is_file():
+            raise RecipeError(f, "", "layer file not found")
+    files = [f.resolve() for f in files]
+    config, top_dir = _kas_config(files)
+    first = files[-1]
+
+    recipe_dirs: list[Path] = []
+    docker_dirs: list[Path] = []
+    for repo_id, repo in (config.get("repos") or {}).items():
+        repo = repo or {}
+        if repo.get("url"):
+            raise RecipeError(
+                first,
+                f"repos.{repo_id}.url",
+                "remote layer repositories are not supported; check the "
+                "repository out and give its local 'path'",
+            )
+        root = (top_dir / repo["path"]).resolve() if repo.get("path") else top_dir
+        if not root.is_dir():
+            raise RecipeError(first, f"repos.{repo_id}.path", f"directory {root} does not exist")
+        layers = repo.get("layers") or {"recipes": None}
+        for layer_name, setting in layers.items():
+            if setting not in (None,) and not isinstance(setting, dict):
+                continue  # "disabled" and its legacy spellings
+            layer_dir = (root / layer_name).resolve()
+            if not layer_dir.is_relative_to(root):
+                raise RecipeError(
+                    first,
+                    f"repos.{repo_id}.layers.{layer_name}",
+                    "layer path escapes its repository",
+                )
+            if not layer_dir.is_dir():
+                raise RecipeError(
+                    first,
+                    f"repos.{repo_id}.layers.{layer_name}",
+                    f"expected a directory of recipes, {layer_dir} does not exist",
+                )
+            if layer_dir not in recipe_dirs:
+                recipe_dirs.append(layer_dir)
+        if (root / "docker").is_dir() and (root / "docker") not in docker_dirs:
+            docker_dirs.append(root / "docker")
+    if not recipe_dirs:
+        raise RecipeError(first, "repos", "expected at least one repository with recipe layers")
+
+    env: dict[str, str] = {}
+    for var, default in sorted((config.get("env") or {}).items()):
+        value = environ.get(var, default)
+        if value is not None:
+            env[var] = str(value)
+    sde_text = env.setdefault("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
+    if not sde_text.isdigit():
+        raise RecipeError(
+            first,
+            "env.SOURCE_DATE_EPOCH",
+            f"expected a number of seconds since 1970, got {sde_text!r}",
+        )
+    mirrors = tuple(
+        m if "://" in m else str((top_dir / m).resolve())
+        for m in env.pop(MIRRORS_VARIABLE, "").split()
+    )
+    target = config.get("target") or []
+    targets = (target,) if isinstance(target, str) else tuple(target)
+    return Layer(
+        files=tuple(files),
+        top_dir=top_dir,
+        recipe_dirs=tuple(recipe_dirs),
+        docker_dirs=tuple(docker_dirs),
+        targets=targets,
+        env=tuple(sorted(env.items())),
+        source_date_epoch=int(sde_text),
+        machine=str(config.get("machine") or ""),
+        artifacts=tuple(sorted((config.get("artifacts") or {}).items())),
+        mirrors=mirrors,
+    )

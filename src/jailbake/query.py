@@ -1,0 +1,108 @@
+"""Read-only questions about a graph: what is in it, and why a key changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .action import RecipeBuilder
+from .graph import Graph
+from .keys import flatten
+from .store import ActionResult
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    version: str
+    summary: str
+    license: str
+    key: str | None
+    cached: bool
+    depends: list[str]
+    sources: list[dict[str, Any]]
+    file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "summary": self.summary,
+            "license": self.license,
+            "key": self.key,
+            "cached": self.cached,
+            "depends": self.depends,
+            "sources": self.sources,
+            "file": self.file,
+        }
+
+
+def list_graph(graph: Graph, builder: RecipeBuilder) -> list[Entry]:
+    """Every recipe with its key, where its dependencies' outputs are in the cache."""
+    results: dict[str, ActionResult | None] = {}
+    entries = []
+    for name in graph.order:
+        recipe = graph.recipes[name]
+        key: str | None = None
+        deps = {d: results.get(d) for d in recipe.depends}
+        if all(r is not None for r in deps.values()):
+            info, hit = builder.lookup(recipe, {d: r for d, r in deps.items() if r is not None})
+            key = info.key
+            results[name] = hit
+        else:
+            results[name] = None
+        sources = [
+            {k: v for k, v in s.pin().items() if k in ("url", "sha256", "git", "commit", "file")}
+            for s in recipe.sources
+        ]
+        entries.append(
+            Entry(
+                name,
+                recipe.version,
+                recipe.summary,
+                recipe.license,
+                key,
+                results[name] is not None,
+                sorted(recipe.depends),
+                sources,
+                str(recipe.file.relative_to(graph.layer.top_dir))
+                if recipe.file.is_relative_to(graph.layer.top_dir)
+                else str(recipe.file),
+            )
+        )
+    return entries
+
+
+@dataclass(frozen=True)
+class Explanation:
+    recipe: str
+    key: str | None
+    inputs: dict[str, Any]
+    last_key: str | None
+    changed: list[tuple[str, Any, Any]]  # (input, before, now)
+    missing_deps: list[str]
+
+
+def explain(graph: Graph, builder: RecipeBuilder, name: str) -> Explanation:
+    """The recipe's key inputs now, and what differs from its last build in this cache."""
+    entries = {e.name: e for e in list_graph(graph, builder)}
+    recipe = graph.recipes[name]
+    store = builder.store
+    missing = [d for d in recipe.depends if not entries[d].cached]
+    last_key = store.last_key(name)
+    last = store.get_result(last_key) if last_key else None
+    if missing:
+        return Explanation(name, None, {}, last_key, [], missing)
+    deps: dict[str, ActionResult] = {}
+    for d in recipe.depends:
+        hit = store.get_result(entries[d].key or "")
+        assert hit is not None
+        deps[d] = hit
+    info, _ = builder.lookup(recipe, deps)
+    changed: list[tuple[str, Any, Any]] = []
+    if last is not None and last.key != info.key:
+        before, now = flatten(last.inputs), flatten(info.inputs)
+        for k in sorted(set(before) | set(now)):
+            if before.get(k) != now.get(k):
+                changed.append((k, before.get(k), now.get(k)))
+    return Explanation(name, info.key, info.inputs, last_key, changed, [])

@@ -1,0 +1,55 @@
+"""The one place jailbake starts host processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+# Host tools see only these variables from the caller's environment.
+_PASSTHROUGH = ("PATH", "HOME", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment from an allow-list, pinned to a neutral locale and time zone."""
+    env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin")
+    env.update({"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "TZ": "UTC"})
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    argv: Sequence[str | Path],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
+    check: bool = True,
+    input: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run argv with a clean environment (plus env); raise CalledProcessError on failure."""
+    args = [str(a) for a in argv]
+    log.debug("run: %s (cwd=%s)", " ".join(args), cwd)
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env=clean_env(env),
+        stdout=stdout,
+        stderr=stderr,
+        check=check,
+        input=input,
+    )
+
+
+def output(argv: Sequence[str | Path], *, cwd: Path | None = None) -> str:
+    """Run argv and return its stdout as text."""
+    cp = run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return cp.stdout.decode()

@@ -1,0 +1,148 @@
+"""doit schedules the recipe graph; jailbake's keys decide what is up to date."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .action import Outcome, RecipeBuilder, Status
+from .errors import JailbakeError
+from .graph import Graph
+from .store import ActionResult
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[str, Outcome | None], None]
+
+
+class _QuietReporter:
+    """doit's reporter interface, silenced: jailbake prints its own progress."""
+
+    desc = "jailbake"
+
+    def __init__(self, outstream: Any, options: Any) -> None:
+        self.failures: list[Any] = []
+
+    def get_status(self, task: Any) -> None: ...
+    def initialize(self, tasks: Any, selected_tasks: Any) -> None: ...
+    def execute_task(self, task: Any) -> None: ...
+    def add_failure(self, task: Any, fail: Any) -> None:
+        self.failures.append((task, fail))
+
+    def add_success(self, task: Any) -> None: ...
+    def skip_uptodate(self, task: Any) -> None: ...
+    def skip_ignore(self, task: Any) -> None: ...
+    def cleanup_error(self, exception: Any) -> None: ...
+    def runtime_error(self, msg: str) -> None:
+        self.failures.append((None, msg))
+
+    def teardown_task(self, task: Any) -> None: ...
+    def complete_run(self) -> None: ...
+
+
+class Scheduler:
+    """Runs a graph's recipes as doit tasks, -j of them at a time."""
+
+    def __init__(
+        self, graph: Graph, builder: RecipeBuilder, report: Report, state_dir: Path
+    ) -> None:
+        self.graph = graph
+        self.builder = builder
+        self.report = report
+        self.state_dir = state_dir
+        self.outcomes: dict[str, Outcome] = {}
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    def _deps(self, name: str) -> dict[str, ActionResult]:
+        with self._lock:
+            return {d: self.outcomes[d].result for d in self.graph.recipes[name].depends}
+
+    def _uptodate(self, name: str) -> bool:
+        """Up to date when the key over the inputs, dependency outputs included, is stored."""
+        try:
+            recipe = self.graph.recipes[name]
+            info, hit = self.builder.lookup(recipe, self._deps(name))
+        except BaseException as exc:
+            with self._lock:
+                self.errors.append(exc)
+            return False
+        if hit is None:
+            log.debug("%s: run: key %s is not in the cache", name, info.key[:16])
+            return False
+        self.builder.store.record_last(name, info.key)
+        outcome = Outcome(name, Status.REUSED, hit, 0.0)
+        with self._lock:
+            self.outcomes[name] = outcome
+        self.report(name, outcome)
+        return True
+
+    def _action(self, name: str) -> bool:
+        with self._lock:
+            if self.errors:
+                return False
+        self.report(name, None)
+        try:
+            outcome = self.builder.build(self.graph.recipes[name], self._deps(name))
+        except BaseException as exc:
+            with self._lock:
+                self.errors.append(exc)
+            return False
+        with self._lock:
+            self.outcomes[name] = outcome
+        self.report(name, outcome)
+        return True
+
+    def _tasks(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": name,
+                "actions": [(self._action, [name])],
+                "task_dep": list(self.graph.recipes[name].depends),
+                "uptodate": [lambda n=name: self._uptodate(n)],
+                "verbosity": 0,
+            }
+            for name in self.graph.order
+        ]
+
+    def run(self, jobs: int) -> dict[str, Outcome]:
+        from doit.cmd_base import TaskLoader2
+        from doit.doit_cmd import DoitMain
+        from doit.task import dict_to_task
+
+        tasks = [dict_to_task(t) for t in self._tasks()]
+        config = {
+            "dep_file": str(self.state_dir / "doit.db"),
+            "backend": "json",
+            "reporter": _QuietReporter,
+            "verbosity": 0,
+        }
+
+        class Loader(TaskLoader2):  # type: ignore[misc]
+            def setup(self, opt_values: Any) -> None: ...
+            def load_doit_config(self) -> dict[str, Any]:
+                return config
+
+            def load_tasks(self, cmd: Any, pos_args: Any) -> list[Any]:
+                return tasks
+
+        args = [
+            "run",
+            "--process",
+            str(max(1, jobs)),
+            "--parallel-type",
+            "thread",
+            *self.graph.order,
+        ]
+        rc = DoitMain(Loader(), extra_config={"GLOBAL": config}).run(args)
+        if self.errors:
+            raise self.errors[0]
+        if rc != 0:
+            raise JailbakeError(f"the scheduler stopped with status {rc}")
+        missing = [n for n in self.graph.order if n not in self.outcomes]
+        if missing:
+            raise JailbakeError(f"recipes not built: {', '.join(missing)}")
+        return self.outcomes

@@ -1,0 +1,214 @@
+"""The local cache: blobs by sha256 (CAS), results by key (action cache), output trees.
+
+Everything enters through a temporary path under tmp/ and a rename, so a killed
+build leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .keys import canonical_json, digest_of, file_sha256, tree_manifest
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A blob's identity, named as in the Remote Execution API."""
+
+    hash: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What a recipe's build left behind, stored under its key."""
+
+    key: str
+    recipe: str
+    version: str
+    inputs: dict[str, Any]
+    outputs: list[dict[str, Any]]
+    output_digest: str
+    duration: float
+    log: Digest | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return canonical_json(asdict(self))
+
+    @staticmethod
+    def from_json(data: bytes) -> ActionResult:
+        raw = json.loads(data)
+        log = Digest(**raw.pop("log")) if raw.get("log") else None
+        raw.pop("log", None)
+        return ActionResult(log=log, **raw)
+
+
+def make_tree_readonly(root: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                mode = p.lstat().st_mode
+                p.chmod(0o555 if mode & 0o111 else 0o444)
+        for name in dirnames:
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                p.chmod(0o555)
+    root.chmod(0o555)
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf that also removes read-only trees."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in [dirpath, *(os.path.join(dirpath, d) for d in dirnames)]:
+            st = os.lstat(name)
+            if stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IWUSR:
+                os.chmod(name, st.st_mode | stat.S_IRWXU)
+    shutil.rmtree(path)
+
+
+class Store:
+    """A cache directory shared safely by concurrent builds."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        for sub in ("cas", "ac", "trees", "tmp", "locks", "git", "logs", "last"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        self._clean_stale_tmp()
+
+    # -- temporary space -------------------------------------------------
+    def _clean_stale_tmp(self) -> None:
+        for entry in (self.root / "tmp").iterdir():
+            pid = entry.name.split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    remove_tree(entry)
+
+    @contextlib.contextmanager
+    def temp_dir(self, label: str) -> Iterator[Path]:
+        """A fresh directory removed on exit, whatever happens."""
+        path = self.root / "tmp" / f"{os.getpid()}-{label}-{uuid.uuid4().hex[:8]}"
+        path.mkdir()
+        try:
+            yield path
+        finally:
+            remove_tree(path)
+
+    def temp_path(self, label: str) -> Path:
+        return self.root / "tmp" / f"{os.getpid()}-{label}-{uuid.uuid4().hex[:8]}"
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock shared between processes using this cache."""
+        path = self.root / "locks" / f"{name}.lock"
+        with path.open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # -- content-addressed blobs -------------------------------------------
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / "cas" / sha256[:2] / sha256
+
+    def has_blob(self, sha256: str) -> bool:
+        return self.blob_path(sha256).is_file()
+
+    def add_blob(self, tmp: Path, sha256: str | None = None) -> Digest:
+        """Move a finished temporary file into the CAS under its digest."""
+        actual = file_sha256(tmp)
+        if sha256 is not None and actual != sha256:
+            tmp.unlink()
+            raise ValueError(f"blob digest {actual} is not {sha256}")
+        dest = self.blob_path(actual)
+        dest.parent.mkdir(exist_ok=True)
+        size = tmp.stat().st_size
+        tmp.chmod(0o444)
+        os.replace(tmp, dest)
+        return Digest(actual, size)
+
+    def add_bytes(self, data: bytes) -> Digest:
+        tmp = self.temp_path("blob")
+        tmp.write_bytes(data)
+        return self.add_blob(tmp)
+
+    # -- output trees ----------------------------------------------------------
+    def tree_path(self, output_digest: str) -> Path:
+        return self.root / "trees" / output_digest
+
+    def add_tree(self, tmp: Path) -> tuple[str, list[dict[str, Any]]]:
+        """Move a finished output tree into place; returns its digest and manifest."""
+        manifest = tree_manifest(tmp)
+        digest = digest_of(manifest)
+        dest = self.tree_path(digest)
+        if dest.is_dir():
+            remove_tree(tmp)
+        else:
+            make_tree_readonly(tmp)
+            try:
+                os.rename(tmp, dest)
+            except OSError:
+                if not dest.is_dir():
+                    raise
+                remove_tree(tmp)  # another build stored the same tree first
+        return digest, manifest
+
+    # -- action cache --------------------------------------------------------
+    def _ac_path(self, key: str) -> Path:
+        return self.root / "ac" / key[:2] / f"{key}.json"
+
+    def get_result(self, key: str) -> ActionResult | None:
+        """The stored result for key, if it and its output tree are complete."""
+        try:
+            result = ActionResult.from_json(self._ac_path(key).read_bytes())
+        except (OSError, ValueError, TypeError):
+            return None
+        if not self.tree_path(result.output_digest).is_dir():
+            return None
+        return result
+
+    def put_result(self, result: ActionResult) -> None:
+        path = self._ac_path(result.key)
+        path.parent.mkdir(exist_ok=True)
+        tmp = self.temp_path("ac")
+        tmp.write_bytes(result.to_json())
+        os.replace(tmp, path)
+
+    # -- what each recipe was built from last ------------------------------------
+    def record_last(self, recipe: str, key: str) -> None:
+        tmp = self.temp_path("last")
+        tmp.write_text(key)
+        os.replace(tmp, self.root / "last" / recipe)
+
+    def last_key(self, recipe: str) -> str | None:
+        try:
+            return (self.root / "last" / recipe).read_text().strip() or None
+        except OSError:
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,68 @@
+"""Archive extraction that refuses members escaping the tree."""
+
+from __future__ import annotations
+
+import posixpath
+import tarfile
+from pathlib import Path
+from typing import IO
+
+from .errors import UnpackError
+
+
+def _strip(name: str, strip: int) -> str | None:
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if len(parts) <= strip:
+        return None
+    return "/".join(parts[strip:])
+
+
+def _check(member: tarfile.TarInfo, origin: str) -> None:
+    name = member.name
+    if name.startswith("/") or posixpath.isabs(name):
+        raise UnpackError(f"{origin}: member {name!r} has an absolute path")
+    if ".." in name.split("/"):
+        raise UnpackError(f"{origin}: member {name!r} escapes the tree with '..'")
+    if member.isdev() or member.isfifo():
+        raise UnpackError(f"{origin}: member {name!r} is a device or fifo")
+    if member.issym():
+        target = member.linkname
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            raise UnpackError(f"{origin}: symlink {name!r} -> {target!r} points outside the tree")
+    if member.islnk():
+        target = posixpath.normpath(member.linkname)
+        if target.startswith("/") or target == ".." or target.startswith("../"):
+            raise UnpackError(
+                f"{origin}: hard link {name!r} -> {member.linkname!r} points outside the tree"
+            )
+
+
+def extract_tar(
+    fileobj: IO[bytes] | None, path: Path | None, dest: Path, *, strip: int = 0, origin: str
+) -> None:
+    """Extract a (compressed) tar into dest after checking every member."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(name=path, fileobj=fileobj, mode="r|*" if fileobj else "r:*") as tar:
+            _extract_members(tar, dest, strip, origin)
+    except (tarfile.TarError, OSError) as exc:
+        raise UnpackError(f"{origin}: cannot unpack: {exc}") from None
+
+
+def _extract_members(tar: tarfile.TarFile, dest: Path, strip: int, origin: str) -> None:
+    for member in tar:
+        stripped = _strip(member.name, strip)
+        if stripped is None:
+            continue
+        member.name = stripped
+        if member.islnk():
+            link = _strip(member.linkname, strip)
+            if link is None:
+                raise UnpackError(f"{origin}: hard link {stripped!r} points outside the tree")
+            member.linkname = link
+        _check(member, origin)
+        member.uid = member.gid = 0
+        member.uname = member.gname = ""
+        member.mode &= 0o755 if not member.isdir() else 0o777
+        tar.extract(member, dest, set_attrs=not member.issym(), filter="tar")
