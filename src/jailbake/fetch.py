@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRIES = 4
+BACKOFF = 0.5  # seconds before the first retry; doubled for each next one
 TIMEOUT = 30.0
 CHUNK = 1 << 16
 
@@ -171,9 +172,16 @@ class Fetcher:
             from urllib3.util.retry import Retry
 
             session = requests.Session()
+            # urllib3 retries answers that say "try again"; _download retries broken
+            # connections itself, resuming what it already has.
             retry = Retry(
-                total=RETRIES,
-                backoff_factor=0.5,
+                total=None,
+                connect=0,
+                read=0,
+                other=0,
+                status=RETRIES,
+                backoff_factor=BACKOFF,
+                raise_on_status=False,
                 status_forcelist=(429, 500, 502, 503, 504),
                 allowed_methods=None,
             )
@@ -221,13 +229,15 @@ class Fetcher:
                     if not self.progress:
                         log.info("fetched %s (%d bytes)", url, part.stat().st_size)
                     return True
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except FetchError:
+                raise
+            except requests.RequestException as exc:
                 if attempt == RETRIES:
                     if missing_ok:
                         log.warning("mirror %s unreachable: %s", url, exc)
                         return False
                     raise FetchError(f"{url}: {exc}") from None
-                time.sleep(0.5 * 2**attempt)
+                time.sleep(BACKOFF * 2**attempt)
         return False
 
     # -- git sources -------------------------------------------------------------------

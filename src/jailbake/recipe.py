@@ -186,7 +186,8 @@ class _Ctx:
         for key in data:
             if key not in allowed:
                 expected = ", ".join(sorted(allowed))
-                raise self.error(f"{field}.{key}", f"unknown key; expected one of: {expected}")
+                where = f"{field}.{key}" if field else str(key)
+                raise self.error(where, f"unknown key; expected one of: {expected}")
 
 
 def _kind(value: Any) -> str:

@@ -52,6 +52,7 @@ def extract_tar(
 
 def _extract_members(tar: tarfile.TarFile, dest: Path, strip: int, origin: str) -> None:
     for member in tar:
+        _check(member, origin)  # on the names as stored, before stripping
         stripped = _strip(member.name, strip)
         if stripped is None:
             continue

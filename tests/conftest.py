@@ -1,0 +1,245 @@
+"""Fixtures: real layer projects in tmp_path, a real HTTP server, the CLI as users run it."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+SDE = 1700000000
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_tarball(files: Mapping[str, str | bytes], top: str = "pkg-1.0") -> bytes:
+    """A deterministic .tar.gz with everything under top/."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name in sorted(files):
+            content = files[name]
+            data = content if isinstance(content, bytes) else content.encode()
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            info.mtime = SDE
+            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
+@dataclass
+class Served:
+    """What the test HTTP server did."""
+
+    requests: list[str] = field(default_factory=list)
+    fail_next: dict[str, int] = field(default_factory=dict)  # path -> status to answer once
+    cut_next: dict[str, int] = field(default_factory=dict)  # path -> bytes to send, then drop
+    ranges: list[str] = field(default_factory=list)
+
+
+class HTTPFiles:
+    """A real HTTP server on 127.0.0.1 serving a directory, with Range support."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.served = Served()
+        served = self.served
+
+        class Handler(SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                served.requests.append(self.path)
+                status = served.fail_next.pop(self.path, None)
+                if status:
+                    self.send_error(status)
+                    return
+                path = root / self.path.lstrip("/")
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                start = 0
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes="):
+                    served.ranges.append(rng)
+                    start = int(rng[6:].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                cut = served.cut_next.pop(self.path, None)
+                if cut is not None:
+                    self.wfile.write(data[start : start + cut])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(data[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def add(self, name: str, data: bytes) -> str:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return f"{self.url}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http(tmp_path: Path) -> Iterator[HTTPFiles]:
+    server = HTTPFiles(tmp_path / "www")
+    server.root.mkdir()
+    yield server
+    server.close()
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def report(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.stdout.strip().splitlines()[-1])
+        return data
+
+
+class Project:
+    """A layer project (its own git repository) with recipes written from dicts."""
+
+    def __init__(self, root: Path, cache: Path) -> None:
+        self.root = root
+        self.cache = cache
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "recipes").mkdir(exist_ok=True)
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+        self.layer(
+            "layer.yml",
+            {
+                "header": {"version": 14},
+                "repos": {"this": {"layers": {"recipes": None}}},
+                "env": {"SOURCE_DATE_EPOCH": str(SDE)},
+            },
+        )
+
+    def layer(self, name: str, data: Mapping[str, Any]) -> Path:
+        path = self.root / name
+        path.write_text(yaml.safe_dump(dict(data), sort_keys=False))
+        return path
+
+    def recipe(self, name: str, data: Mapping[str, Any] | None = None, **fields: Any) -> Path:
+        body: dict[str, Any] = {"name": name, "version": "1"}
+        body.update(data or {})
+        body.update(fields)
+        body.setdefault("script", f'mkdir -p "$OUT"; echo {name} > "$OUT/{name}.txt"')
+        body.setdefault("outputs", [f"{name}.txt"])
+        path = self.root / "recipes" / f"{name}.yml"
+        path.write_text(yaml.safe_dump(body, sort_keys=False))
+        return path
+
+    def file(self, rel: str, content: str | bytes) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        return path
+
+    def run(self, *args: str, env: Mapping[str, str] | None = None,
+            cwd: Path | None = None, check: bool = False) -> Result:
+        return jailbake(*args, env=env, cwd=cwd or self.root, check=check)
+
+    def build(self, *args: str, config: str = "layer.yml", executor: str = "host",
+              artifacts: Path | None = None, env: Mapping[str, str] | None = None,
+              check: bool = True) -> Result:
+        argv = ["build", config, "--executor", executor, "--cache-dir", str(self.cache),
+                "--json", *args]
+        if artifacts is not None:
+            argv += ["--artifacts-dir", str(artifacts)]
+        return self.run(*argv, env=env, check=check)
+
+
+def jailbake(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+             check: bool = False, timeout: float = 600) -> Result:
+    """Run the jailbake command line in a subprocess, as a user would."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(SRC)
+    full_env.update(env or {})
+    cp = subprocess.run([sys.executable, "-m", "jailbake.cli", *args], cwd=cwd,
+                        env=full_env, capture_output=True, text=True, timeout=timeout)
+    result = Result(cp.returncode, cp.stdout, cp.stderr)
+    if check and cp.returncode != 0:
+        raise AssertionError(f"jailbake {' '.join(args)} failed ({cp.returncode}):\n"
+                             f"{cp.stderr}")
+    return result
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path / "proj", tmp_path / "cache")
+
+
+def engine_available() -> bool:
+    sys.path.insert(0, str(SRC))
+    from jailbake import engine
+    from jailbake.errors import EngineError
+
+    try:
+        engine.connect()
+    except EngineError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    if not engine_available():
+        if os.environ.get("CI"):
+            pytest.fail("no container engine answers; scripts/test sets one up")
+        pytest.skip("no container engine answers (run scripts/test to set one up)")
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The jailbake checkout's layer files, recipes and docker/ copied into dest as a git repo."""
+    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "artifacts", "*.egg-info",
+                                    ".mypy_cache", ".ruff_cache", ".pytest_cache")
+    shutil.copytree(ROOT, dest, ignore=ignore)
+    subprocess.run(["git", "init", "-q", str(dest)], check=True)
+    return dest
