@@ -182,32 +182,61 @@ class Project:
             path.write_text(content)
         return path
 
-    def run(self, *args: str, env: Mapping[str, str] | None = None,
-            cwd: Path | None = None, check: bool = False) -> Result:
+    def run(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        check: bool = False,
+    ) -> Result:
         return jailbake(*args, env=env, cwd=cwd or self.root, check=check)
 
-    def build(self, *args: str, config: str = "layer.yml", executor: str = "host",
-              artifacts: Path | None = None, env: Mapping[str, str] | None = None,
-              check: bool = True) -> Result:
-        argv = ["build", config, "--executor", executor, "--cache-dir", str(self.cache),
-                "--json", *args]
+    def build(
+        self,
+        *args: str,
+        config: str = "layer.yml",
+        executor: str = "host",
+        artifacts: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> Result:
+        argv = [
+            "build",
+            config,
+            "--executor",
+            executor,
+            "--cache-dir",
+            str(self.cache),
+            "--json",
+            *args,
+        ]
         if artifacts is not None:
             argv += ["--artifacts-dir", str(artifacts)]
         return self.run(*argv, env=env, check=check)
 
 
-def jailbake(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
-             check: bool = False, timeout: float = 600) -> Result:
+def jailbake(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    check: bool = False,
+    timeout: float = 600,
+) -> Result:
     """Run the jailbake command line in a subprocess, as a user would."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(SRC)
     full_env.update(env or {})
-    cp = subprocess.run([sys.executable, "-m", "jailbake.cli", *args], cwd=cwd,
-                        env=full_env, capture_output=True, text=True, timeout=timeout)
+    cp = subprocess.run(
+        [sys.executable, "-m", "jailbake.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     result = Result(cp.returncode, cp.stdout, cp.stderr)
     if check and cp.returncode != 0:
-        raise AssertionError(f"jailbake {' '.join(args)} failed ({cp.returncode}):\n"
-                             f"{cp.stderr}")
+        raise AssertionError(f"jailbake {' '.join(args)} failed ({cp.returncode}):\n{cp.stderr}")
     return result
 
 
@@ -238,8 +267,16 @@ def docker_engine() -> None:
 
 def copy_checkout(dest: Path) -> Path:
     """The jailbake checkout's layer files, recipes and docker/ copied into dest as a git repo."""
-    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "artifacts", "*.egg-info",
-                                    ".mypy_cache", ".ruff_cache", ".pytest_cache")
+    ignore = shutil.ignore_patterns(
+        ".git",
+        ".venv",
+        "__pycache__",
+        "artifacts",
+        "*.egg-info",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+    )
     shutil.copytree(ROOT, dest, ignore=ignore)
     subprocess.run(["git", "init", "-q", str(dest)], check=True)
     return dest

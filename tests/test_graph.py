@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Project
 
+from conftest import Project
 from jailbake.errors import CycleError, RecipeError
 from jailbake.graph import build_graph
 from jailbake.layer import load_layers
@@ -35,8 +35,9 @@ def test_cycle_is_printed(project: Project) -> None:
 
 def test_cycle_via_cli_exits_2_with_one_line(project: Project) -> None:
     project.recipe("a", depends=["a"])
-    result = project.run("build", "layer.yml", "--executor", "host", "--cache-dir",
-                         str(project.cache))
+    result = project.run(
+        "build", "layer.yml", "--executor", "host", "--cache-dir", str(project.cache)
+    )
     assert result.rc == 2
     assert result.stderr.strip().splitlines() == [
         f"jailbake: error: {project.root}/recipes/a.yml:3: depends: dependency cycle: a -> a"
@@ -63,14 +64,18 @@ def test_variable_must_be_in_layer_env(project: Project) -> None:
 
 def test_builder_must_exist(project: Project) -> None:
     project.recipe("a", builder="nosuch")
-    with pytest.raises(RecipeError, match=r"builder: expected 'host' or a directory "
-                                          r"docker/nosuch/"):
+    with pytest.raises(
+        RecipeError,
+        match=r"builder: expected 'host' or a directory "
+        r"docker/nosuch/",
+    ):
         graph_of(project)
 
 
 def test_duplicate_recipe_names_in_one_layer(project: Project) -> None:
     project.recipe("a")
     (project.root / "recipes" / "a-again.yml").write_text(
-        "name: a\nversion: '1'\nscript: 'true'\noutputs: [x]\n")
+        "name: a\nversion: '1'\nscript: 'true'\noutputs: [x]\n"
+    )
     with pytest.raises(RecipeError, match="also defined in"):
         graph_of(project)

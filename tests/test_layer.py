@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SDE, Project
 
+from conftest import SDE, Project
 from jailbake.errors import RecipeError
 from jailbake.graph import build_graph
 from jailbake.layer import load_layers, split_config
@@ -26,22 +26,31 @@ def test_defaults_and_settings(project: Project) -> None:
 
 def test_includes_and_later_files_override(project: Project) -> None:
     (project.root / "extra").mkdir()
-    project.layer("base.yml", {
-        "header": {"version": 14},
-        "repos": {"this": {"layers": {"recipes": None}}},
-        "env": {"SOURCE_DATE_EPOCH": "1", "COLOR": "red"},
-        "target": ["a"],
-    })
-    project.layer("top.yml", {
-        "header": {"version": 14, "includes": ["base.yml"]},
-        "env": {"COLOR": "blue"},
-    })
-    project.layer("user.yml", {
-        "header": {"version": 14},
-        "repos": {"mine": {"layers": {"extra": None}}},
-        "machine": "rpi4",
-        "target": "b",
-    })
+    project.layer(
+        "base.yml",
+        {
+            "header": {"version": 14},
+            "repos": {"this": {"layers": {"recipes": None}}},
+            "env": {"SOURCE_DATE_EPOCH": "1", "COLOR": "red"},
+            "target": ["a"],
+        },
+    )
+    project.layer(
+        "top.yml",
+        {
+            "header": {"version": 14, "includes": ["base.yml"]},
+            "env": {"COLOR": "blue"},
+        },
+    )
+    project.layer(
+        "user.yml",
+        {
+            "header": {"version": 14},
+            "repos": {"mine": {"layers": {"extra": None}}},
+            "machine": "rpi4",
+            "target": "b",
+        },
+    )
     layer = load_layers([project.root / "top.yml", project.root / "user.yml"], environ={})
     assert layer.variables() == {"SOURCE_DATE_EPOCH": "1", "COLOR": "blue"}
     assert layer.targets == ("b",)
@@ -58,9 +67,11 @@ def test_later_layer_overrides_a_recipe(project: Project) -> None:
     project.recipe("tool", version="1.0")
     (project.root / "mine").mkdir()
     (project.root / "mine" / "tool.yml").write_text(
-        "name: tool\nversion: '2.0'\nscript: 'true'\noutputs: [x]\n")
-    project.layer("user.yml", {"header": {"version": 14},
-                               "repos": {"mine": {"layers": {"mine": None}}}})
+        "name: tool\nversion: '2.0'\nscript: 'true'\noutputs: [x]\n"
+    )
+    project.layer(
+        "user.yml", {"header": {"version": 14}, "repos": {"mine": {"layers": {"mine": None}}}}
+    )
     graph = build_graph(load_layers([project.root / "layer.yml", project.root / "user.yml"]))
     assert graph.recipes["tool"].version == "2.0"
     assert graph.overridden[0][0] == "tool"
@@ -81,20 +92,22 @@ def test_wrong_type_from_kas_schema(project: Project) -> None:
 
 
 def test_bad_source_date_epoch(project: Project) -> None:
-    with pytest.raises(RecipeError, match="env.SOURCE_DATE_EPOCH: expected a number"):
+    with pytest.raises(RecipeError, match=r"env\.SOURCE_DATE_EPOCH: expected a number"):
         load_layers([project.root / "layer.yml"], environ={"SOURCE_DATE_EPOCH": "yesterday"})
 
 
 def test_missing_layer_dir(project: Project) -> None:
-    path = project.layer("bad.yml", {"header": {"version": 14},
-                                     "repos": {"x": {"layers": {"nowhere": None}}}})
+    path = project.layer(
+        "bad.yml", {"header": {"version": 14}, "repos": {"x": {"layers": {"nowhere": None}}}}
+    )
     with pytest.raises(RecipeError, match=r"repos\.x\.layers\.nowhere: expected a directory"):
         load_layers([path])
 
 
 def test_remote_repos_are_refused(project: Project) -> None:
-    path = project.layer("bad.yml", {"header": {"version": 14},
-                                     "repos": {"x": {"url": "https://example.org/x.git"}}})
+    path = project.layer(
+        "bad.yml", {"header": {"version": 14}, "repos": {"x": {"url": "https://example.org/x.git"}}}
+    )
     with pytest.raises(RecipeError, match=r"repos\.x\.url: remote layer repositories"):
         load_layers([path])
 
@@ -102,8 +115,8 @@ def test_remote_repos_are_refused(project: Project) -> None:
 def test_kas_lock_file_is_merged(project: Project) -> None:
     # kas injects <file>.lock.yml after <file>; its overrides pin repositories.
     (project.root / "layer.lock.yml").write_text(
-        "header:\n  version: 14\noverrides:\n  repos:\n    this:\n      commit: "
-        + "c" * 40 + "\n")
+        "header:\n  version: 14\noverrides:\n  repos:\n    this:\n      commit: " + "c" * 40 + "\n"
+    )
     layer = load_layers([project.root / "layer.yml"])
     assert layer.recipe_dirs == ((project.root / "recipes").resolve(),)
 

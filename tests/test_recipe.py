@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project
 
+from conftest import Project
 from jailbake.errors import RecipeError
 from jailbake.recipe import SourceKind, load_recipe
 
@@ -16,22 +16,50 @@ GOOD_COMMIT = "b" * 40
 
 CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("unknown key", {"colour": "blue"}, "colour", "unknown key"),
-    ("unknown source key", {"sources": [{"url": "http://x/a.tar", "sha256": GOOD_SHA,
-                                         "md5": "x"}]}, "sources[0].md5", "unknown key"),
+    (
+        "unknown source key",
+        {"sources": [{"url": "http://x/a.tar", "sha256": GOOD_SHA, "md5": "x"}]},
+        "sources[0].md5",
+        "unknown key",
+    ),
     ("wrong type", {"depends": "other"}, "depends", "expected a list"),
-    ("short sha", {"sources": [{"url": "http://x/a.tar", "sha256": "abc"}]},
-     "sources[0].sha256", "64 lower-case hex"),
-    ("non-hex sha", {"sources": [{"url": "http://x/a.tar", "sha256": "z" * 64}]},
-     "sources[0].sha256", "64 lower-case hex"),
+    (
+        "short sha",
+        {"sources": [{"url": "http://x/a.tar", "sha256": "abc"}]},
+        "sources[0].sha256",
+        "64 lower-case hex",
+    ),
+    (
+        "non-hex sha",
+        {"sources": [{"url": "http://x/a.tar", "sha256": "z" * 64}]},
+        "sources[0].sha256",
+        "64 lower-case hex",
+    ),
     ("missing sha", {"sources": [{"url": "http://x/a.tar"}]}, "sources[0].sha256", "missing"),
-    ("short commit", {"sources": [{"git": "http://x/r.git", "commit": "abc123"}]},
-     "sources[0].commit", "full 40-hex-digit"),
-    ("tag as commit", {"sources": [{"git": "http://x/r.git", "commit": "v0.12"}]},
-     "sources[0].commit", "full 40-hex-digit"),
-    ("missing file", {"sources": [{"file": "files/nope.txt"}]}, "sources[0].file",
-     "does not exist"),
-    ("escaping file", {"sources": [{"file": "../../etc/passwd"}]}, "sources[0].file",
-     "escapes the layer"),
+    (
+        "short commit",
+        {"sources": [{"git": "http://x/r.git", "commit": "abc123"}]},
+        "sources[0].commit",
+        "full 40-hex-digit",
+    ),
+    (
+        "tag as commit",
+        {"sources": [{"git": "http://x/r.git", "commit": "v0.12"}]},
+        "sources[0].commit",
+        "full 40-hex-digit",
+    ),
+    (
+        "missing file",
+        {"sources": [{"file": "files/nope.txt"}]},
+        "sources[0].file",
+        "does not exist",
+    ),
+    (
+        "escaping file",
+        {"sources": [{"file": "../../etc/passwd"}]},
+        "sources[0].file",
+        "escapes the layer",
+    ),
     ("escaping patch", {"patches": ["../layer.yml"]}, "patches[0].path", "escapes the layer"),
     ("absolute output", {"outputs": ["/etc/passwd"]}, "outputs[0].path", "relative path"),
     ("dotdot output", {"outputs": ["../x"]}, "outputs[0].path", "relative path"),
@@ -44,11 +72,20 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
 
 
 @pytest.mark.parametrize(("label", "fields", "field", "expect"), CASES, ids=[c[0] for c in CASES])
-def test_bad_recipe_is_one_error_line(project: Project, label: str, fields: dict[str, Any],
-                                      field: str, expect: str) -> None:
+def test_bad_recipe_is_one_error_line(
+    project: Project, label: str, fields: dict[str, Any], field: str, expect: str
+) -> None:
     path = project.recipe("broken", fields)
-    result = project.run("build", "layer.yml", "--executor", "host", "--cache-dir",
-                         str(project.cache), "--artifacts-dir", str(project.root / "out"))
+    result = project.run(
+        "build",
+        "layer.yml",
+        "--executor",
+        "host",
+        "--cache-dir",
+        str(project.cache),
+        "--artifacts-dir",
+        str(project.root / "out"),
+    )
     assert result.rc == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -56,8 +93,11 @@ def test_bad_recipe_is_one_error_line(project: Project, label: str, fields: dict
     assert f": {field}: " in lines[0]
     assert expect in lines[0]
     assert not (project.root / "out").exists()
-    assert not list((project.cache / "ac").rglob("*.json")) if (project.cache / "ac").exists() \
+    assert (
+        not list((project.cache / "ac").rglob("*.json"))
+        if (project.cache / "ac").exists()
         else True
+    )
 
 
 def test_missing_required_field(tmp_path: Path) -> None:
@@ -67,8 +107,9 @@ def test_missing_required_field(tmp_path: Path) -> None:
 
 
 def test_error_names_the_line(tmp_path: Path) -> None:
-    (tmp_path / "r.yml").write_text("name: x\nversion: '1'\nscript: true\n\nbogus: 1\n"
-                                    "outputs: [a]\n")
+    (tmp_path / "r.yml").write_text(
+        "name: x\nversion: '1'\nscript: true\n\nbogus: 1\noutputs: [a]\n"
+    )
     with pytest.raises(RecipeError, match=r"r\.yml:5: bogus: unknown key"):
         load_recipe(tmp_path / "r.yml", tmp_path)
 
@@ -113,6 +154,8 @@ outputs:
     assert r.sources[1].dest == "jailhouse"
     assert r.patches[0].rel == "files/fix.patch" and r.patches[0].strip == 1
     assert dict(r.environment) == {"ARCH": "arm64", "LEVEL": "3"}
-    assert [(o.path, o.publish) for o in r.outputs] == [("bin/busybox", "busybox"),
-                                                         ("share/doc", None)]
+    assert [(o.path, o.publish) for o in r.outputs] == [
+        ("bin/busybox", "busybox"),
+        ("share/doc", None),
+    ]
     assert "summary" not in r.definition() and "license" not in r.definition()

@@ -35,8 +35,11 @@ BAD = [
     ("dotdot", [member("pkg/../../evil")], "escapes the tree"),
     ("symlink out", [member("pkg/link", tarfile.SYMTYPE, "../../etc/passwd")], "points outside"),
     ("absolute symlink", [member("pkg/link", tarfile.SYMTYPE, "/etc/passwd")], "points outside"),
-    ("hardlink out", [member("pkg/a"), member("pkg/h", tarfile.LNKTYPE, "../../etc/passwd")],
-     "points outside"),
+    (
+        "hardlink out",
+        [member("pkg/a"), member("pkg/h", tarfile.LNKTYPE, "../../etc/passwd")],
+        "points outside",
+    ),
     ("char device", [member("pkg/null", tarfile.CHRTYPE)], "device"),
     ("block device", [member("pkg/sda", tarfile.BLKTYPE)], "device"),
     ("fifo", [member("pkg/fifo", tarfile.FIFOTYPE)], "fifo"),
@@ -44,8 +47,7 @@ BAD = [
 
 
 @pytest.mark.parametrize(("label", "members", "message"), BAD, ids=[b[0] for b in BAD])
-def test_refused(tmp_path: Path, label: str, members: list[tarfile.TarInfo],
-                 message: str) -> None:
+def test_refused(tmp_path: Path, label: str, members: list[tarfile.TarInfo], message: str) -> None:
     archive = tar_with(tmp_path, *members)
     with pytest.raises(UnpackError, match=message):
         extract_tar(None, archive, tmp_path / "dest", strip=0, origin="test")
@@ -54,9 +56,12 @@ def test_refused(tmp_path: Path, label: str, members: list[tarfile.TarInfo],
 
 
 def test_strip_and_links_inside(tmp_path: Path) -> None:
-    archive = tar_with(tmp_path, member("pkg-1.0/a/file"),
-                       member("pkg-1.0/b", tarfile.SYMTYPE, "a/file"),
-                       member("pkg-1.0/c", tarfile.LNKTYPE, "pkg-1.0/a/file"))
+    archive = tar_with(
+        tmp_path,
+        member("pkg-1.0/a/file"),
+        member("pkg-1.0/b", tarfile.SYMTYPE, "a/file"),
+        member("pkg-1.0/c", tarfile.LNKTYPE, "pkg-1.0/a/file"),
+    )
     dest = tmp_path / "dest"
     extract_tar(None, archive, dest, strip=1, origin="test")
     assert (dest / "a" / "file").read_bytes() == b"x"

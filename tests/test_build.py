@@ -1,0 +1,332 @@
+"""Whole builds with the host executor: keys, cache reuse, early cutoff, crashes, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SRC, HTTPFiles, Project, copy_checkout, jailbake, make_tarball, sha256
+
+
+def keys_of(project: Project) -> dict[str, str]:
+    result = jailbake(
+        "list",
+        "layer.yml",
+        "--json",
+        "--executor",
+        "host",
+        "--cache-dir",
+        str(project.cache),
+        cwd=project.root,
+        check=True,
+    )
+    return {e["name"]: e["key"] for e in json.loads(result.stdout)}
+
+
+def lib_and_app(project: Project, http: HTTPFiles, patch: str) -> None:
+    tarball = make_tarball({"data.txt": "data\n", "notes.txt": "notes\n"})
+    url = http.add("lib-1.0.tar.gz", tarball)
+    project.file("recipes/files/lib.patch", patch)
+    project.recipe(
+        "lib",
+        sources=[{"url": url, "sha256": sha256(tarball)}],
+        patches=["files/lib.patch"],
+        script='mkdir -p "$OUT"; cp data.txt "$OUT/"',
+        outputs=["data.txt"],
+    )
+    project.recipe(
+        "app",
+        depends=["lib"],
+        script='mkdir -p "$OUT"; cat "$DEPS/lib/data.txt" > "$OUT/app.txt"',
+        outputs=[{"path": "app.txt", "publish": True}],
+    )
+
+
+def patch_for(name: str, old: str, new: str) -> str:
+    return f"--- a/{name}\n+++ b/{name}\n@@ -1 +1 @@\n-{old}\n+{new}\n"
+
+
+def test_same_inputs_in_two_checkouts_give_the_same_keys(tmp_path: Path, http: HTTPFiles) -> None:
+    first = Project(tmp_path / "one" / "checkout", tmp_path / "cache1")
+    lib_and_app(first, http, patch_for("notes.txt", "notes", "more notes"))
+    second = Project(tmp_path / "two" / "elsewhere", tmp_path / "cache2")
+    shutil.copytree(first.root, second.root, dirs_exist_ok=True)
+    # Before anything is built, only keys without dependencies are known.
+    assert keys_of(first) == keys_of(second)
+    assert keys_of(first)["app"] is None
+    first.build(artifacts=tmp_path / "art1")
+    second.build(artifacts=tmp_path / "art2")
+    assert keys_of(first) == keys_of(second)
+    assert all(keys_of(first).values())
+
+
+def test_comments_and_formatting_do_not_change_keys(project: Project, http: HTTPFiles) -> None:
+    lib_and_app(project, http, patch_for("notes.txt", "notes", "more notes"))
+    before = keys_of(project)
+    recipe = project.root / "recipes" / "lib.yml"
+    text = recipe.read_text()
+    recipe.write_text("# a comment\n" + text.replace(": ", ":    ") + "\n\n# trailing\n")
+    assert keys_of(project) == before
+
+
+def test_noop_rebuild_executes_nothing(project: Project, http: HTTPFiles, tmp_path: Path) -> None:
+    lib_and_app(project, http, patch_for("notes.txt", "notes", "more notes"))
+    first = project.build(artifacts=tmp_path / "art")
+    assert sorted(first.report["built"]) == ["app", "lib"]
+    logs = sorted((project.cache / "logs").iterdir())
+    second = project.build(artifacts=tmp_path / "art")
+    assert second.report["built"] == []
+    assert sorted(second.report["reused"]) == ["app", "lib"]
+    assert second.report["artifacts"] == first.report["artifacts"]
+    assert sorted((project.cache / "logs").iterdir()) == logs
+    assert "lib: reused" in second.stderr and "building" not in second.stderr
+    assert len(http.served.requests) == 1
+
+
+def test_patch_change_rebuilds_dependents_only_when_outputs_change(
+    project: Project, http: HTTPFiles, tmp_path: Path
+) -> None:
+    lib_and_app(project, http, patch_for("notes.txt", "notes", "more notes"))
+    project.build(artifacts=tmp_path / "art")
+
+    # A patch that does not change lib's output bytes: lib rebuilds, app is reused.
+    project.file("recipes/files/lib.patch", patch_for("notes.txt", "notes", "other notes"))
+    result = project.build(artifacts=tmp_path / "art")
+    assert result.report["built"] == ["lib"]
+    assert result.report["reused"] == ["app"]
+
+    # A patch that changes lib's output: both rebuild.
+    project.file("recipes/files/lib.patch", patch_for("data.txt", "data", "patched data"))
+    result = project.build(artifacts=tmp_path / "art")
+    assert result.report["built"] == ["lib", "app"]
+    assert (tmp_path / "art" / "app.txt").read_text() == "patched data\n"
+
+    explained = project.run(
+        "explain",
+        "layer.yml",
+        "lib",
+        "--executor",
+        "host",
+        "--cache-dir",
+        str(project.cache),
+        check=True,
+    )
+    assert "unchanged since the last build" in explained.stdout
+
+
+def test_explain_names_the_changed_input(project: Project, http: HTTPFiles, tmp_path: Path) -> None:
+    lib_and_app(project, http, patch_for("notes.txt", "notes", "more notes"))
+    project.build(artifacts=tmp_path / "art")
+    project.file("recipes/files/lib.patch", patch_for("notes.txt", "notes", "changed"))
+    explained = project.run(
+        "explain",
+        "layer.yml",
+        "lib",
+        "--executor",
+        "host",
+        "--cache-dir",
+        str(project.cache),
+        check=True,
+    )
+    assert "changed since the last build" in explained.stdout
+    assert "files.patches/files/lib.patch" in explained.stdout
+
+
+def test_failed_step_prints_log_tail_and_stores_nothing(project: Project, tmp_path: Path) -> None:
+    project.recipe("bad", script="set +x; for i in $(seq 100); do echo line$i; done; exit 7")
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert "line100" in result.stderr and "line61" in result.stderr
+    assert "line60\n" not in result.stderr
+    assert "bad: build failed with exit status 7 (log: " in result.stderr
+    assert not list((project.cache / "ac").rglob("*.json"))
+    assert not list((project.cache / "tmp").iterdir())
+
+
+def test_undeclared_output_is_an_error(project: Project, tmp_path: Path) -> None:
+    project.recipe("x", script="true", outputs=["missing.bin"])
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert "declared output 'missing.bin' was not produced" in result.stderr
+
+
+def test_step_environment(project: Project, tmp_path: Path) -> None:
+    project.recipe(
+        "env",
+        script='mkdir -p "$OUT"; umask > "$OUT/env.txt"; '
+        'echo "$SOURCE_DATE_EPOCH $TZ $LC_ALL" >> "$OUT/env.txt"; '
+        'echo "${SECRET_TOKEN:-unset}" >> "$OUT/env.txt"',
+        outputs=[{"path": "env.txt", "publish": True}],
+    )
+    project.build(artifacts=tmp_path / "art", env={"SECRET_TOKEN": "leak", "TZ": "Asia/Tokyo"})
+    assert (tmp_path / "art" / "env.txt").read_text().splitlines() == [
+        "0022",
+        "1700000000 UTC C.UTF-8",
+        "unset",
+    ]
+
+
+def run_umask(args: list[str], cwd: Path, umask: str, tz: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(SRC), TZ=tz)
+    cmd = f'umask {umask} && exec "$0" -m jailbake.cli "$@"'
+    subprocess.run(
+        ["bash", "-c", cmd, sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_two_checkouts_build_identical_bytes(tmp_path: Path) -> None:
+    outs = []
+    for i, (umask, tz) in enumerate([("022", "UTC"), ("077", "America/New_York")]):
+        checkout = copy_checkout(tmp_path / f"checkout{i}" / "jailbake")
+        art = tmp_path / f"art{i}"
+        run_umask(
+            [
+                "build",
+                "examples/hello/hello.yml",
+                "--executor",
+                "host",
+                "--cache-dir",
+                str(tmp_path / f"cache{i}"),
+                "--artifacts-dir",
+                str(art),
+            ],
+            checkout,
+            umask,
+            tz,
+        )
+        outs.append(art)
+    names = sorted(p.name for p in outs[0].iterdir())
+    assert names == ["hello", "hello-rootfs.tar"]
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    hello = subprocess.run([str(outs[0] / "hello")], capture_output=True, text=True, check=True)
+    assert hello.stdout == "Hello from jailbake\n"
+
+
+def test_kill_9_leaves_nothing_complete_and_the_next_build_resumes(
+    project: Project, tmp_path: Path
+) -> None:
+    gate = tmp_path / "slow"
+    gate.touch()
+    started = tmp_path / "started"
+    project.recipe("first")
+    project.recipe(
+        "second",
+        depends=["first"],
+        script=f"touch {started}; if [ -e {gate} ]; then sleep 120; fi; "
+        'mkdir -p "$OUT"; echo done > "$OUT/second.txt"',
+    )
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jailbake.cli",
+            "build",
+            "layer.yml",
+            "--executor",
+            "host",
+            "--cache-dir",
+            str(project.cache),
+            "--artifacts-dir",
+            str(tmp_path / "art"),
+        ],
+        cwd=project.root,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert time.monotonic() < deadline, "the slow step never started"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+    results = [json.loads(p.read_text())["recipe"] for p in (project.cache / "ac").rglob("*.json")]
+    assert results == ["first"]
+    assert not (tmp_path / "art").exists()
+    gate.unlink()
+    result = project.build(artifacts=tmp_path / "art")
+    assert result.report["reused"] == ["first"]
+    assert result.report["built"] == ["second"]
+    # The killed build's scratch space is gone once a later build has started.
+    assert not list((project.cache / "tmp").iterdir())
+
+
+def test_two_concurrent_builds_build_each_recipe_once(project: Project, tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        project.recipe(name, script=f'sleep 1; mkdir -p "$OUT"; echo {name} > "$OUT/{name}.txt"')
+    project.recipe("top", depends=["a", "b", "c"])
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jailbake.cli",
+                "build",
+                "layer.yml",
+                "-j",
+                "2",
+                "--executor",
+                "host",
+                "--cache-dir",
+                str(project.cache),
+                "--artifacts-dir",
+                str(tmp_path / f"art{i}"),
+                "--json",
+            ],
+            cwd=project.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    built = sorted(reports[0]["built"] + reports[1]["built"])
+    assert built == ["a", "b", "c", "top"]
+    for report in reports:
+        assert sorted(report["built"] + report["reused"]) == ["a", "b", "c", "top"]
+
+
+def test_parallel_jobs_overlap(project: Project, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        project.recipe(name, script=f'sleep 2; mkdir -p "$OUT"; echo {name} > "$OUT/{name}.txt"')
+    start = time.monotonic()
+    project.build("-j", "2", artifacts=tmp_path / "art")
+    # Two independent 2 s steps with -j 2 take well under the 4 s they would one after the other.
+    assert time.monotonic() - start < 3.8
+
+
+@pytest.mark.parametrize("command", ["build", "list"])
+def test_build_py_wrapper_speaks_the_same_cli(command: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "build.py"), command, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--cache-dir" in result.stdout
