@@ -1,0 +1,122 @@
+"""The docker executor against a real engine (Podman's Docker API on these machines)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Project, copy_checkout, jailbake
+
+pytestmark = pytest.mark.usefixtures("docker_engine")
+
+
+def with_builders(project: Project) -> Project:
+    shutil.copytree(ROOT / "docker", project.root / "docker")
+    return project
+
+
+def test_hello_example_builds_in_containers(tmp_path: Path) -> None:
+    checkout = copy_checkout(tmp_path / "jailbake")
+    art = tmp_path / "art"
+    result = jailbake(
+        "build",
+        "examples/hello/hello.yml",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--artifacts-dir",
+        str(art),
+        "--json",
+        cwd=checkout,
+        check=True,
+    )
+    assert sorted(result.report["built"]) == ["hello", "hello-motd", "hello-rootfs"]
+    run = subprocess.run([str(art / "hello")], capture_output=True, text=True, check=True)
+    assert run.stdout == "Hello from jailbake\n"
+    again = jailbake(
+        "build",
+        "examples/hello/hello.yml",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--artifacts-dir",
+        str(art),
+        "--json",
+        cwd=checkout,
+        check=True,
+    )
+    assert again.report["built"] == []
+
+
+def test_container_contract(project: Project, tmp_path: Path) -> None:
+    with_builders(project)
+    project.recipe("dep")
+    project.recipe("other")
+    project.recipe(
+        "probe",
+        builder="debian-build",
+        depends=["dep"],
+        script="""
+        set +e
+        mkdir -p "$OUT"
+        {
+          echo "uid=$(id -u)"
+          echo "host=$(hostname)"
+          echo "net=$(ls /sys/class/net | tr '\\n' ' ')"
+          echo "deps=$(ls "$DEPS" | tr '\\n' ' ')"
+          echo "dep=$(cat "$DEPS/dep/dep.txt")"
+          touch "$DEPS/dep/new" 2>/dev/null && echo "deps-writable" || echo "deps-read-only"
+          echo "caps=$(grep CapEff /proc/self/status | tr -d '\\t')"
+          echo "umask=$(umask) tz=$TZ sde=$SOURCE_DATE_EPOCH"
+          echo "pwd=$(pwd)"
+        } > "$OUT/probe.txt"
+    """,
+        outputs=[{"path": "probe.txt", "publish": True}],
+    )
+    project.build("--target", "probe", executor="docker", artifacts=tmp_path / "art")
+    probe = dict(
+        line.split("=", 1)
+        for line in (tmp_path / "art" / "probe.txt").read_text().splitlines()
+        if "=" in line
+    )
+    lines = (tmp_path / "art" / "probe.txt").read_text()
+    assert probe["uid"] != "0"
+    assert probe["host"] == "jailbake"
+    assert probe["net"].split() == ["lo"]
+    assert probe["deps"].split() == ["dep"]
+    assert probe["dep"] == "dep"
+    assert "deps-read-only" in lines
+    assert probe["caps"] == "CapEff:0000000000000000"
+    assert "umask=0022 tz=UTC sde=1700000000" in lines
+    assert probe["pwd"] == "/work/src"
+
+
+def test_container_failure_prints_the_log_tail(project: Project, tmp_path: Path) -> None:
+    with_builders(project)
+    project.recipe(
+        "fails",
+        builder="debian-build",
+        script="set +x; echo compiling; echo 'error: no such file' >&2; exit 3",
+    )
+    result = project.build(executor="docker", artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert "error: no such file" in result.stderr
+    assert "fails: build failed with exit status 3" in result.stderr
+    assert not list((project.cache / "ac").rglob("*.json"))
+
+
+def test_no_engine_is_one_line_with_how_to_start_one(project: Project, tmp_path: Path) -> None:
+    with_builders(project)
+    project.recipe("c", builder="debian-build")
+    result = project.build(
+        executor="docker",
+        artifacts=tmp_path / "art",
+        check=False,
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"},
+    )
+    assert result.rc == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "no container engine answers" in lines[0]
+    assert "podman" in lines[0].lower() and "docker" in lines[0].lower()
