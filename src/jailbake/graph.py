@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,23 +59,49 @@ def collect_recipes(layer: Layer) -> tuple[dict[str, Recipe], list[tuple[str, Pa
     return recipes, overridden
 
 
-def _find_cycle(recipes: dict[str, Recipe], start: str) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
+def _find_cycle(recipes: dict[str, Recipe]) -> list[str] | None:
+    """The first dependency cycle of an iterative depth-first walk, as [a, b, ..., a]."""
+    done: set[str] = set()
+    for root in sorted(recipes):
+        if root in done:
+            continue
+        path: list[str] = [root]
+        on_path = {root}
+        pending = [iter(recipes[root].depends)]
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:
+                pending.pop()
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+            elif dep in on_path:
+                return [*path[path.index(dep) :], dep]
+            elif dep not in done:
+                path.append(dep)
+                on_path.add(dep)
+                pending.append(iter(recipes[dep].depends))
+    return None
 
-    def visit(name: str) -> list[str] | None:
-        state[name] = 1
-        stack.append(name)
-        for dep in recipes[name].depends:
-            if state.get(dep) == 1:
-                return [*stack[stack.index(dep) :], dep]
-            if dep not in state and (found := visit(dep)):
-                return found
-        stack.pop()
-        state[name] = 2
-        return None
 
-    return visit(start)
+def _order(recipes: dict[str, Recipe]) -> list[str]:
+    """Dependencies first; ties broken by name, so the order is stable."""
+    waiting = {name: len(r.depends) for name, r in recipes.items()}
+    users: dict[str, list[str]] = {name: [] for name in recipes}
+    for name, r in recipes.items():
+        for dep in r.depends:
+            users[dep].append(name)
+    ready = [name for name, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        name = heapq.heappop(ready)
+        order.append(name)
+        for user in users[name]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    return order
 
 
 def build_graph(layer: Layer, targets: Iterable[str] = ()) -> Graph:
@@ -110,23 +137,10 @@ def build_graph(layer: Layer, targets: Iterable[str] = ()) -> Graph:
                     f"variables[{i}]",
                     f"variable {var!r} is not set in the layer's env",
                 )
-    for name in sorted(needed):
-        cycle = _find_cycle(needed, name)
-        if cycle:
-            raise CycleError(needed[cycle[0]].where("depends"), cycle)
-    order: list[str] = []
-    placed: set[str] = set()
-
-    def place(name: str) -> None:
-        if name in placed:
-            return
-        for dep in sorted(needed[name].depends):
-            place(dep)
-        placed.add(name)
-        order.append(name)
-
-    for name in sorted(needed):
-        place(name)
+    cycle = _find_cycle(needed)
+    if cycle:
+        raise CycleError(needed[cycle[0]].where("depends"), cycle)
+    order = _order(needed)
     graph = Graph(layer, needed, tuple(order), tuple(wanted), tuple(overridden))
     for name in order:
         graph.builder_dir(needed[name])

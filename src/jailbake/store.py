@@ -193,6 +193,8 @@ class Store:
 
     # -- what each recipe was built from last ------------------------------------
     def record_last(self, recipe: str, key: str) -> None:
+        if self.last_key(recipe) == key:
+            return
         tmp = self.temp_path("last")
         tmp.write_text(key)
         os.replace(tmp, self.root / "last" / recipe)
