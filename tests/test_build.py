@@ -312,12 +312,19 @@ def test_two_concurrent_builds_build_each_recipe_once(project: Project, tmp_path
 
 
 def test_parallel_jobs_overlap(project: Project, tmp_path: Path) -> None:
-    for name in ("a", "b"):
-        project.recipe(name, script=f'sleep 2; mkdir -p "$OUT"; echo {name} > "$OUT/{name}.txt"')
-    start = time.monotonic()
-    project.build("-j", "2", artifacts=tmp_path / "art")
-    # Two independent 2 s steps with -j 2 take well under the 4 s they would one after the other.
-    assert time.monotonic() - start < 3.8
+    # Each step waits until the other has started: only runs that overlap can finish.
+    for me, other in (("a", "b"), ("b", "a")):
+        project.recipe(
+            me,
+            script=f"""
+            touch {tmp_path}/{me}.started
+            for i in $(seq 300); do [ -e {tmp_path}/{other}.started ] && break; sleep 0.1; done
+            [ -e {tmp_path}/{other}.started ]
+            mkdir -p "$OUT"; echo {me} > "$OUT/{me}.txt"
+        """,
+        )
+    result = project.build("-j", "2", artifacts=tmp_path / "art")
+    assert sorted(result.report["built"]) == ["a", "b"]
 
 
 @pytest.mark.parametrize("command", ["build", "list"])
