@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 CONTAINER_WORKDIR = Path("/work")
 CONTAINER_UID = 1000
+STEP_LOG = "build.log"
 SCRIPT_PREAMBLE = 'set -eux\numask 022\ncd "$SRC"\n'
 
 
@@ -126,9 +128,12 @@ class DockerExecutor:
             (step.work / "deps" / name).mkdir()
             volumes[str(tree)] = {"bind": str(CONTAINER_WORKDIR / "deps" / name), "mode": "ro"}
         user = self._user(step.work)
+        # The step writes its log into its work directory (readable live from the host);
+        # following the engine's log stream would add a polling delay to every step.
+        inner_log = CONTAINER_WORKDIR / STEP_LOG
         container = self.client.containers.run(
             step.image,
-            ["bash", str(CONTAINER_WORKDIR / "build.sh")],
+            ["bash", "-c", f"exec bash {CONTAINER_WORKDIR / 'build.sh'} >{inner_log} 2>&1"],
             detach=True,
             environment=_variables(step, CONTAINER_WORKDIR),
             hostname="jailbake",
@@ -141,12 +146,14 @@ class DockerExecutor:
             security_opt=["no-new-privileges"],
         )
         try:
-            with step.log.open("ab") as logf:
-                for chunk in container.logs(stream=True, follow=True):
-                    logf.write(chunk)
             status = container.wait()
             return int(status.get("StatusCode", 1))
         finally:
+            produced = step.work / STEP_LOG
+            if produced.exists():
+                with step.log.open("ab") as logf, produced.open("rb") as f:
+                    shutil.copyfileobj(f, logf)
+                produced.unlink()
             try:
                 container.remove(force=True)
             except Exception as exc:  # the engine may have removed it already
