@@ -167,8 +167,10 @@ class Project:
         body: dict[str, Any] = {"name": name, "version": "1"}
         body.update(data or {})
         body.update(fields)
-        body.setdefault("script", f'mkdir -p "$OUT"; echo {name} > "$OUT/{name}.txt"')
-        body.setdefault("outputs", [f"{name}.txt"])
+        if "rootfs" not in body:
+            body.setdefault("script", f'mkdir -p "$OUT"; echo {name} > "$OUT/{name}.txt"')
+            body.setdefault("outputs", [f"{name}.txt"])
+        body = {k: v for k, v in body.items() if v is not None}
         path = self.root / "recipes" / f"{name}.yml"
         path.write_text(yaml.safe_dump(body, sort_keys=False))
         return path

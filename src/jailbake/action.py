@@ -19,7 +19,9 @@ from .errors import BuildError, JailbakeError
 from .executors import Executor, ExecutorKind, Step, write_script
 from .fetch import Fetcher
 from .graph import Graph
-from .keys import path_digest, step_key, step_key_inputs, tree_manifest
+from .image.cpio import write_cpio_gz, write_newc
+from .image.rootfs import assemble
+from .keys import digest_of, path_digest, step_key, step_key_inputs, tree_manifest
 from .recipe import HOST_BUILDER, Recipe, SourceKind
 from .store import ActionResult, Store
 from .unpack import extract_tar
@@ -77,6 +79,8 @@ class RecipeBuilder:
         return self.executor
 
     def builder_identity(self, recipe: Recipe) -> dict[str, str]:
+        if recipe.rootfs is not None:
+            return {"executor": "jailbake", "writer": writer_digest()}
         if self._executor_for(recipe).kind is ExecutorKind.HOST:
             return {"executor": "host"}
         context = self.graph.builder_dir(recipe)
@@ -92,6 +96,11 @@ class RecipeBuilder:
             if s.kind is SourceKind.FILE and s.path
         }
         files.update({f"patches/{p.rel}": path_digest(p.path) for p in recipe.patches})
+        if recipe.rootfs:
+            files.update({f"rootfs/{f.rel}": path_digest(f.source) for f in recipe.rootfs.files})
+            if recipe.rootfs.device_table:
+                table = recipe.layer_dir / recipe.rootfs.device_table
+                files[f"rootfs/{recipe.rootfs.device_table}"] = path_digest(table)
         variables = dict(self.graph.layer.variables())
         wanted = {"SOURCE_DATE_EPOCH", *recipe.variables}
         inputs = step_key_inputs(
@@ -160,7 +169,7 @@ class RecipeBuilder:
                 image=image,
                 jobs=self.jobs,
             )
-            rc = executor.run(step)
+            rc = self._write_rootfs(recipe, step) if recipe.rootfs else executor.run(step)
             if rc != 0:
                 raise BuildError(recipe.name, rc, log_path, _tail(log_path))
             tree = self._collect_outputs(recipe, work, log_path)
@@ -178,6 +187,26 @@ class RecipeBuilder:
         )
         self.store.put_result(result)
         return result
+
+    def _write_rootfs(self, recipe: Recipe, step: Step) -> int:
+        """Assemble a declarative rootfs into its archive, in-process and without root."""
+        assert recipe.rootfs is not None
+        entries = assemble(
+            recipe.rootfs,
+            dict(step.deps),
+            self.graph.layer.source_date_epoch,
+            recipe.where("rootfs"),
+        )
+        target = step.work / "out" / recipe.outputs[0].path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.name.endswith(".gz"):
+            count = write_cpio_gz(entries, target)
+        else:
+            with target.open("wb") as f:
+                count = write_newc(entries, f)
+        with step.log.open("a") as logf:
+            print(f"wrote {target.name}: {count} entries, {target.stat().st_size} bytes", file=logf)
+        return 0
 
     def _prepare_sources(self, recipe: Recipe, src: Path) -> None:
         src.mkdir(parents=True, exist_ok=True)
@@ -283,3 +312,15 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+_WRITER_DIGEST: list[str] = []
+
+
+def writer_digest() -> str:
+    """Identity of jailbake's in-process image writers: the digest of their source."""
+    if not _WRITER_DIGEST:
+        here = Path(__file__).parent / "image"
+        sources = {p.name: path_digest(p) for p in sorted(here.glob("*.py"))}
+        _WRITER_DIGEST.append(digest_of(sources))
+    return _WRITER_DIGEST[0]

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from .errors import RecipeError
+from .image.devtable import parse_device_table, tree_path
+from .image.rootfs import Content, ExtraFile, RootfsSpec, Symlink
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -90,6 +92,7 @@ class Recipe:
     file: Path
     layer_dir: Path
     lines: tuple[tuple[str, int], ...] = ()
+    rootfs: RootfsSpec | None = None
 
     def where(self, field: str) -> str:
         """'file:line' of a top-level field, for error messages."""
@@ -109,6 +112,7 @@ class Recipe:
             "variables": sorted(self.variables),
             "script": self.script,
             "outputs": [{"path": o.path, "publish": o.publish} for o in self.outputs],
+            "rootfs": self.rootfs.definition() if self.rootfs else None,
         }
 
 
@@ -123,7 +127,8 @@ _KEYS = {
     "builder": False,
     "environment": False,
     "variables": False,
-    "script": True,
+    "script": False,
+    "rootfs": False,
     "outputs": True,
 }
 _URL_KEYS = {"url", "sha256", "dest", "strip", "unpack", "filename"}
@@ -139,10 +144,12 @@ class _Ctx:
         self.layer_dir = layer_dir
         self.lines = lines
 
+    def where(self, field: str) -> str:
+        line = self.lines.get(field.split(".")[0].split("[")[0])
+        return f"{self.file}:{line}" if line else str(self.file)
+
     def error(self, field: str, message: str) -> RecipeError:
-        top = field.split(".")[0].split("[")[0]
-        line = self.lines.get(top)
-        return RecipeError(f"{self.file}:{line}" if line else self.file, field, message)
+        return RecipeError(self.where(field), field, message)
 
     def string(self, value: Any, field: str, *, allow_empty: bool = False) -> str:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -223,6 +230,8 @@ def load_recipe(file: Path, layer_dir: Path) -> Recipe:
         if required and key not in data:
             raise ctx.error(key, "missing; every recipe needs it")
     ctx.only(data, set(_KEYS), "")
+    if ("script" in data) == ("rootfs" in data):
+        raise ctx.error("script", "expected either a build 'script' or a declarative 'rootfs'")
     return _build(ctx, data)
 
 
@@ -254,6 +263,15 @@ def _build(ctx: _Ctx, data: Mapping[str, Any]) -> Recipe:
     )
     if len(set(depends)) != len(depends):
         raise ctx.error("depends", "expected each dependency once")
+    rootfs = _rootfs(ctx, data["rootfs"]) if "rootfs" in data else None
+    if rootfs:
+        depends += tuple(sorted({c.recipe for c in rootfs.contents} - set(depends)))
+    outputs = _outputs(ctx, data["outputs"])
+    if rootfs and (len(outputs) != 1 or not outputs[0].path.endswith((".cpio", ".cpio.gz"))):
+        raise ctx.error(
+            "outputs",
+            "a rootfs recipe declares one output, its archive (name.cpio or name.cpio.gz)",
+        )
     return Recipe(
         name=name,
         version=ctx.string(data["version"], "version"),
@@ -271,11 +289,12 @@ def _build(ctx: _Ctx, data: Mapping[str, Any]) -> Recipe:
         builder=builder,
         environment=tuple(env),
         variables=variables,
-        script=ctx.string(data["script"], "script"),
-        outputs=_outputs(ctx, data["outputs"]),
+        script=ctx.string(data["script"], "script") if "script" in data else "",
+        outputs=outputs,
         file=ctx.file,
         layer_dir=ctx.layer_dir,
         lines=tuple(sorted(ctx.lines.items())),
+        rootfs=rootfs,
     )
 
 
@@ -365,3 +384,73 @@ def _outputs(ctx: _Ctx, raw: Any) -> tuple[Output, ...]:
     if len(set(paths)) != len(paths):
         raise ctx.error("outputs", "expected each output path once")
     return tuple(outputs)
+
+
+def _rootfs(ctx: _Ctx, raw: Any) -> RootfsSpec:
+    data = ctx.mapping(raw, "rootfs")
+    ctx.only(data, {"contents", "directories", "files", "symlinks", "device_table"}, "rootfs")
+    contents = []
+    for i, item in enumerate(ctx.seq(data.get("contents") or [], "rootfs.contents")):
+        field = f"rootfs.contents[{i}]"
+        item = item if isinstance(item, dict) else {"recipe": item}
+        ctx.only(item, {"recipe", "path", "dest"}, field)
+        dest = ctx.string(item.get("dest", "/"), f"{field}.dest")
+        contents.append(
+            Content(
+                recipe=ctx.string(item.get("recipe"), f"{field}.recipe"),
+                path=ctx.relpath(item.get("path", ""), f"{field}.path", allow_empty=True),
+                dest="" if dest == "/" else tree_path(dest, ctx.where(field), f"{field}.dest"),
+            )
+        )
+    directories = tuple(
+        tree_path(
+            ctx.string(d, f"rootfs.directories[{i}]"),
+            ctx.where("rootfs"),
+            f"rootfs.directories[{i}]",
+        )
+        for i, d in enumerate(ctx.seq(data.get("directories") or [], "rootfs.directories"))
+    )
+    files = []
+    for i, item in enumerate(ctx.seq(data.get("files") or [], "rootfs.files")):
+        field = f"rootfs.files[{i}]"
+        item = ctx.mapping(item, field)
+        ctx.only(item, {"path", "source", "mode"}, field)
+        source, rel = ctx.layer_file(item.get("source"), f"{field}.source")
+        if not source.is_file():
+            raise ctx.error(f"{field}.source", f"expected a file, {rel!r} is not one")
+        mode_text = ctx.string(item.get("mode", "0644"), f"{field}.mode")
+        try:
+            mode = int(mode_text, 8)
+        except ValueError:
+            raise ctx.error(f"{field}.mode", f"expected octal digits, got {mode_text!r}") from None
+        files.append(
+            ExtraFile(
+                path=tree_path(
+                    ctx.string(item.get("path"), f"{field}.path"), ctx.where(field), f"{field}.path"
+                ),
+                source=source,
+                rel=rel,
+                mode=mode & 0o7777,
+            )
+        )
+    symlinks = []
+    for i, item in enumerate(ctx.seq(data.get("symlinks") or [], "rootfs.symlinks")):
+        field = f"rootfs.symlinks[{i}]"
+        item = ctx.mapping(item, field)
+        ctx.only(item, {"path", "target"}, field)
+        symlinks.append(
+            Symlink(
+                path=tree_path(
+                    ctx.string(item.get("path"), f"{field}.path"), ctx.where(field), f"{field}.path"
+                ),
+                target=ctx.string(item.get("target"), f"{field}.target"),
+            )
+        )
+    devices: list[Any] = []
+    table_rel = ""
+    if data.get("device_table"):
+        table, table_rel = ctx.layer_file(data["device_table"], "rootfs.device_table")
+        devices = parse_device_table(table)
+    return RootfsSpec(
+        tuple(contents), directories, tuple(files), tuple(symlinks), tuple(devices), table_rel
+    )

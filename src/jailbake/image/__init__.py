@@ -1,0 +1,1 @@
+"""Image writers: initramfs archives and disk images, reproducible to the byte."""
