@@ -337,3 +337,55 @@ def test_build_py_wrapper_speaks_the_same_cli(command: str, tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.stderr
     assert "--cache-dir" in result.stdout
+
+
+def test_output_behind_a_symlink_is_refused(project: Project, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host file")
+    project.recipe(
+        "sneaky", script=f'mkdir -p "$OUT"; ln -s {outside} "$OUT/a"', outputs=["a/secret"]
+    )
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert "lies behind a symbolic link" in result.stderr
+    assert (outside / "secret").read_text() == "host file"
+
+
+def test_same_artifact_name_twice_fails_before_any_work(project: Project, tmp_path: Path) -> None:
+    project.recipe("one", outputs=[{"path": "one.txt", "publish": "same"}])
+    project.recipe("two", outputs=[{"path": "two.txt", "publish": "same"}])
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert "artifact 'same' is also published by one" in result.stderr
+    assert "building" not in result.stderr
+
+
+@pytest.mark.parametrize("change", ["filename", "patch dest", "exec bit"])
+def test_every_input_that_shapes_the_sandbox_is_in_the_key(
+    project: Project, http: HTTPFiles, change: str
+) -> None:
+    data = b"payload"
+    url = http.add("data.bin", data)
+    project.file("recipes/files/p.patch", patch_for("x.txt", "x", "y"))
+    tool = project.file("recipes/files/tool.sh", "#!/bin/sh\n")
+
+    def write(filename: str, dest: str) -> None:
+        project.recipe(
+            "r",
+            sources=[
+                {"url": url, "sha256": sha256(data), "filename": filename},
+                {"file": "files/tool.sh"},
+            ],
+            patches=[{"path": "files/p.patch", "dest": dest}],
+        )
+
+    write("data.bin", "one")
+    before = keys_of(project)["r"]
+    if change == "filename":
+        write("renamed.bin", "one")
+    elif change == "patch dest":
+        write("data.bin", "two")
+    else:
+        tool.chmod(0o755)
+    assert keys_of(project)["r"] != before

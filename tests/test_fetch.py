@@ -99,14 +99,30 @@ def test_mirror_url_is_tried_before_upstream(
     assert http.served.requests[-1] == "/mirror/pkg.tar"
 
 
-def test_swapped_mirror_file_is_named(tmp_path: Path) -> None:
+def test_swapped_mirror_file_is_named_and_never_used(tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "pkg.tar").write_bytes(b"something else")
     src = url_source("http://127.0.0.1:9/pkg.tar", b"the real thing")
-    fetcher = Fetcher(Store(tmp_path / "c"), [str(mirror)], progress=False)
-    with pytest.raises(ChecksumError, match=str(mirror / "pkg.tar")):
+    store = Store(tmp_path / "c")
+    fetcher = Fetcher(store, [str(mirror)], offline=True, progress=False)
+    with pytest.raises(FetchError) as exc:
         fetcher.fetch_url("r", src)
+    assert f"{mirror / 'pkg.tar'} has sha256 {sha256(b'something else')}" in str(exc.value)
+    assert not any(p.is_file() for p in (store.root / "cas").rglob("*"))
+
+
+def test_a_same_named_file_in_one_mirror_falls_through_to_the_next(tmp_path: Path) -> None:
+    first, second = tmp_path / "m1", tmp_path / "m2"
+    first.mkdir()
+    second.mkdir()
+    (first / "v1.0.tar.gz").write_bytes(b"another project's v1.0")
+    (second / "v1.0.tar.gz").write_bytes(b"ours")
+    src = url_source("http://127.0.0.1:9/v1.0.tar.gz", b"ours")
+    fetcher = Fetcher(
+        Store(tmp_path / "c"), [str(first), str(second)], offline=True, progress=False
+    )
+    assert fetcher.fetch_url("r", src).read_bytes() == b"ours"
 
 
 def git_repo(path: Path) -> str:

@@ -64,6 +64,13 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("absolute output", {"outputs": ["/etc/passwd"]}, "outputs[0].path", "relative path"),
     ("dotdot output", {"outputs": ["../x"]}, "outputs[0].path", "relative path"),
     ("no outputs", {"outputs": []}, "outputs", "at least one"),
+    ("nested outputs", {"outputs": ["usr/bin/t", "usr"]}, "outputs", "lies inside"),
+    (
+        "publish dot",
+        {"outputs": [{"path": "x", "publish": "."}]},
+        "outputs[0].publish",
+        "a file name",
+    ),
     ("bad name", {"name": "Hello World"}, "name", "lower-case"),
     ("bool version", {"version": True}, "version", "expected a string"),
     ("bad variable", {"variables": ["1X"]}, "variables[0]", "variable name"),
@@ -102,7 +109,7 @@ def test_bad_recipe_is_one_error_line(
 
 def test_missing_required_field(tmp_path: Path) -> None:
     (tmp_path / "r.yml").write_text("name: x\nversion: '1'\noutputs: [a]\n")
-    with pytest.raises(RecipeError, match=r"r\.yml.*: script: missing"):
+    with pytest.raises(RecipeError, match=r"r\.yml.*: script: expected either a build 'script'"):
         load_recipe(tmp_path / "r.yml", tmp_path)
 
 
@@ -159,3 +166,9 @@ outputs:
         ("share/doc", None),
     ]
     assert "summary" not in r.definition() and "license" not in r.definition()
+
+
+def test_non_utf8_recipe(tmp_path: Path) -> None:
+    (tmp_path / "r.yml").write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(RecipeError, match=r"r\.yml: not UTF-8 text"):
+        load_recipe(tmp_path / "r.yml", tmp_path)

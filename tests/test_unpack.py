@@ -55,6 +55,21 @@ def test_refused(tmp_path: Path, label: str, members: list[tarfile.TarInfo], mes
     assert not Path("/etc/evil").exists()
 
 
+def test_links_chained_through_the_disk_are_refused(tmp_path: Path) -> None:
+    # Each name looks harmless, but a/b resolves to <dest>/.. once a -> . exists on disk.
+    archive = tar_with(
+        tmp_path,
+        member("a", tarfile.SYMTYPE, "."),
+        member("a/b", tarfile.SYMTYPE, ".."),
+        member("h", tarfile.LNKTYPE, "b/victim"),
+        member("h"),
+    )
+    (tmp_path / "victim").write_text("safe")
+    with pytest.raises(UnpackError):
+        extract_tar(None, archive, tmp_path / "dest", origin="test")
+    assert (tmp_path / "victim").read_text() == "safe"
+
+
 def test_strip_and_links_inside(tmp_path: Path) -> None:
     archive = tar_with(
         tmp_path,

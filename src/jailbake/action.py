@@ -23,7 +23,7 @@ from .image.cpio import write_cpio_gz, write_newc
 from .image.rootfs import assemble
 from .keys import digest_of, path_digest, step_key, step_key_inputs, tree_manifest
 from .recipe import HOST_BUILDER, Recipe, SourceKind
-from .store import ActionResult, Store
+from .store import ActionResult, Store, normalize_tree
 from .unpack import extract_tar
 
 log = logging.getLogger(__name__)
@@ -275,22 +275,25 @@ class RecipeBuilder:
                     log_path,
                     _tail(log_path),
                 )
+            # A step may leave symlinks in $OUT; an output reached through one would
+            # pull files from outside the step into the cache.
+            if (
+                not os.path.realpath(produced.parent).startswith(os.path.realpath(out) + os.sep)
+                and produced.parent != out
+            ):
+                raise BuildError(
+                    f"{recipe.name}: declared output {output.path!r} lies behind a symbolic link",
+                    1,
+                    log_path,
+                )
             target = tree / output.path
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(produced, target)
-        sde = self.graph.layer.source_date_epoch
         try:
             tree_manifest(tree)  # refuses device nodes and fifos
         except ValueError as exc:
             raise BuildError(f"{recipe.name}: output {exc}", 1, log_path) from None
-        for dirpath, dirnames, filenames in os.walk(tree, topdown=False):
-            for name in [*filenames, *dirnames]:
-                p = Path(dirpath) / name
-                if not p.is_symlink():
-                    mode = p.lstat().st_mode
-                    p.chmod(0o755 if p.is_dir() or mode & 0o111 else 0o644)
-                os.utime(p, (sde, sde), follow_symlinks=False)
-        os.utime(tree, (sde, sde))
+        normalize_tree(tree, self.graph.layer.source_date_epoch)
         return tree
 
 

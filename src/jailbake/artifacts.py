@@ -9,10 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import JailbakeError, RecipeError
+from .errors import JailbakeError
 from .graph import Graph
 from .keys import file_sha256
-from .store import ActionResult, Store
+from .store import ActionResult, Store, normalize_tree
 
 
 @dataclass(frozen=True)
@@ -22,30 +22,29 @@ class Artifact:
 
 
 def _copy(src: Path, dest: Path, sde: int) -> None:
-    """Copy a file or tree with normalized modes and times, replacing dest atomically."""
+    """Copy a file or tree with normalized modes and times, then move it into place."""
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         if src.is_dir() and not src.is_symlink():
             shutil.copytree(src, tmp, symlinks=True)
-            for dirpath, dirnames, filenames in os.walk(tmp):
-                for name in [*dirnames, *filenames]:
-                    p = Path(dirpath) / name
-                    if not p.is_symlink():
-                        p.chmod(0o755 if p.is_dir() or os.access(p, os.X_OK) else 0o644)
-                    os.utime(p, (sde, sde), follow_symlinks=False)
-            tmp.chmod(0o755)
+            normalize_tree(tmp, sde)
             if dest.is_dir() and not dest.is_symlink():
-                shutil.rmtree(dest)
+                # A directory cannot replace another in one rename: move the old one aside.
+                old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(dest, old)
+                os.rename(tmp, dest)
+                shutil.rmtree(old)
+                return
         elif src.is_symlink():
             tmp.symlink_to(os.readlink(src))
         else:
             shutil.copyfile(src, tmp)
             tmp.chmod(0o755 if os.access(src, os.X_OK) else 0o644)
-        os.utime(tmp, (sde, sde), follow_symlinks=False)
+            os.utime(tmp, (sde, sde))
         os.replace(tmp, dest)
     finally:
         if os.path.lexists(tmp):
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+            shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
 
 
 def publish(
@@ -55,20 +54,12 @@ def publish(
     dest_dir.mkdir(parents=True, exist_ok=True)
     sde = graph.layer.source_date_epoch
     published: list[Artifact] = []
-    claimed: dict[str, str] = {}
     for name in graph.order:
         recipe = graph.recipes[name]
         tree = store.tree_path(results[name].output_digest)
         for output in recipe.outputs:
             if output.publish is None:
                 continue
-            if output.publish in claimed:
-                raise RecipeError(
-                    recipe.where("outputs"),
-                    "outputs",
-                    f"artifact {output.publish!r} is also published by {claimed[output.publish]}",
-                )
-            claimed[output.publish] = name
             dest = dest_dir / output.publish
             dest.parent.mkdir(parents=True, exist_ok=True)
             _copy(tree / output.path, dest, sde)
@@ -87,11 +78,13 @@ def _describe(path: Path, root: Path) -> Iterable[Artifact]:
         yield Artifact(path.relative_to(root).as_posix(), file_sha256(path))
 
 
-def check_expected(graph: Graph, dest_dir: Path) -> None:
-    """The layer's kas 'artifacts' entries must exist after the build."""
+def check_expected(graph: Graph, published: Iterable[Artifact]) -> None:
+    """The layer's kas 'artifacts' entries must be among what this build published."""
+    paths = {a.path for a in published}
     for ident, rel in graph.layer.artifacts:
-        if not (dest_dir / rel).exists():
+        rel = rel.strip("/")
+        if rel not in paths and not any(p.startswith(rel + "/") for p in paths):
             raise JailbakeError(
-                f"{graph.layer.files[-1]}: artifacts.{ident}: expected "
-                f"{dest_dir / rel} after the build"
+                f"{graph.layer.files[-1]}: artifacts.{ident}: expected {rel!r} among the "
+                f"published artifacts: {', '.join(sorted(paths)) or 'none'}"
             )

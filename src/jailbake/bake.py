@@ -17,7 +17,7 @@ from .action import Outcome, RecipeBuilder, Status
 from .artifacts import Artifact, check_expected, publish
 from .errors import FetchError
 from .executors import DockerExecutor, Executor, ExecutorKind, HostExecutor
-from .fetch import Fetcher
+from .fetch import Fetcher, resolve_mirror
 from .graph import Graph, build_graph
 from .layer import load_layers
 from .schedule import Scheduler
@@ -91,7 +91,7 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     start = time.monotonic()
     graph = load_graph(options.configs, options.targets)
     store = Store(options.cache_dir)
-    mirrors = tuple(m if "://" in m else str(Path(m).resolve()) for m in options.mirrors)
+    mirrors = tuple(resolve_mirror(m, Path.cwd()) for m in options.mirrors)
     mirrors += graph.layer.mirrors
     fetcher = Fetcher(store, mirrors, offline=options.offline)
     executor = make_executor(options.executor)
@@ -113,7 +113,7 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         outcomes = Scheduler(graph, builder, progress, state).run(options.jobs)
     results = {n: o.result for n, o in outcomes.items()}
     artifacts = publish(graph, store, results, options.artifacts_dir)
-    check_expected(graph, options.artifacts_dir)
+    check_expected(graph, artifacts)
     built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
     reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
     return BuildReport(built, reused, artifacts, time.monotonic() - start)

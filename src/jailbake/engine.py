@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -140,20 +138,3 @@ def make_base_image(client: Any, suite: str, mirror: str, workdir: Path) -> str:
         client.images.get(image_id.group(1)).tag(BASE_IMAGE, suite)
     client.images.get(tag)
     return tag
-
-
-def tar_context(context_dir: Path) -> io.BytesIO:
-    """A build context as an in-memory tar with fixed metadata."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for entry in tree_manifest(context_dir):
-            info = tar.gettarinfo(str(context_dir / entry["path"]), arcname=entry["path"])
-            info.uid = info.gid = 0
-            info.mtime = 0
-            if info.isfile():
-                with (context_dir / entry["path"]).open("rb") as f:
-                    tar.addfile(info, f)
-            else:
-                tar.addfile(info)
-    buf.seek(0)
-    return buf

@@ -51,6 +51,11 @@ def _is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
+def resolve_mirror(location: str, base: Path) -> str:
+    """A mirror URL as given, or a mirror directory made absolute against base."""
+    return location if "://" in location else str((base / location).resolve())
+
+
 class Fetcher:
     """Puts each source in the cache, from the cache, a mirror, or upstream."""
 
@@ -131,16 +136,27 @@ class Fetcher:
             for mirror in self.mirrors:
                 base = mirror.rstrip("/")
                 candidates += [f"{base}/sha256/{source.sha256}", f"{base}/{source.filename}"]
+            rejected: list[str] = []
             for candidate in candidates:
-                if self._try(recipe, source, candidate, mirror=True):
-                    return blob
+                try:
+                    if self._try(recipe, source, candidate, mirror=True):
+                        return blob
+                except ChecksumError as exc:
+                    # Never used; a file of the same name may belong to another project.
+                    log.warning("%s", exc)
+                    rejected.append(f"{candidate} has sha256 {exc.actual}")
+            seen = f" (mirror files rejected: {'; '.join(rejected)})" if rejected else ""
             if self.offline:
                 raise FetchError(
                     f"{recipe}: {source.location} (sha256 {source.sha256}) is not "
-                    "in the cache or any mirror, and --offline forbids downloading"
+                    f"in the cache or any mirror, and --offline forbids downloading{seen}"
                 )
-            if not self._try(recipe, source, source.location, mirror=False):
-                raise FetchError(f"{recipe}: cannot download {source.location}")
+            try:
+                self._try(recipe, source, source.location, mirror=False)
+            except FetchError as exc:
+                if rejected:
+                    raise FetchError(f"{exc}{seen}") from None
+                raise
             return blob
 
     def _try(self, recipe: str, source: Source, location: str, *, mirror: bool) -> bool:

@@ -34,8 +34,21 @@ class Graph:
             f"expected 'host' or a directory docker/{recipe.builder}/ with a Dockerfile",
         )
 
-    def dependents(self, name: str) -> list[str]:
-        return [n for n in self.order if name in self.recipes[n].depends]
+
+def _check_artifact_names(recipes: dict[str, Recipe], order: Iterable[str]) -> None:
+    claimed: dict[str, str] = {}
+    for name in order:
+        recipe = recipes[name]
+        for output in recipe.outputs:
+            if output.publish is None:
+                continue
+            other = claimed.setdefault(output.publish, name)
+            if other != name:
+                raise RecipeError(
+                    recipe.where("outputs"),
+                    "outputs",
+                    f"artifact {output.publish!r} is also published by {other}",
+                )
 
 
 def collect_recipes(layer: Layer) -> tuple[dict[str, Recipe], list[tuple[str, Path]]]:
@@ -141,6 +154,7 @@ def build_graph(layer: Layer, targets: Iterable[str] = ()) -> Graph:
     if cycle:
         raise CycleError(needed[cycle[0]].where("depends"), cycle)
     order = _order(needed)
+    _check_artifact_names(needed, order)
     graph = Graph(layer, needed, tuple(order), tuple(wanted), tuple(overridden))
     for name in order:
         graph.builder_dir(needed[name])

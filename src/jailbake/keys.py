@@ -62,10 +62,10 @@ def tree_manifest(root: Path) -> list[dict[str, Any]]:
 
 
 def path_digest(path: Path) -> str:
-    """Content digest of a file or a directory tree (names, modes, bytes)."""
+    """Content digest of a file or a directory tree (names, executable bits, bytes)."""
     if path.is_dir():
         return digest_of(tree_manifest(path))
-    return file_sha256(path)
+    return digest_of({"sha256": file_sha256(path), "exec": os.access(path, os.X_OK)})
 
 
 def step_key_inputs(

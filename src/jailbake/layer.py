@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError
+from .fetch import resolve_mirror
 
 DEFAULT_SOURCE_DATE_EPOCH = 0
 # Layer variable naming source mirrors (directories relative to the top repository, or
@@ -168,10 +169,7 @@ def load_layers(files: Sequence[Path], environ: Mapping[str, str] | None = None)
             "env.SOURCE_DATE_EPOCH",
             f"expected a number of seconds since 1970, got {sde_text!r}",
         )
-    mirrors = tuple(
-        m if "://" in m else str((top_dir / m).resolve())
-        for m in env.pop(MIRRORS_VARIABLE, "").split()
-    )
+    mirrors = tuple(resolve_mirror(m, top_dir) for m in env.pop(MIRRORS_VARIABLE, "").split())
     target = config.get("target") or []
     targets = (target,) if isinstance(target, str) else tuple(target)
     return Layer(

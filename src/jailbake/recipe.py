@@ -48,7 +48,7 @@ class Source:
         """What identifies this source's content, for keys and listings."""
         if self.kind is SourceKind.URL:
             pin: dict[str, Any] = {"url": self.location, "sha256": self.sha256}
-            pin.update(unpack=self.unpack, strip=self.strip, dest=self.dest)
+            pin.update(unpack=self.unpack, strip=self.strip, dest=self.dest, filename=self.filename)
             return pin
         if self.kind is SourceKind.GIT:
             return {"git": self.location, "commit": self.commit, "dest": self.dest}
@@ -96,9 +96,7 @@ class Recipe:
 
     def where(self, field: str) -> str:
         """'file:line' of a top-level field, for error messages."""
-        top = field.split(".")[0].split("[")[0]
-        line = dict(self.lines).get(top)
-        return f"{self.file}:{line}" if line else str(self.file)
+        return _where(self.file, dict(self.lines), field)
 
     def definition(self) -> dict[str, Any]:
         """The normalized content that decides what gets built (no paths, no prose)."""
@@ -106,6 +104,7 @@ class Recipe:
             "name": self.name,
             "version": self.version,
             "sources": [s.pin() for s in self.sources],
+            "patches": [{"path": p.rel, "strip": p.strip, "dest": p.dest} for p in self.patches],
             "depends": sorted(self.depends),
             "builder": self.builder,
             "environment": dict(self.environment),
@@ -145,8 +144,7 @@ class _Ctx:
         self.lines = lines
 
     def where(self, field: str) -> str:
-        line = self.lines.get(field.split(".")[0].split("[")[0])
-        return f"{self.file}:{line}" if line else str(self.file)
+        return _where(self.file, self.lines, field)
 
     def error(self, field: str, message: str) -> RecipeError:
         return RecipeError(self.where(field), field, message)
@@ -197,6 +195,11 @@ class _Ctx:
                 raise self.error(where, f"unknown key; expected one of: {expected}")
 
 
+def _where(file: Path, lines: Mapping[str, int], field: str) -> str:
+    line = lines.get(field.split(".")[0].split("[")[0])
+    return f"{file}:{line}" if line else str(file)
+
+
 def _kind(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
@@ -215,7 +218,10 @@ def _top_lines(text: str) -> dict[str, int]:
 
 def load_recipe(file: Path, layer_dir: Path) -> Recipe:
     """Load and validate one recipe file that lives in layer_dir."""
-    text = file.read_text(encoding="utf-8")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(file, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
     try:
         data = yaml.load(text, Loader=loader)
@@ -379,10 +385,16 @@ def _outputs(ctx: _Ctx, raw: Any) -> tuple[Output, ...]:
             name = None
         else:
             name = ctx.relpath(publish, f"{field}.publish")
+            if name in ("", "."):
+                raise ctx.error(f"{field}.publish", "expected true, false or a file name")
         outputs.append(Output(path=path, publish=name))
     paths = [o.path for o in outputs]
     if len(set(paths)) != len(paths):
         raise ctx.error("outputs", "expected each output path once")
+    for a in paths:
+        for b in paths:
+            if b.startswith(a + "/"):
+                raise ctx.error("outputs", f"{b!r} lies inside {a!r}; declare one of them")
     return tuple(outputs)
 
 

@@ -47,9 +47,3 @@ def run(
         check=check,
         input=input,
     )
-
-
-def output(argv: Sequence[str | Path], *, cwd: Path | None = None) -> str:
-    """Run argv and return its stdout as text."""
-    cp = run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    return cp.stdout.decode()

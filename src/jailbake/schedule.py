@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -103,7 +104,10 @@ class Scheduler:
                 "actions": [(self._action, [name])],
                 "task_dep": list(self.graph.recipes[name].depends),
                 "uptodate": [lambda n=name: self._uptodate(n)],
+                # doit swaps sys.stdout/sys.stderr around captured actions, which races
+                # between threads; jailbake's actions print through their own stream.
                 "verbosity": 0,
+                "io": {"capture": False},
             }
             for name in self.graph.order
         ]
@@ -137,7 +141,11 @@ class Scheduler:
             "thread",
             *self.graph.order,
         ]
-        rc = DoitMain(Loader(), extra_config={"GLOBAL": config}).run(args)
+        streams = sys.stdout, sys.stderr
+        try:
+            rc = DoitMain(Loader(), extra_config={"GLOBAL": config}).run(args)
+        finally:
+            sys.stdout, sys.stderr = streams
         if self.errors:
             raise self.errors[0]
         if rc != 0:

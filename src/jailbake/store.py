@@ -14,7 +14,7 @@ import shutil
 import stat
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ class ActionResult:
     output_digest: str
     duration: float
     log: Digest | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return canonical_json(asdict(self))
@@ -52,6 +51,18 @@ class ActionResult:
         log = Digest(**raw.pop("log")) if raw.get("log") else None
         raw.pop("log", None)
         return ActionResult(log=log, **raw)
+
+
+def normalize_tree(root: Path, mtime: int) -> None:
+    """Modes 0644/0755 by the executable bit, every time set to mtime."""
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in [*filenames, *dirnames]:
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                p.chmod(0o755 if p.is_dir() or p.lstat().st_mode & 0o111 else 0o644)
+            os.utime(p, (mtime, mtime), follow_symlinks=False)
+    root.chmod(0o755)
+    os.utime(root, (mtime, mtime))
 
 
 def make_tree_readonly(root: Path) -> None:
@@ -87,9 +98,9 @@ class Store:
     """A cache directory shared safely by concurrent builds."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.root = root.resolve()
         for sub in ("cas", "ac", "trees", "tmp", "locks", "git", "logs", "last"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._clean_stale_tmp()
 
     # -- temporary space -------------------------------------------------

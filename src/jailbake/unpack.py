@@ -46,6 +46,8 @@ def extract_tar(
     try:
         with tarfile.open(name=path, fileobj=fileobj, mode="r|*" if fileobj else "r:*") as tar:
             _extract_members(tar, dest, strip, origin)
+    except tarfile.FilterError as exc:
+        raise UnpackError(f"{origin}: refused member: {exc}") from None
     except (tarfile.TarError, OSError) as exc:
         raise UnpackError(f"{origin}: cannot unpack: {exc}") from None
 
@@ -66,4 +68,6 @@ def _extract_members(tar: tarfile.TarFile, dest: Path, strip: int, origin: str) 
         member.uid = member.gid = 0
         member.uname = member.gname = ""
         member.mode &= 0o755 if not member.isdir() else 0o777
-        tar.extract(member, dest, set_attrs=not member.issym(), filter="tar")
+        # The "data" filter also resolves each member against what is already on disk,
+        # which catches chains of links that the name checks above cannot see.
+        tar.extract(member, dest, set_attrs=not member.issym(), filter="data")
