@@ -158,6 +158,11 @@ class Project:
             },
         )
 
+    def with_builders(self) -> Project:
+        """The checkout's docker/ builder definitions, for recipes that name one."""
+        shutil.copytree(ROOT / "docker", self.root / "docker", dirs_exist_ok=True)
+        return self
+
     def layer(self, name: str, data: Mapping[str, Any]) -> Path:
         path = self.root / name
         path.write_text(yaml.safe_dump(dict(data), sort_keys=False))

@@ -208,7 +208,15 @@ def test_two_checkouts_build_identical_bytes(tmp_path: Path) -> None:
         )
         outs.append(art)
     names = sorted(p.name for p in outs[0].iterdir())
-    assert names == ["hello", "hello-rootfs.tar"]
+    assert names == [
+        "hello",
+        "hello-rootfs.cpio.gz",
+        "hello-rootfs.tar",
+        "hello-sdcard.img",
+        "hello-sdcard.img.bmap",
+        "hello-sdcard.img.xz",
+        "hello-sdcard.img.zst",
+    ]
     for name in names:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
     hello = subprocess.run([str(outs[0] / "hello")], capture_output=True, text=True, check=True)

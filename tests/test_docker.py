@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Project, copy_checkout, jailbake
+from conftest import Project, copy_checkout, jailbake
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
-
-
-def with_builders(project: Project) -> Project:
-    shutil.copytree(ROOT / "docker", project.root / "docker")
-    return project
 
 
 def test_hello_example_builds_in_containers(tmp_path: Path) -> None:
@@ -32,7 +26,14 @@ def test_hello_example_builds_in_containers(tmp_path: Path) -> None:
         cwd=checkout,
         check=True,
     )
-    assert sorted(result.report["built"]) == ["hello", "hello-motd", "hello-rootfs"]
+    assert sorted(result.report["built"]) == [
+        "hello",
+        "hello-boot",
+        "hello-initramfs",
+        "hello-motd",
+        "hello-rootfs",
+        "hello-sdcard",
+    ]
     run = subprocess.run([str(art / "hello")], capture_output=True, text=True, check=True)
     assert run.stdout == "Hello from jailbake\n"
     again = jailbake(
@@ -50,7 +51,7 @@ def test_hello_example_builds_in_containers(tmp_path: Path) -> None:
 
 
 def test_container_contract(project: Project, tmp_path: Path) -> None:
-    with_builders(project)
+    project.with_builders()
     project.recipe("dep")
     project.recipe("other")
     project.recipe(
@@ -93,7 +94,7 @@ def test_container_contract(project: Project, tmp_path: Path) -> None:
 
 
 def test_container_failure_prints_the_log_tail(project: Project, tmp_path: Path) -> None:
-    with_builders(project)
+    project.with_builders()
     project.recipe(
         "fails",
         builder="debian-build",
@@ -107,7 +108,7 @@ def test_container_failure_prints_the_log_tail(project: Project, tmp_path: Path)
 
 
 def test_no_engine_is_one_line_with_how_to_start_one(project: Project, tmp_path: Path) -> None:
-    with_builders(project)
+    project.with_builders()
     project.recipe("c", builder="debian-build")
     result = project.build(
         executor="docker",

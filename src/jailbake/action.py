@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,10 +20,11 @@ from .errors import BuildError, JailbakeError
 from .executors import Executor, ExecutorKind, Step, write_script
 from .fetch import Fetcher
 from .graph import Graph
+from .image import sdtool
 from .image.cpio import write_cpio_gz, write_newc
 from .image.rootfs import assemble
 from .keys import digest_of, path_digest, step_key, step_key_inputs, tree_manifest
-from .recipe import HOST_BUILDER, Recipe, SourceKind
+from .recipe import HOST_BUILDER, LAYOUT_FILE, Recipe, SourceKind
 from .store import ActionResult, Store, normalize_tree
 from .unpack import extract_tar
 
@@ -81,13 +83,14 @@ class RecipeBuilder:
     def builder_identity(self, recipe: Recipe) -> dict[str, str]:
         if recipe.rootfs is not None:
             return {"executor": "jailbake", "writer": writer_digest()}
+        writer = {"writer": writer_digest()} if recipe.image else {}
         if self._executor_for(recipe).kind is ExecutorKind.HOST:
-            return {"executor": "host"}
+            return {"executor": "host", **writer}
         context = self.graph.builder_dir(recipe)
         assert context is not None
         if recipe.builder not in self._image_keys:
             self._image_keys[recipe.builder] = engine.image_key(context)
-        return {"executor": "docker", "image": self._image_keys[recipe.builder]}
+        return {"executor": "docker", "image": self._image_keys[recipe.builder], **writer}
 
     def key_info(self, recipe: Recipe, dep_digests: Mapping[str, str]) -> KeyInfo:
         files = {
@@ -156,6 +159,10 @@ class RecipeBuilder:
         with self.store.temp_dir(recipe.name) as work:
             self._prepare_sources(recipe, work / "src")
             write_script(work, recipe.script)
+            if recipe.image:
+                layout = recipe.image.layout(self.graph.layer.source_date_epoch)
+                (work / LAYOUT_FILE).write_text(json.dumps(layout, indent=2, sort_keys=True))
+                shutil.copyfile(Path(sdtool.__file__), work / "sdtool.py")
             env = dict(recipe.environment)
             env.update(info.inputs["variables"])
             step = Step(

@@ -14,12 +14,27 @@ import yaml
 from .errors import RecipeError
 from .image.devtable import parse_device_table, tree_path
 from .image.rootfs import Content, ExtraFile, RootfsSpec, Symlink
+from .image.sdimage import (
+    FAT16_MIN,
+    FAT32_MIN,
+    IMAGE_BUILDER,
+    MIB,
+    Compression,
+    FsType,
+    ImageSpec,
+    Partition,
+    derived_hex,
+    derived_uuid,
+    parse_size,
+)
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+_-]*$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 HOST_BUILDER = "host"
+IMAGE_SCRIPT = 'python3 "$WORKDIR/sdtool.py" "$WORKDIR/layout.json"'
+LAYOUT_FILE = "layout.json"
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
@@ -93,6 +108,7 @@ class Recipe:
     layer_dir: Path
     lines: tuple[tuple[str, int], ...] = ()
     rootfs: RootfsSpec | None = None
+    image: ImageSpec | None = None
 
     def where(self, field: str) -> str:
         """'file:line' of a top-level field, for error messages."""
@@ -112,6 +128,7 @@ class Recipe:
             "script": self.script,
             "outputs": [{"path": o.path, "publish": o.publish} for o in self.outputs],
             "rootfs": self.rootfs.definition() if self.rootfs else None,
+            "image": self.image.definition() if self.image else None,
         }
 
 
@@ -128,7 +145,8 @@ _KEYS = {
     "variables": False,
     "script": False,
     "rootfs": False,
-    "outputs": True,
+    "image": False,
+    "outputs": False,
 }
 _URL_KEYS = {"url", "sha256", "dest", "strip", "unpack", "filename"}
 _GIT_KEYS = {"git", "commit", "dest"}
@@ -236,8 +254,19 @@ def load_recipe(file: Path, layer_dir: Path) -> Recipe:
         if required and key not in data:
             raise ctx.error(key, "missing; every recipe needs it")
     ctx.only(data, set(_KEYS), "")
-    if ("script" in data) == ("rootfs" in data):
-        raise ctx.error("script", "expected either a build 'script' or a declarative 'rootfs'")
+    kinds = [k for k in ("script", "rootfs", "image") if k in data]
+    if len(kinds) != 1:
+        raise ctx.error(
+            kinds[1] if len(kinds) > 1 else "script",
+            "expected exactly one of a build 'script', a declarative 'rootfs' or a disk 'image'",
+        )
+    if "image" in data and "outputs" in data:
+        raise ctx.error(
+            "outputs",
+            "an image recipe's outputs follow from image.name, image.bmap and image.compress",
+        )
+    if "image" not in data and "outputs" not in data:
+        raise ctx.error("outputs", "missing; every recipe needs it")
     return _build(ctx, data)
 
 
@@ -270,9 +299,17 @@ def _build(ctx: _Ctx, data: Mapping[str, Any]) -> Recipe:
     if len(set(depends)) != len(depends):
         raise ctx.error("depends", "expected each dependency once")
     rootfs = _rootfs(ctx, data["rootfs"]) if "rootfs" in data else None
-    if rootfs:
-        depends += tuple(sorted({c.recipe for c in rootfs.contents} - set(depends)))
-    outputs = _outputs(ctx, data["outputs"])
+    image = _image(ctx, data["image"], name) if "image" in data else None
+    contents = rootfs.contents if rootfs else ()
+    if image:
+        contents = tuple(c for p in image.partitions for c in p.contents)
+        builder = ctx.string(data.get("builder", IMAGE_BUILDER), "builder")
+    depends += tuple(sorted({c.recipe for c in contents} - set(depends)))
+    outputs = (
+        tuple(Output(path=n, publish=n) for n in image.output_names())
+        if image
+        else _outputs(ctx, data["outputs"])
+    )
     if rootfs and (len(outputs) != 1 or not outputs[0].path.endswith((".cpio", ".cpio.gz"))):
         raise ctx.error(
             "outputs",
@@ -295,12 +332,15 @@ def _build(ctx: _Ctx, data: Mapping[str, Any]) -> Recipe:
         builder=builder,
         environment=tuple(env),
         variables=variables,
-        script=ctx.string(data["script"], "script") if "script" in data else "",
+        script=ctx.string(data["script"], "script")
+        if "script" in data
+        else (IMAGE_SCRIPT if image else ""),
         outputs=outputs,
         file=ctx.file,
         layer_dir=ctx.layer_dir,
         lines=tuple(sorted(ctx.lines.items())),
         rootfs=rootfs,
+        image=image,
     )
 
 
@@ -401,19 +441,7 @@ def _outputs(ctx: _Ctx, raw: Any) -> tuple[Output, ...]:
 def _rootfs(ctx: _Ctx, raw: Any) -> RootfsSpec:
     data = ctx.mapping(raw, "rootfs")
     ctx.only(data, {"contents", "directories", "files", "symlinks", "device_table"}, "rootfs")
-    contents = []
-    for i, item in enumerate(ctx.seq(data.get("contents") or [], "rootfs.contents")):
-        field = f"rootfs.contents[{i}]"
-        item = item if isinstance(item, dict) else {"recipe": item}
-        ctx.only(item, {"recipe", "path", "dest"}, field)
-        dest = ctx.string(item.get("dest", "/"), f"{field}.dest")
-        contents.append(
-            Content(
-                recipe=ctx.string(item.get("recipe"), f"{field}.recipe"),
-                path=ctx.relpath(item.get("path", ""), f"{field}.path", allow_empty=True),
-                dest="" if dest == "/" else tree_path(dest, ctx.where(field), f"{field}.dest"),
-            )
-        )
+    contents = _contents(ctx, data.get("contents"), "rootfs.contents")
     directories = tuple(
         tree_path(
             ctx.string(d, f"rootfs.directories[{i}]"),
@@ -465,4 +493,110 @@ def _rootfs(ctx: _Ctx, raw: Any) -> RootfsSpec:
         devices = parse_device_table(table)
     return RootfsSpec(
         tuple(contents), directories, tuple(files), tuple(symlinks), tuple(devices), table_rel
+    )
+
+
+def _contents(ctx: _Ctx, raw: Any, field: str) -> tuple[Content, ...]:
+    contents = []
+    for i, item in enumerate(ctx.seq(raw or [], field)):
+        where = f"{field}[{i}]"
+        item = item if isinstance(item, dict) else {"recipe": item}
+        ctx.only(item, {"recipe", "path", "dest"}, where)
+        dest = ctx.string(item.get("dest", "/"), f"{where}.dest")
+        contents.append(
+            Content(
+                recipe=ctx.string(item.get("recipe"), f"{where}.recipe"),
+                path=ctx.relpath(item.get("path", ""), f"{where}.path", allow_empty=True),
+                dest="" if dest == "/" else tree_path(dest, ctx.where(where), f"{where}.dest"),
+            )
+        )
+    return tuple(contents)
+
+
+def _hex_id(ctx: _Ctx, raw: Any, field: str, default: str) -> str:
+    if raw is None:
+        return default
+    text = ctx.string(raw, field).lower().removeprefix("0x")
+    if not re.fullmatch(r"[0-9a-f]{8}", text):
+        raise ctx.error(field, f"expected 8 hex digits, got {raw!r}")
+    return text
+
+
+def _image(ctx: _Ctx, raw: Any, recipe: str) -> ImageSpec:
+    data = ctx.mapping(raw, "image")
+    ctx.only(data, {"name", "disk_id", "partitions", "bmap", "compress"}, "image")
+    name = ctx.string(data.get("name", f"{recipe}.img"), "image.name")
+    if "/" in name or name in (".", ".."):
+        raise ctx.error("image.name", f"expected a plain file name, got {name!r}")
+    bmap = data.get("bmap", True)
+    if not isinstance(bmap, bool):
+        raise ctx.error("image.bmap", f"expected true or false, got {_kind(bmap)}")
+    compress = []
+    for i, c in enumerate(ctx.seq(data.get("compress") or [], "image.compress")):
+        try:
+            compress.append(Compression(c))
+        except ValueError:
+            raise ctx.error(f"image.compress[{i}]", f"expected zst or xz, got {c!r}") from None
+    raw_parts = ctx.seq(data.get("partitions"), "image.partitions")
+    if not 1 <= len(raw_parts) <= 4:
+        raise ctx.error("image.partitions", "expected 1 to 4 partitions (MBR primaries)")
+    parts = []
+    for i, item in enumerate(raw_parts):
+        field = f"image.partitions[{i}]"
+        p = ctx.mapping(item, field)
+        ctx.only(p, {"label", "fs", "size", "contents", "bootable", "volume_id", "uuid"}, field)
+        label = ctx.string(p.get("label"), f"{field}.label")
+        try:
+            fs = FsType(str(p.get("fs")))
+        except ValueError:
+            raise ctx.error(
+                f"{field}.fs", f"expected fat32, fat16 or ext4, got {p.get('fs')!r}"
+            ) from None
+        limit = 16 if fs is FsType.EXT4 else 11
+        if len(label) > limit or not re.fullmatch(r"[A-Za-z0-9_-]+", label):
+            raise ctx.error(f"{field}.label", f"expected up to {limit} letters, digits, _ or -")
+        try:
+            size = parse_size(ctx.string(p.get("size"), f"{field}.size"))
+        except ValueError as exc:
+            raise ctx.error(f"{field}.size", str(exc)) from None
+        if size <= 0 or size % MIB:
+            raise ctx.error(f"{field}.size", "expected a whole number of MiB")
+        if fs is FsType.FAT32 and size < FAT32_MIN:
+            raise ctx.error(f"{field}.size", "FAT32 needs at least 64M; use fat16 below that")
+        if fs is FsType.FAT16 and size < FAT16_MIN:
+            raise ctx.error(f"{field}.size", "FAT16 needs at least 9M")
+        bootable = p.get("bootable", False)
+        if not isinstance(bootable, bool):
+            raise ctx.error(f"{field}.bootable", f"expected true or false, got {_kind(bootable)}")
+        if fs is FsType.EXT4 and "volume_id" in p:
+            raise ctx.error(f"{field}.volume_id", "only FAT partitions have a volume id")
+        if fs is not FsType.EXT4 and "uuid" in p:
+            raise ctx.error(f"{field}.uuid", "only ext4 partitions have a UUID")
+        part_uuid = ""
+        if fs is FsType.EXT4:
+            part_uuid = ctx.string(p.get("uuid", derived_uuid(recipe, label)), f"{field}.uuid")
+            if not re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", part_uuid):
+                raise ctx.error(f"{field}.uuid", f"expected a lower-case UUID, got {part_uuid!r}")
+        volume_id = ""
+        if fs is not FsType.EXT4:
+            volume_id = _hex_id(
+                ctx, p.get("volume_id"), f"{field}.volume_id", derived_hex(recipe, label)
+            )
+        parts.append(
+            Partition(
+                label=label,
+                fs=fs,
+                size=size,
+                contents=_contents(ctx, p.get("contents"), f"{field}.contents"),
+                bootable=bootable,
+                volume_id=volume_id,
+                uuid=part_uuid,
+            )
+        )
+    return ImageSpec(
+        name=name,
+        disk_id=_hex_id(ctx, data.get("disk_id"), "image.disk_id", derived_hex(recipe)),
+        partitions=tuple(parts),
+        bmap=bmap,
+        compress=tuple(compress),
     )

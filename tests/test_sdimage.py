@@ -1,0 +1,223 @@
+"""SD card images, checked by tools jailbake does not contain."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import Project, copy_checkout, jailbake
+from jailbake.errors import RecipeError
+from jailbake.image.sdimage import parse_size
+from jailbake.recipe import load_recipe
+
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def hello_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("hello")
+    checkout = copy_checkout(tmp / "jailbake")
+    art = tmp / "art"
+    jailbake(
+        "build",
+        "examples/hello/hello.yml",
+        "--executor",
+        "host",
+        "--cache-dir",
+        str(tmp / "cache"),
+        "--artifacts-dir",
+        str(art),
+        cwd=checkout,
+        check=True,
+    )
+    return art
+
+
+def tool(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def partition(img: Path, start: int, size: int, dest: Path) -> Path:
+    with img.open("rb") as f, dest.open("wb") as out:
+        f.seek(start * 512)
+        out.write(f.read(size * 512))
+    return dest
+
+
+def test_partition_table(hello_images: Path) -> None:
+    table = json.loads(tool("sfdisk", "-J", str(hello_images / "hello-sdcard.img")))
+    pt = table["partitiontable"]
+    assert pt["label"] == "dos" and pt["id"] == "0x6a62616b"
+    parts = [(p["start"], p["size"], p["type"], p.get("bootable", False)) for p in pt["partitions"]]
+    assert parts == [(2048, 64 * 2048, "c", False), (2048 + 64 * 2048, 16 * 2048, "83", True)]
+
+
+def test_file_systems_are_clean_and_hold_the_files(hello_images: Path, tmp_path: Path) -> None:
+    img = hello_images / "hello-sdcard.img"
+    boot = partition(img, 2048, 64 * 2048, tmp_path / "boot.img")
+    root = partition(img, 2048 + 64 * 2048, 16 * 2048, tmp_path / "root.img")
+    subprocess.run(["fsck.vfat", "-n", str(boot)], check=True, capture_output=True)
+    subprocess.run(["e2fsck", "-fn", str(root)], check=True, capture_output=True)
+    listing = tool("mdir", "-b", "-i", str(boot), "::/")
+    assert sorted(listing.split()) == ["::/cmdline.txt", "::/config.txt"]
+    assert "Volume Serial Number is 4A42-4F54" in tool("mdir", "-i", str(boot), "::/")
+    assert tool("mtype", "-i", str(boot), "::/cmdline.txt").startswith("console=serial0")
+    ls = tool("debugfs", "-R", "ls -l /usr/bin", str(root))
+    assert " hello" in ls
+    hello = tool("debugfs", "-R", "stat /usr/bin/hello", str(root))
+    assert "User:     0   Group:     0" in hello
+    assert "ctime: 0x6553f100" in hello and "mtime: 0x6553f100" in hello
+    assert "6a61696c-6261-4b65-8000-000000000001" in tool("dumpe2fs", "-h", str(root))
+
+
+def test_bmap_flashes_the_same_bytes(hello_images: Path, tmp_path: Path) -> None:
+    target = tmp_path / "card.img"
+    subprocess.run(
+        [
+            "bmaptool",
+            "copy",
+            "--bmap",
+            str(hello_images / "hello-sdcard.img.bmap"),
+            str(hello_images / "hello-sdcard.img"),
+            str(target),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert target.read_bytes() == (hello_images / "hello-sdcard.img").read_bytes()
+
+
+def test_compressed_copies(hello_images: Path) -> None:
+    img = (hello_images / "hello-sdcard.img").read_bytes()
+    assert (
+        subprocess.run(
+            ["zstd", "-dc", str(hello_images / "hello-sdcard.img.zst")],
+            check=True,
+            capture_output=True,
+        ).stdout
+        == img
+    )
+    assert (
+        subprocess.run(
+            ["xz", "-dc", str(hello_images / "hello-sdcard.img.xz")],
+            check=True,
+            capture_output=True,
+        ).stdout
+        == img
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("64M", 64 * MIB), ("1G", 1 << 30), ("512KiB", 512 << 10), ("1048576", MIB)]
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+BAD: list[tuple[dict[str, Any], str, str]] = [
+    ({"partitions": []}, "image.partitions", "1 to 4"),
+    (
+        {"partitions": [{"label": "b", "fs": "ntfs", "size": "64M"}]},
+        "image.partitions[0].fs",
+        "fat32, fat16 or ext4",
+    ),
+    (
+        {"partitions": [{"label": "b", "fs": "fat32", "size": "32M"}]},
+        "image.partitions[0].size",
+        "at least 64M",
+    ),
+    (
+        {"partitions": [{"label": "b", "fs": "ext4", "size": "1500K"}]},
+        "image.partitions[0].size",
+        "whole number of MiB",
+    ),
+    (
+        {"partitions": [{"label": "b", "fs": "ext4", "size": "12M", "uuid": "nope"}]},
+        "image.partitions[0].uuid",
+        "lower-case UUID",
+    ),
+    (
+        {"partitions": [{"label": "b", "fs": "fat16", "size": "12M", "volume_id": "xyz"}]},
+        "image.partitions[0].volume_id",
+        "8 hex digits",
+    ),
+    (
+        {"disk_id": "0x123", "partitions": [{"label": "b", "fs": "fat16", "size": "12M"}]},
+        "image.disk_id",
+        "8 hex digits",
+    ),
+    (
+        {"partitions": [{"label": "much-too-long-label", "fs": "fat16", "size": "12M"}]},
+        "image.partitions[0].label",
+        "up to 11",
+    ),
+    (
+        {"compress": ["rar"], "partitions": [{"label": "b", "fs": "fat16", "size": "12M"}]},
+        "image.compress[0]",
+        "zst or xz",
+    ),
+    (
+        {
+            "partitions": [
+                {
+                    "label": "b",
+                    "fs": "fat16",
+                    "size": "12M",
+                    "contents": [{"recipe": "x", "dest": "../up"}],
+                }
+            ]
+        },
+        "image.partitions[0].contents[0].dest",
+        "absolute path",
+    ),
+]
+
+
+@pytest.mark.parametrize(("image", "field", "message"), BAD)
+def test_bad_layouts_fail_at_load(
+    tmp_path: Path, image: dict[str, Any], field: str, message: str
+) -> None:
+    (tmp_path / "r.yml").write_text(
+        yaml.safe_dump({"name": "card", "version": "1", "image": image})
+    )
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(tmp_path / "r.yml", tmp_path)
+    assert f": {field}: " in str(exc.value) and message in str(exc.value)
+
+
+def test_image_recipe_key_follows_the_layout(project: Project, tmp_path: Path) -> None:
+    project.with_builders()
+    project.recipe("files", script='mkdir -p "$OUT/b"; echo x > "$OUT/b/x.txt"', outputs=["b"])
+
+    def card(size: str) -> None:
+        project.recipe(
+            "card",
+            {
+                "image": {
+                    "partitions": [
+                        {
+                            "label": "boot",
+                            "fs": "fat16",
+                            "size": size,
+                            "contents": [{"recipe": "files", "path": "b"}],
+                        }
+                    ]
+                }
+            },
+            script=None,
+            outputs=None,
+        )
+
+    card("12M")
+    first = project.build(artifacts=tmp_path / "art")
+    assert sorted(first.report["built"]) == ["card", "files"]
+    assert {a["path"] for a in first.report["artifacts"]} == {"card.img", "card.img.bmap"}
+    card("13M")
+    second = project.build(artifacts=tmp_path / "art")
+    assert second.report["built"] == ["card"]
+    assert (tmp_path / "art" / "card.img").stat().st_size == 14 * MIB
