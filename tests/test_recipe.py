@@ -109,7 +109,9 @@ def test_bad_recipe_is_one_error_line(
 
 def test_missing_required_field(tmp_path: Path) -> None:
     (tmp_path / "r.yml").write_text("name: x\nversion: '1'\noutputs: [a]\n")
-    with pytest.raises(RecipeError, match=r"r\.yml.*: script: expected exactly one of a build 'script'"):
+    with pytest.raises(
+        RecipeError, match=r"r\.yml.*: script: expected exactly one of a build 'script'"
+    ):
         load_recipe(tmp_path / "r.yml", tmp_path)
 
 

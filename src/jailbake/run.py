@@ -47,3 +47,19 @@ def run(
         check=check,
         input=input,
     )
+
+
+def spawn(
+    argv: Sequence[str | Path], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start argv with a clean environment; its stdin, stdout and stderr are pipes."""
+    args = [str(a) for a in argv]
+    log.debug("spawn: %s (cwd=%s)", " ".join(args), cwd)
+    return subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=clean_env(env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )

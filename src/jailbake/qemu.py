@@ -1,0 +1,110 @@
+"""Booting built images under qemu-system-aarch64 and watching the serial console."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import run
+from .errors import JailbakeError
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A QEMU arm64 machine; the defaults boot Linux on the `virt` board."""
+
+    kernel: Path
+    initrd: Path | None = None
+    append: str = "console=ttyAMA0 panic=-1"
+    machine: str = "virt"
+    cpu: str = "cortex-a57"
+    smp: int = 1
+    memory: str = "512M"
+    drives: tuple[Path, ...] = ()
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+    def argv(self) -> list[str]:
+        argv = [
+            "qemu-system-aarch64",
+            "-M",
+            self.machine,
+            "-cpu",
+            self.cpu,
+            "-smp",
+            str(self.smp),
+            "-m",
+            self.memory,
+            "-nographic",
+            "-nic",
+            "none",
+            "-no-reboot",
+            "-kernel",
+            str(self.kernel),
+            "-append",
+            self.append,
+        ]
+        if self.initrd:
+            argv += ["-initrd", str(self.initrd)]
+        for i, drive in enumerate(self.drives):
+            argv += [
+                "-drive",
+                f"if=none,format=raw,file={drive},id=d{i}",
+                "-device",
+                f"virtio-blk-device,drive=d{i}",
+            ]
+        return [*argv, *self.extra]
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    seconds: float
+    found: bool
+
+
+def boot(
+    machine: Machine,
+    expect: Sequence[str],
+    *,
+    timeout: float = 120.0,
+    send: Sequence[tuple[str, str]] = (),
+) -> Transcript:
+    """Boot, wait until every string in expect has appeared on the console, then stop.
+
+    send: (prompt, line) pairs; line is typed once prompt has appeared.
+    """
+    start = time.monotonic()
+    try:
+        proc = run.spawn(machine.argv())
+    except FileNotFoundError:
+        raise JailbakeError(
+            "qemu-system-aarch64 is not installed (Debian: apt-get install qemu-system-arm)"
+        ) from None
+    assert proc.stdout is not None and proc.stdin is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    seen = bytearray()
+    pending = list(send)
+    try:
+        while time.monotonic() - start < timeout:
+            text = seen.decode(errors="replace")
+            if all(e in text for e in expect):
+                return Transcript(text, time.monotonic() - start, True)
+            if pending and pending[0][0] in text:
+                proc.stdin.write(pending.pop(0)[1].encode() + b"\n")
+                proc.stdin.flush()
+            if proc.poll() is not None and not sel.select(timeout=0):
+                break
+            for _key, _ in sel.select(timeout=0.2):
+                chunk = proc.stdout.read()
+                if chunk:
+                    seen += chunk
+        return Transcript(seen.decode(errors="replace"), time.monotonic() - start, False)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,118 @@
+"""busybox cross-compiled in a container, offline from a mirror, and booted under QEMU.
+
+The mirror holds the real busybox-1.35.0.tar.bz2 (Debian's orig tarball is the
+same bytes); scripts/test-assets collects it and Debian's arm64 kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, copy_checkout
+from jailbake.qemu import Machine, boot
+
+pytestmark = [pytest.mark.usefixtures("docker_engine"), pytest.mark.slow]
+
+ASSETS = Path(os.environ.get("JAILBAKE_TEST_ASSETS", "/var/cache/jailbake-test"))
+LAYER = "layers/busybox-initramfs.yml"
+ARTIFACTS = [
+    "busybox-sdcard.img",
+    "busybox-sdcard.img.bmap",
+    "busybox-sdcard.img.zst",
+    "rootfs.cpio.gz",
+]
+
+
+@pytest.fixture(scope="module")
+def assets() -> Path:
+    if (
+        not (ASSETS / "mirror" / "busybox-1.35.0.tar.bz2").is_file()
+        or not (ASSETS / "kernel" / "vmlinuz").is_file()
+    ):
+        if os.environ.get("CI"):
+            pytest.fail(f"test assets missing in {ASSETS}; scripts/test-assets collects them")
+        pytest.skip(f"test assets missing in {ASSETS} (run scripts/test-assets)")
+    return ASSETS
+
+
+def build(checkout: Path, cache: Path, art: Path, assets: Path, umask: str, tz: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(SRC), TZ=tz)
+    cmd = 'umask "$1"; shift; exec "$@"'
+    subprocess.run(
+        [
+            "bash",
+            "-c",
+            cmd,
+            "bash",
+            umask,
+            sys.executable,
+            "-m",
+            "jailbake.cli",
+            "build",
+            LAYER,
+            "--offline",
+            "--mirror",
+            str(assets / "mirror"),
+            "--cache-dir",
+            str(cache),
+            "--artifacts-dir",
+            str(art),
+            "-j",
+            "2",
+        ],
+        cwd=checkout,
+        env=env,
+        check=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_builds(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    outs = []
+    for i, (umask, tz) in enumerate([("022", "UTC"), ("077", "Pacific/Auckland")]):
+        tmp = tmp_path_factory.mktemp(f"build{i}")
+        checkout = copy_checkout(tmp / "src" / f"checkout-{i}")
+        build(checkout, tmp / "cache", tmp / "artifacts", assets, umask, tz)
+        outs.append(tmp / "artifacts")
+    return outs
+
+
+def test_busybox_initramfs_and_card_are_byte_identical(two_builds: list[Path]) -> None:
+    first, second = two_builds
+    assert sorted(p.name for p in first.iterdir()) == ARTIFACTS
+    for name in ARTIFACTS:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_initramfs_boots_to_a_shell(two_builds: list[Path], assets: Path, tmp_path: Path) -> None:
+    initrd = shutil.copy(two_builds[0] / "rootfs.cpio.gz", tmp_path / "rootfs.cpio.gz")
+    transcript = boot(
+        Machine(kernel=assets / "kernel" / "vmlinuz", initrd=Path(initrd)),
+        expect=["jailbake initramfs: ready", "machine: aarch64", "shell says 42"],
+        send=[("machine: aarch64", "echo shell says $((6*7))")],
+        timeout=180,
+    )
+    assert transcript.found, transcript.text[-3000:]
+    assert "Run /init as init process" in transcript.text
+
+
+def test_card_holds_the_initramfs_and_busybox(two_builds: list[Path], tmp_path: Path) -> None:
+    img = two_builds[0] / "busybox-sdcard.img"
+    boot_part = tmp_path / "boot.img"
+    with img.open("rb") as f, boot_part.open("wb") as out:
+        f.seek(1 << 20)
+        out.write(f.read(64 << 20))
+    listing = subprocess.run(
+        ["mdir", "-b", "-i", str(boot_part), "::/"], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert listing == ["::/rootfs.cpio.gz"]
+    extracted = subprocess.run(
+        ["mtype", "-i", str(boot_part), "::/rootfs.cpio.gz"], check=True, capture_output=True
+    ).stdout
+    assert extracted == (two_builds[0] / "rootfs.cpio.gz").read_bytes()
