@@ -7,8 +7,10 @@ last link, as GNU cpio writes them.
 
 from __future__ import annotations
 
-import gzip
+import queue
 import stat
+import threading
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import BinaryIO
 MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
 COPY_CHUNK = 1 << 20
+GZIP_CHUNK = 1 << 18  # small enough that reading and deflating overlap on small archives
 
 
 @dataclass(frozen=True)
@@ -121,10 +124,54 @@ def write_newc(entries: Iterable[Entry], out: BinaryIO) -> int:
     return len(members)
 
 
-def write_cpio_gz(entries: Iterable[Entry], path: Path, level: int = 9) -> int:
-    """A gzip'd newc archive with no file name and mtime 0 in the gzip header."""
-    with (
-        path.open("wb") as raw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=level) as gz,
-    ):
-        return write_newc(entries, gz)  # type: ignore[arg-type]
+class _GzipWriter:
+    """gzip output compressed on a second thread, so reading and deflating overlap.
+
+    The header has no file name and mtime 0 (zlib's gzip wrapper writes neither).
+    """
+
+    def __init__(self, out: BinaryIO, level: int) -> None:
+        self._out = out
+        self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31)
+        self._buf = bytearray()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (chunk := self._queue.get()) is not None:
+                self._out.write(self._zlib.compress(chunk))
+            self._out.write(self._zlib.flush())
+        except BaseException as exc:
+            self._error = exc
+            while self._queue.get() is not None:  # drain so the writer never blocks
+                pass
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        if len(self._buf) >= GZIP_CHUNK:
+            self._queue.put(bytes(self._buf))
+            self._buf.clear()
+        return len(data)
+
+    def close(self) -> None:
+        if self._buf:
+            self._queue.put(bytes(self._buf))
+            self._buf.clear()
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def write_cpio_gz(entries: Iterable[Entry], path: Path, level: int = 6) -> int:
+    """A gzip'd newc archive: no file name and mtime 0 in the gzip header."""
+    with path.open("wb") as raw:
+        gz = _GzipWriter(raw, level)
+        try:
+            count = write_newc(entries, gz)  # type: ignore[arg-type]
+        finally:
+            gz.close()
+    return count
