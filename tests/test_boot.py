@@ -25,6 +25,7 @@ ARTIFACTS = [
     "busybox-sdcard.img",
     "busybox-sdcard.img.bmap",
     "busybox-sdcard.img.zst",
+    "manifest.json",
     "rootfs.cpio.gz",
 ]
 

@@ -216,6 +216,7 @@ def test_two_checkouts_build_identical_bytes(tmp_path: Path) -> None:
         "hello-sdcard.img.bmap",
         "hello-sdcard.img.xz",
         "hello-sdcard.img.zst",
+        "manifest.json",
     ]
     for name in names:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
@@ -397,3 +398,20 @@ def test_every_input_that_shapes_the_sandbox_is_in_the_key(
     else:
         tool.chmod(0o755)
     assert keys_of(project)["r"] != before
+
+
+def test_manifest_lists_recipes_keys_pins_and_artifacts(
+    project: Project, http: HTTPFiles, tmp_path: Path
+) -> None:
+    lib_and_app(project, http, patch_for("notes.txt", "notes", "more notes"))
+    report = project.build(artifacts=tmp_path / "art").report
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert [r["name"] for r in manifest["recipes"]] == ["lib", "app"]
+    assert {r["name"]: r["key"] for r in manifest["recipes"]} == keys_of(project)
+    lib = manifest["recipes"][0]
+    assert lib["sources"][0]["url"].endswith("/lib-1.0.tar.gz")
+    assert len(lib["sources"][0]["sha256"]) == 64
+    listed = {a["path"]: a["sha256"] for a in report["artifacts"]}
+    assert manifest["artifacts"] == [{"path": "app.txt", "sha256": listed["app.txt"]}]
+    assert listed["manifest.json"] == sha256((tmp_path / "art" / "manifest.json").read_bytes())
+    assert manifest["layers"] == ["layer.yml"]

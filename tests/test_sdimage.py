@@ -216,7 +216,11 @@ def test_image_recipe_key_follows_the_layout(project: Project, tmp_path: Path) -
     card("12M")
     first = project.build(artifacts=tmp_path / "art")
     assert sorted(first.report["built"]) == ["card", "files"]
-    assert {a["path"] for a in first.report["artifacts"]} == {"card.img", "card.img.bmap"}
+    assert {a["path"] for a in first.report["artifacts"]} == {
+        "card.img",
+        "card.img.bmap",
+        "manifest.json",
+    }
     card("13M")
     second = project.build(artifacts=tmp_path / "art")
     assert second.report["built"] == ["card"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -88,3 +89,47 @@ def check_expected(graph: Graph, published: Iterable[Artifact]) -> None:
                 f"{graph.layer.files[-1]}: artifacts.{ident}: expected {rel!r} among the "
                 f"published artifacts: {', '.join(sorted(paths)) or 'none'}"
             )
+
+
+MANIFEST = "manifest.json"
+
+
+def write_manifest(
+    graph: Graph, results: dict[str, ActionResult], published: list[Artifact], dest_dir: Path
+) -> Artifact:
+    """manifest.json: every recipe with version, key, output digest and pins, and the artifacts."""
+    from . import __version__
+
+    top = graph.layer.top_dir
+    recipes = []
+    for name in graph.order:
+        recipe, result = graph.recipes[name], results[name]
+        recipes.append(
+            {
+                "name": name,
+                "version": recipe.version,
+                "summary": recipe.summary,
+                "license": recipe.license,
+                "key": result.key,
+                "output_digest": result.output_digest,
+                "depends": sorted(recipe.depends),
+                "sources": [s.pin() for s in recipe.sources],
+            }
+        )
+    manifest = {
+        "jailbake": __version__,
+        "layers": [
+            str(f.relative_to(top)) if f.is_relative_to(top) else f.name for f in graph.layer.files
+        ],
+        "targets": list(graph.targets),
+        "source_date_epoch": graph.layer.source_date_epoch,
+        "recipes": recipes,
+        "artifacts": [{"path": a.path, "sha256": a.sha256} for a in published],
+    }
+    dest = dest_dir / MANIFEST
+    tmp = dest_dir / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.chmod(0o644)
+    os.utime(tmp, (graph.layer.source_date_epoch,) * 2)
+    os.replace(tmp, dest)
+    return Artifact(MANIFEST, file_sha256(dest))

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from . import engine
 from .action import Outcome, RecipeBuilder, Status
-from .artifacts import Artifact, check_expected, publish
+from .artifacts import Artifact, check_expected, publish, write_manifest
 from .errors import FetchError
 from .executors import DockerExecutor, Executor, ExecutorKind, HostExecutor
 from .fetch import Fetcher, resolve_mirror
@@ -114,6 +114,7 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     results = {n: o.result for n, o in outcomes.items()}
     artifacts = publish(graph, store, results, options.artifacts_dir)
     check_expected(graph, artifacts)
+    artifacts.append(write_manifest(graph, results, artifacts, options.artifacts_dir))
     built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
     reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
     return BuildReport(built, reused, artifacts, time.monotonic() - start)
