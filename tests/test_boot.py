@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, copy_checkout
+from conftest import SRC, copy_checkout, jailbake
 from jailbake.qemu import Machine, boot
 
 pytestmark = [pytest.mark.usefixtures("docker_engine"), pytest.mark.slow]
@@ -101,6 +101,30 @@ def test_initramfs_boots_to_a_shell(two_builds: list[Path], assets: Path, tmp_pa
     )
     assert transcript.found, transcript.text[-3000:]
     assert "Run /init as init process" in transcript.text
+
+
+def test_run_command_boots_the_layer(two_builds: list[Path], assets: Path) -> None:
+    checkout = two_builds[0].parent / "src" / "checkout-0"
+    result = jailbake(
+        "run",
+        LAYER,
+        "--artifacts-dir",
+        str(two_builds[0]),
+        "--kernel",
+        str(assets / "kernel" / "vmlinuz"),
+        "--expect",
+        "machine: aarch64",
+        "--expect",
+        "run says 42",
+        "--send",
+        "machine: aarch64=>echo run says $((6*7))",
+        "--timeout",
+        "180",
+        cwd=checkout,
+    )
+    assert result.rc == 0, result.stdout[-3000:] + result.stderr
+    assert "jailbake initramfs: ready" in result.stdout
+    assert "all expected output seen" in result.stderr
 
 
 def test_card_holds_the_initramfs_and_busybox(two_builds: list[Path], tmp_path: Path) -> None:

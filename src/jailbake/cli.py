@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 DEFAULT_CONFIGS = ("layers/rpi4-jailhouse.yml", "examples/hello/hello.yml")
-COMMANDS = ("build", "list", "explain", "base-image")
+COMMANDS = ("build", "list", "explain", "run", "base-image")
 
 
 def _default_config() -> str:
@@ -110,6 +110,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("args", nargs="+", metavar="[CONFIG] RECIPE")
     common(ex)
+
+    rn = sub.add_parser("run", help="boot the layer's built image under qemu-system-aarch64")
+    rn.add_argument("config", nargs="?", metavar="CONFIG")
+    rn.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"))
+    rn.add_argument("--kernel", help="kernel image (default: the layer's JAILBAKE_QEMU_KERNEL)")
+    rn.add_argument("--initrd", help="initramfs (default: the layer's JAILBAKE_QEMU_INITRD)")
+    rn.add_argument("--append", help="kernel command line")
+    rn.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run without a terminal: stop when every TEXT has appeared on the "
+        "console (exit 0), or at --timeout (exit 1)",
+    )
+    rn.add_argument(
+        "--send",
+        action="append",
+        default=[],
+        metavar="PROMPT=>LINE",
+        help="with --expect: type LINE once PROMPT has appeared (repeatable)",
+    )
+    rn.add_argument("--timeout", type=float, default=300.0)
 
     bi = sub.add_parser(
         "base-image",
@@ -214,6 +237,40 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import qemu, run
+    from .layer import load_layers
+
+    layer = load_layers(_configs(args.config))
+    overrides = {
+        k: v
+        for k, v in (("kernel", args.kernel), ("initrd", args.initrd), ("append", args.append))
+        if v
+    }
+    machine = qemu.machine_from_layer(layer.variables(), args.artifacts_dir, overrides)
+    if not args.expect:
+        return run.run(machine.argv(), check=False).returncode
+    send = []
+    for item in args.send:
+        prompt, sep, line = item.partition("=>")
+        if not sep:
+            raise JailbakeError(f"run: --send {item!r}: expected PROMPT=>LINE")
+        send.append((prompt, line))
+    transcript = qemu.boot(machine, args.expect, send=send, timeout=args.timeout)
+    print(transcript.text)
+    if not transcript.found:
+        missing = [e for e in args.expect if e not in transcript.text]
+        print(
+            f"jailbake: run: not seen within {args.timeout:.0f}s: {', '.join(missing)}",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"[jailbake] run: all expected output seen after {transcript.seconds:.1f}s", file=sys.stderr
+    )
+    return 0
+
+
 def _cmd_base_image(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -254,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "build": _cmd_build,
         "list": _cmd_list,
         "explain": _cmd_explain,
+        "run": _cmd_run,
         "base-image": _cmd_base_image,
     }
     try:

@@ -108,3 +108,42 @@ def boot(
     finally:
         proc.kill()
         proc.wait()
+
+
+QEMU_VARIABLES = {
+    "kernel": "JAILBAKE_QEMU_KERNEL",
+    "initrd": "JAILBAKE_QEMU_INITRD",
+    "drive": "JAILBAKE_QEMU_DRIVE",
+    "append": "JAILBAKE_QEMU_APPEND",
+    "machine": "JAILBAKE_QEMU_MACHINE",
+    "cpu": "JAILBAKE_QEMU_CPU",
+    "smp": "JAILBAKE_QEMU_SMP",
+    "memory": "JAILBAKE_QEMU_MEMORY",
+}
+
+
+def machine_from_layer(
+    variables: dict[str, str], artifacts: Path, overrides: dict[str, str]
+) -> Machine:
+    """The machine a layer describes in its JAILBAKE_QEMU_* variables (paths in artifacts/)."""
+    values = {k: overrides.get(k) or variables.get(v, "") for k, v in QEMU_VARIABLES.items()}
+    if not values["kernel"]:
+        raise JailbakeError(f"run: the layer sets no {QEMU_VARIABLES['kernel']}; give --kernel")
+
+    def artifact(text: str) -> Path:
+        path = Path(text) if Path(text).is_absolute() else artifacts / text
+        if not path.is_file():
+            raise JailbakeError(f"run: {path} does not exist; build the layer first")
+        return path
+
+    defaults = Machine(kernel=Path())
+    return Machine(
+        kernel=artifact(values["kernel"]),
+        initrd=artifact(values["initrd"]) if values["initrd"] else None,
+        drives=(artifact(values["drive"]),) if values["drive"] else (),
+        append=values["append"] or defaults.append,
+        machine=values["machine"] or defaults.machine,
+        cpu=values["cpu"] or defaults.cpu,
+        smp=int(values["smp"] or defaults.smp),
+        memory=values["memory"] or defaults.memory,
+    )
