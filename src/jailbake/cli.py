@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from .action import RecipeBuilder
     from .graph import Graph
 
-DEFAULT_CONFIGS = ("layers/rpi4-jailhouse.yml", "examples/hello/hello.yml")
+# layers/rpi4-jailhouse.yml becomes the default once it builds the whole card image.
+DEFAULT_CONFIGS = ("examples/hello/hello.yml",)
 COMMANDS = ("build", "list", "explain", "run", "base-image")
 
 

@@ -1,0 +1,146 @@
+"""The Raspberry Pi 4 and QEMU arm64 Jailhouse layers: kas files, exact pins, overrides.
+
+Their kernel, firmware and Jailhouse sources live on GitHub, which these
+machines cannot reach, so here the layers are loaded, listed and overridden;
+building them needs the sources in a mirror (see README).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from conftest import ROOT, copy_checkout, jailbake
+from jailbake.action import RecipeBuilder
+from jailbake.executors import HostExecutor
+from jailbake.fetch import Fetcher
+from jailbake.graph import build_graph
+from jailbake.layer import load_layers
+from jailbake.store import Store
+
+PINS = {
+    "jailhouse-images": {
+        "git": "https://github.com/siemens/jailhouse-images",
+        "commit": "9e57d07c806a4e80ddd0913d894c1c54bb9223fe",
+    },
+    "linux": {
+        "url": "https://github.com/siemens/linux/archive/"
+        "e569bd2d6d2d7b958973bb8c6e9db9cfc05c790b.tar.gz",
+        "sha256": "53de4d966d6072302fdc87ddce3ec94a22132638bcb8bf2c0944e0159d8db611",
+    },
+    "arm-trusted-firmware": {
+        "url": "https://github.com/ARM-software/arm-trusted-firmware/archive/v2.2.tar.gz",
+        "sha256": "07e3c058ae2d95c7d516a46fc93565b797e912c3271ddbf29df523b1ab1ee911",
+    },
+    "jailhouse": {
+        "git": "https://github.com/siemens/jailhouse",
+        "commit": "92db71f257fabd3c08fa4b99498fa61a41ea831d",
+    },
+    "rpi-firmware": {
+        "url": "https://github.com/raspberrypi/firmware/archive/1.20190925.tar.gz",
+        "sha256": "b3c5c9d3cda1f77caf317b8d1f0496cd7ca791ddaeec8207a5a1940111483509",
+    },
+}
+VERSIONS = {
+    "jailhouse-images": "0.12",
+    "linux": "5.4.16",
+    "arm-trusted-firmware": "2.2",
+    "jailhouse": "0.12",
+    "rpi-firmware": "1.20190925",
+}
+
+
+def listing(config: str, tmp_path: Path, cwd: Path = ROOT) -> dict[str, dict[str, Any]]:
+    result = jailbake(
+        "list", config, "--json", "--cache-dir", str(tmp_path / "cache"), cwd=cwd, check=True
+    )
+    return {e["name"]: e for e in json.loads(result.stdout)}
+
+
+def test_rpi4_layer_lists_every_pin(tmp_path: Path) -> None:
+    recipes = listing("layers/rpi4-jailhouse.yml", tmp_path)
+    assert set(recipes) == {*PINS, "rpi4-boot"}
+    for name, pin in PINS.items():
+        assert recipes[name]["version"] == VERSIONS[name]
+        assert recipes[name]["sources"] == [pin], name
+    assert recipes["rpi4-boot"]["depends"] == [
+        "arm-trusted-firmware",
+        "jailhouse-images",
+        "linux",
+        "rpi-firmware",
+    ]
+
+
+def test_qemu_layer_shares_the_stack(tmp_path: Path) -> None:
+    recipes = listing("layers/qemu-arm64-jailhouse.yml", tmp_path)
+    assert set(recipes) == {"jailhouse", "jailhouse-images", "linux"}
+    assert recipes["linux"]["sources"] == [PINS["linux"]]
+
+
+def linux_key(config: str, tmp_path: Path) -> str:
+    graph = build_graph(load_layers([ROOT / config], environ={}))
+    store = Store(tmp_path / "cache")
+    builder = RecipeBuilder(graph, store, Fetcher(store, offline=True), HostExecutor())
+    # The key of linux given some jailhouse-images output: only the layer differs.
+    return builder.key_info(graph.recipes["linux"], {"jailhouse-images": "0" * 64}).key
+
+
+def test_each_machine_builds_its_own_kernel(tmp_path: Path) -> None:
+    rpi4 = load_layers([ROOT / "layers/rpi4-jailhouse.yml"], environ={}).variables()
+    qemu = load_layers([ROOT / "layers/qemu-arm64-jailhouse.yml"], environ={}).variables()
+    assert rpi4["KERNEL_DEFCONFIG"] == "rpi4_defconfig_5.4"
+    assert qemu["KERNEL_DEFCONFIG"] == "arm64_defconfig_5.4"
+    assert qemu["JAILBAKE_QEMU_SMP"] == "16"
+    assert linux_key("layers/rpi4-jailhouse.yml", tmp_path) != linux_key(
+        "layers/qemu-arm64-jailhouse.yml", tmp_path
+    )
+
+
+def test_a_user_layer_overrides_the_kernel_source(tmp_path: Path) -> None:
+    checkout = copy_checkout(tmp_path / "jailbake")
+    mine = checkout / "my-layer"
+    mine.mkdir()
+    (mine / "linux.yml").write_text(
+        (checkout / "recipes" / "linux.yml")
+        .read_text()
+        .replace('version: "5.4.16"', 'version: "5.4.16-local"')
+        .replace(
+            "  - url: https://github.com/siemens/linux/archive/"
+            "e569bd2d6d2d7b958973bb8c6e9db9cfc05c790b.tar.gz\n"
+            "    sha256: 53de4d966d6072302fdc87ddce3ec94a22132638bcb8bf2c0944e0159d8db611\n"
+            "    filename: linux-e569bd2d6d2d7b958973bb8c6e9db9cfc05c790b.tar.gz\n",
+            "  - git: file:///home/me/src/linux\n"
+            "    commit: 0123456789abcdef0123456789abcdef01234567\n",
+        )
+    )
+    (checkout / "my.yml").write_text(
+        "header:\n  version: 14\nrepos:\n  mine:\n    path: my-layer\n    layers:\n      .:\n"
+    )
+    recipes = listing("layers/rpi4-jailhouse.yml:my.yml", tmp_path, cwd=checkout)
+    assert recipes["linux"]["version"] == "5.4.16-local"
+    assert recipes["linux"]["sources"] == [
+        {"git": "file:///home/me/src/linux", "commit": "0123456789abcdef0123456789abcdef01234567"}
+    ]
+    assert recipes["linux"]["file"] == "my-layer/linux.yml"
+    assert recipes["arm-trusted-firmware"]["sources"] == [PINS["arm-trusted-firmware"]]
+
+
+def test_offline_build_names_the_sources_to_mirror(tmp_path: Path) -> None:
+    result = jailbake(
+        "build",
+        "layers/rpi4-jailhouse.yml",
+        "--offline",
+        "--executor",
+        "host",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--artifacts-dir",
+        str(tmp_path / "art"),
+        cwd=ROOT,
+    )
+    assert result.rc == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "5 source(s) are neither cached nor in a mirror" in line
+    for pin in PINS.values():
+        assert (pin.get("sha256") or pin["commit"]) in line
