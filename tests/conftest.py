@@ -198,6 +198,18 @@ class Project:
     ) -> Result:
         return jailbake(*args, env=env, cwd=cwd or self.root, check=check)
 
+    def explain(self, recipe: str, config: str = "layer.yml") -> Result:
+        return self.run(
+            "explain",
+            config,
+            recipe,
+            "--executor",
+            "host",
+            "--cache-dir",
+            str(self.cache),
+            check=True,
+        )
+
     def build(
         self,
         *args: str,

@@ -109,16 +109,7 @@ def test_patch_change_rebuilds_dependents_only_when_outputs_change(
     assert result.report["built"] == ["lib", "app"]
     assert (tmp_path / "art" / "app.txt").read_text() == "patched data\n"
 
-    explained = project.run(
-        "explain",
-        "layer.yml",
-        "lib",
-        "--executor",
-        "host",
-        "--cache-dir",
-        str(project.cache),
-        check=True,
-    )
+    explained = project.explain("lib")
     assert "unchanged since the last build" in explained.stdout
 
 
@@ -126,16 +117,7 @@ def test_explain_names_the_changed_input(project: Project, http: HTTPFiles, tmp_
     lib_and_app(project, http, patch_for("notes.txt", "notes", "more notes"))
     project.build(artifacts=tmp_path / "art")
     project.file("recipes/files/lib.patch", patch_for("notes.txt", "notes", "changed"))
-    explained = project.run(
-        "explain",
-        "layer.yml",
-        "lib",
-        "--executor",
-        "host",
-        "--cache-dir",
-        str(project.cache),
-        check=True,
-    )
+    explained = project.explain("lib")
     assert "changed since the last build" in explained.stdout
     assert "files.patches/files/lib.patch" in explained.stdout
 

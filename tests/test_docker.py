@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, copy_checkout, jailbake
+from conftest import Project, Result, copy_checkout, jailbake
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
@@ -15,17 +15,21 @@ pytestmark = pytest.mark.usefixtures("docker_engine")
 def test_hello_example_builds_in_containers(tmp_path: Path) -> None:
     checkout = copy_checkout(tmp_path / "jailbake")
     art = tmp_path / "art"
-    result = jailbake(
-        "build",
-        "examples/hello/hello.yml",
-        "--cache-dir",
-        str(tmp_path / "c"),
-        "--artifacts-dir",
-        str(art),
-        "--json",
-        cwd=checkout,
-        check=True,
-    )
+
+    def build() -> Result:
+        return jailbake(
+            "build",
+            "examples/hello/hello.yml",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--artifacts-dir",
+            str(art),
+            "--json",
+            cwd=checkout,
+            check=True,
+        )
+
+    result = build()
     assert sorted(result.report["built"]) == [
         "hello",
         "hello-boot",
@@ -36,17 +40,7 @@ def test_hello_example_builds_in_containers(tmp_path: Path) -> None:
     ]
     run = subprocess.run([str(art / "hello")], capture_output=True, text=True, check=True)
     assert run.stdout == "Hello from jailbake\n"
-    again = jailbake(
-        "build",
-        "examples/hello/hello.yml",
-        "--cache-dir",
-        str(tmp_path / "c"),
-        "--artifacts-dir",
-        str(art),
-        "--json",
-        cwd=checkout,
-        check=True,
-    )
+    again = build()
     assert again.report["built"] == []
 
 
