@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conftest import Project, Result, copy_checkout, jailbake
+from conftest import SRC, Project, Result, copy_checkout, jailbake
+from jailbake import engine
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
@@ -115,3 +121,50 @@ def test_no_engine_is_one_line_with_how_to_start_one(project: Project, tmp_path:
     assert len(lines) == 1
     assert "no container engine answers" in lines[0]
     assert "podman" in lines[0].lower() and "docker" in lines[0].lower()
+
+
+def test_kill_9_during_a_container_step(project: Project, tmp_path: Path) -> None:
+    project.with_builders()
+    project.recipe("slow", builder="debian-build", script='sleep 300; mkdir -p "$OUT"')
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jailbake.cli",
+            "build",
+            "layer.yml",
+            "--cache-dir",
+            str(project.cache),
+            "--artifacts-dir",
+            str(tmp_path / "art"),
+        ],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = engine.connect()
+
+    def step_containers() -> list[Any]:
+        found: list[Any] = client.containers.list(
+            all=True, filters={"label": [f"org.jailbake.pid={proc.pid}"]}
+        )
+        return found
+
+    deadline = time.monotonic() + 120
+    while not step_containers():
+        assert time.monotonic() < deadline, "the step's container never started"
+        assert proc.poll() is None, "the build ended before its step started"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert step_containers(), "the orphaned container is still there until the next build"
+
+    project.recipe(
+        "slow", builder="debian-build", script='mkdir -p "$OUT"; echo ok > "$OUT/slow.txt"'
+    )
+    result = project.build(executor="docker", artifacts=tmp_path / "art")
+    assert result.report["built"] == ["slow"]
+    assert step_containers() == []
+    assert not list((project.cache / "tmp").iterdir())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,12 +18,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import run
+from .store import process_alive
 
 log = logging.getLogger(__name__)
 
 CONTAINER_WORKDIR = Path("/work")
 CONTAINER_UID = 1000
 STEP_LOG = "build.log"
+LABEL_HOST = "org.jailbake.host"
+LABEL_PID = "org.jailbake.pid"
 SCRIPT_PREAMBLE = 'set -eux\numask 022\ncd "$SRC"\n'
 
 
@@ -110,7 +114,27 @@ class DockerExecutor:
     def client(self) -> Any:
         if self._client is None:
             self._client = self._client_factory()
+            self._remove_orphans()
         return self._client
+
+    def _remove_orphans(self) -> None:
+        """Stop the step containers of jailbake processes on this host that were killed."""
+        host = socket.gethostname()
+        try:
+            mine = self._client.containers.list(
+                all=True, filters={"label": [f"{LABEL_HOST}={host}"]}
+            )
+        except Exception as exc:  # listing is a courtesy; the build goes on without it
+            log.debug("listing containers: %s", exc)
+            return
+        for container in mine:
+            pid = container.labels.get(LABEL_PID, "")
+            if pid.isdigit() and not process_alive(int(pid)):
+                log.info("removing container %s of a killed build", container.name)
+                try:
+                    container.remove(force=True)
+                except Exception as exc:
+                    log.debug("removing %s: %s", container.name, exc)
 
     def _user(self, work: Path) -> str:
         if os.getuid() != 0:
@@ -137,7 +161,11 @@ class DockerExecutor:
             detach=True,
             environment=_variables(step, CONTAINER_WORKDIR),
             hostname="jailbake",
-            labels={"org.jailbake.recipe": step.recipe},
+            labels={
+                "org.jailbake.recipe": step.recipe,
+                LABEL_HOST: socket.gethostname(),
+                LABEL_PID: str(os.getpid()),
+            },
             network_mode="none",
             user=user,
             volumes=volumes,

@@ -107,7 +107,7 @@ class Store:
     def _clean_stale_tmp(self) -> None:
         for entry in (self.root / "tmp").iterdir():
             pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 with contextlib.suppress(OSError):
                     remove_tree(entry)
 
@@ -217,7 +217,7 @@ class Store:
             return None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
