@@ -60,7 +60,7 @@ def listing(config: str, tmp_path: Path, cwd: Path = ROOT) -> dict[str, dict[str
 
 def test_rpi4_layer_lists_every_pin(tmp_path: Path) -> None:
     recipes = listing("layers/rpi4-jailhouse.yml", tmp_path)
-    assert set(recipes) == {*PINS, "rpi4-boot"}
+    assert set(recipes) == {*PINS, "rpi4-boot", "busybox", "jailhouse-nonroot-initramfs"}
     for name, pin in PINS.items():
         assert recipes[name]["version"] == VERSIONS[name]
         assert recipes[name]["sources"] == [pin], name
@@ -74,7 +74,14 @@ def test_rpi4_layer_lists_every_pin(tmp_path: Path) -> None:
 
 def test_qemu_layer_shares_the_stack(tmp_path: Path) -> None:
     recipes = listing("layers/qemu-arm64-jailhouse.yml", tmp_path)
-    assert set(recipes) == {"jailhouse", "jailhouse-images", "linux"}
+    assert set(recipes) == {
+        "busybox",
+        "jailhouse",
+        "jailhouse-images",
+        "linux",
+        "jailhouse-nonroot-initramfs",
+    }
+    assert recipes["jailhouse-nonroot-initramfs"]["depends"] == ["busybox", "jailhouse"]
     assert recipes["linux"]["sources"] == [PINS["linux"]]
 
 
@@ -141,6 +148,6 @@ def test_offline_build_names_the_sources_to_mirror(tmp_path: Path) -> None:
     )
     assert result.rc == 2
     line = result.stderr.strip().splitlines()[-1]
-    assert "5 source(s) are neither cached nor in a mirror" in line
+    assert "6 source(s) are neither cached nor in a mirror" in line
     for pin in PINS.values():
         assert (pin.get("sha256") or pin["commit"]) in line
