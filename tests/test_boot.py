@@ -141,3 +141,14 @@ def test_card_holds_the_initramfs_and_busybox(two_builds: list[Path], tmp_path: 
         ["mtype", "-i", str(boot_part), "::/rootfs.cpio.gz"], check=True, capture_output=True
     ).stdout
     assert extracted == (two_builds[0] / "rootfs.cpio.gz").read_bytes()
+
+
+def test_boot_returns_when_qemu_exits(tmp_path: Path) -> None:
+    if not shutil.which("qemu-system-aarch64"):
+        pytest.skip("qemu-system-aarch64 is not installed")
+    missing = tmp_path / "no-such-kernel"
+    transcript = boot(Machine(kernel=missing), expect=["never printed"], timeout=300)
+    assert not transcript.found
+    assert "could not load kernel" in transcript.text
+    # QEMU stops at once without a kernel; boot() must notice instead of waiting it out.
+    assert transcript.seconds < 300

@@ -241,3 +241,70 @@ def test_bad_rootfs_entries_fail_at_load(
     with pytest.raises(RecipeError) as exc:
         load_recipe(tmp_path / "r.yml", tmp_path)
     assert f": {field}: " in str(exc.value) and message in str(exc.value)
+
+
+def test_fields_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    big = Entry("x", stat.S_IFREG | 0o644, uid=1 << 32, data=b"")
+    with pytest.raises(ValueError, match="uid 4294967296 does not fit"):
+        write_newc([big], (tmp_path / "x").open("wb"))
+
+
+def test_contents_reached_through_a_link_are_refused(project: Project, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("host secret")
+    project.recipe("evil", script=f'mkdir -p "$OUT"; ln -s {secret} "$OUT/root"', outputs=["root"])
+    project.recipe(
+        "img",
+        {"rootfs": {"contents": [{"recipe": "evil", "path": "root"}]}, "outputs": ["img.cpio.gz"]},
+        script=None,
+    )
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert "rootfs.contents[0].path: 'root' of evil leads out of its output" in result.stderr
+
+
+def test_a_directory_with_entries_is_not_replaced(project: Project, tmp_path: Path) -> None:
+    project.recipe(
+        "tree", script='mkdir -p "$OUT/t/bin"; echo x > "$OUT/t/bin/tool"', outputs=["t"]
+    )
+    project.recipe(
+        "img",
+        {
+            "rootfs": {
+                "contents": [{"recipe": "tree", "path": "t"}],
+                "symlinks": [{"path": "/bin", "target": "usr/bin"}],
+            },
+            "outputs": ["img.cpio.gz"],
+        },
+        script=None,
+    )
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert "'bin' would replace a directory that has entries" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        (
+            {"rootfs": {"files": [{"path": "/init", "source": "files/init", "mode": 644}]}},
+            "rootfs.files[0].mode",
+            "quoted octal mode",
+        ),
+        ({"rootfs": {}, "builder": "debian-build"}, "builder", "written by jailbake itself"),
+    ],
+)
+def test_rootfs_fields_that_would_mislead(
+    tmp_path: Path, extra: dict[str, object], field: str, message: str
+) -> None:
+    import yaml
+
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "init").write_text("x")
+    (tmp_path / "r.yml").write_text(
+        yaml.safe_dump({"name": "r", "version": "1", "outputs": ["r.cpio.gz"], **extra})
+    )
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(tmp_path / "r.yml", tmp_path)
+    assert f": {field}: " in str(exc.value) and message in str(exc.value)

@@ -225,3 +225,40 @@ def test_image_recipe_key_follows_the_layout(project: Project, tmp_path: Path) -
     second = project.build(artifacts=tmp_path / "art")
     assert second.report["built"] == ["card"]
     assert (tmp_path / "art" / "card.img").stat().st_size == 14 * MIB
+
+
+def test_partition_contents_never_write_through_links(project: Project, tmp_path: Path) -> None:
+    project.with_builders()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    project.recipe(
+        "links", script=f'mkdir -p "$OUT/a"; ln -s {outside} "$OUT/a/etc"', outputs=["a"]
+    )
+    project.recipe(
+        "files", script='mkdir -p "$OUT/b/etc"; echo x > "$OUT/b/etc/passwd"', outputs=["b"]
+    )
+    project.recipe(
+        "card",
+        {
+            "image": {
+                "partitions": [
+                    {
+                        "label": "root",
+                        "fs": "ext4",
+                        "size": "8M",
+                        "contents": [
+                            {"recipe": "links", "path": "a"},
+                            {"recipe": "files", "path": "b"},
+                        ],
+                    }
+                ]
+            }
+        },
+        script=None,
+        outputs=None,
+        builder="host",
+    )
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert "etc is a directory in one content, a link in another" in result.stderr
+    assert list(outside.iterdir()) == []

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -153,7 +154,7 @@ class RecipeBuilder:
         self, recipe: Recipe, deps: Mapping[str, ActionResult], info: KeyInfo, start: float
     ) -> ActionResult:
         executor = self._executor_for(recipe)
-        image = self._image(recipe, executor)
+        image = None if recipe.rootfs else self._image(recipe, executor)
         log_path = self.store.root / "logs" / f"{recipe.name}-{info.key[:16]}.log"
         log_path.unlink(missing_ok=True)
         with self.store.temp_dir(recipe.name) as work:
@@ -206,11 +207,14 @@ class RecipeBuilder:
         )
         target = step.work / "out" / recipe.outputs[0].path
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.name.endswith(".gz"):
-            count = write_cpio_gz(entries, target)
-        else:
-            with target.open("wb") as f:
-                count = write_newc(entries, f)
+        try:
+            if target.name.endswith(".gz"):
+                count = write_cpio_gz(entries, target)
+            else:
+                with target.open("wb") as f:
+                    count = write_newc(entries, f)
+        except ValueError as exc:
+            raise JailbakeError(f"{recipe.where('rootfs')}: rootfs: {exc}") from None
         with step.log.open("a") as logf:
             print(f"wrote {target.name}: {count} entries, {target.stat().st_size} bytes", file=logf)
         return 0
@@ -331,6 +335,8 @@ def writer_digest() -> str:
     """Identity of jailbake's in-process image writers: the digest of their source."""
     if not _WRITER_DIGEST:
         here = Path(__file__).parent / "image"
-        sources = {p.name: path_digest(p) for p in sorted(here.glob("*.py"))}
+        sources: dict[str, str] = {p.name: path_digest(p) for p in sorted(here.glob("*.py"))}
+        # gzip output depends on the zlib that deflates it, not only on jailbake's code.
+        sources["zlib"] = zlib.ZLIB_RUNTIME_VERSION
         _WRITER_DIGEST.append(digest_of(sources))
     return _WRITER_DIGEST[0]

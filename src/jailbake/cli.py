@@ -250,7 +250,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }
     machine = qemu.machine_from_layer(layer.variables(), args.artifacts_dir, overrides)
     if not args.expect:
-        return run.run(machine.argv(), check=False).returncode
+        try:
+            return run.run(machine.argv(), check=False).returncode
+        except FileNotFoundError:
+            raise JailbakeError(
+                "run: qemu-system-aarch64 is not installed (Debian: "
+                "apt-get install qemu-system-arm)"
+            ) from None
     send = []
     for item in args.send:
         prompt, sep, line = item.partition("=>")

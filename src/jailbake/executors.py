@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import run
-from .store import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +26,19 @@ CONTAINER_UID = 1000
 STEP_LOG = "build.log"
 LABEL_HOST = "org.jailbake.host"
 LABEL_PID = "org.jailbake.pid"
+LABEL_PROCESS = "org.jailbake.process"  # pid namespace and start time: pids are reused
+
+
+def process_identity(pid: int) -> str:
+    """'<pid namespace inode>:<start time>' of a live process, '' if there is none."""
+    try:
+        namespace = os.stat(f"/proc/{pid}/ns/pid").st_ino
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return ""
+    return f"{namespace}:{fields[19]}"
+
+
 SCRIPT_PREAMBLE = 'set -eux\numask 022\ncd "$SRC"\n'
 
 
@@ -127,9 +139,14 @@ class DockerExecutor:
         except Exception as exc:  # listing is a courtesy; the build goes on without it
             log.debug("listing containers: %s", exc)
             return
+        me = process_identity(os.getpid())
+        namespace = me.split(":")[0]
         for container in mine:
             pid = container.labels.get(LABEL_PID, "")
-            if pid.isdigit() and not process_alive(int(pid)):
+            owner = container.labels.get(LABEL_PROCESS, "")
+            if not pid.isdigit() or not owner or owner.split(":")[0] != namespace:
+                continue  # started from another pid namespace: not ours to judge
+            if process_identity(int(pid)) != owner:
                 log.info("removing container %s of a killed build", container.name)
                 try:
                     container.remove(force=True)
@@ -165,6 +182,7 @@ class DockerExecutor:
                 "org.jailbake.recipe": step.recipe,
                 LABEL_HOST: socket.gethostname(),
                 LABEL_PID: str(os.getpid()),
+                LABEL_PROCESS: process_identity(os.getpid()),
             },
             network_mode="none",
             user=user,

@@ -52,7 +52,7 @@ class Machine:
         for i, drive in enumerate(self.drives):
             argv += [
                 "-drive",
-                f"if=none,format=raw,file={drive},id=d{i}",
+                f"if=none,format=raw,snapshot=on,file={drive},id=d{i}",
                 "-device",
                 f"virtio-blk-device,drive=d{i}",
             ]
@@ -90,20 +90,24 @@ def boot(
     sel.register(proc.stdout, selectors.EVENT_READ)
     seen = bytearray()
     pending = list(send)
+    since = 0  # where the next prompt is looked for: after the last line typed
     try:
         while time.monotonic() - start < timeout:
             text = seen.decode(errors="replace")
             if all(e in text for e in expect):
                 return Transcript(text, time.monotonic() - start, True)
-            if pending and pending[0][0] in text:
+            if pending and pending[0][0] in seen[since:].decode(errors="replace"):
                 proc.stdin.write(pending.pop(0)[1].encode() + b"\n")
                 proc.stdin.flush()
-            if proc.poll() is not None and not sel.select(timeout=0):
-                break
-            for _key, _ in sel.select(timeout=0.2):
+                since = len(seen)
+            if not sel.get_map():
+                break  # QEMU closed its console: it has exited
+            for key, _ in sel.select(timeout=0.2):
                 chunk = proc.stdout.read()
                 if chunk:
                     seen += chunk
+                elif chunk == b"":
+                    sel.unregister(key.fileobj)
         return Transcript(seen.decode(errors="replace"), time.monotonic() - start, False)
     finally:
         proc.kill()
@@ -137,6 +141,10 @@ def machine_from_layer(
         return path
 
     defaults = Machine(kernel=Path())
+    if values["smp"] and not values["smp"].isdigit():
+        raise JailbakeError(
+            f"run: {QEMU_VARIABLES['smp']}: expected a number of CPUs, got {values['smp']!r}"
+        )
     return Machine(
         kernel=artifact(values["kernel"]),
         initrd=artifact(values["initrd"]) if values["initrd"] else None,

@@ -260,6 +260,10 @@ def load_recipe(file: Path, layer_dir: Path) -> Recipe:
             kinds[1] if len(kinds) > 1 else "script",
             "expected exactly one of a build 'script', a declarative 'rootfs' or a disk 'image'",
         )
+    if "rootfs" in data and "builder" in data:
+        raise ctx.error(
+            "builder", "a rootfs recipe is written by jailbake itself; remove 'builder'"
+        )
     if "image" in data and "outputs" in data:
         raise ctx.error(
             "outputs",
@@ -458,7 +462,13 @@ def _rootfs(ctx: _Ctx, raw: Any) -> RootfsSpec:
         source, rel = ctx.layer_file(item.get("source"), f"{field}.source")
         if not source.is_file():
             raise ctx.error(f"{field}.source", f"expected a file, {rel!r} is not one")
-        mode_text = ctx.string(item.get("mode", "0644"), f"{field}.mode")
+        raw_mode = item.get("mode", "0644")
+        if not isinstance(raw_mode, str):
+            # YAML reads 0644 as a number: only a quoted mode means what it looks like.
+            raise ctx.error(
+                f"{field}.mode", f'expected a quoted octal mode like "0755", got {raw_mode!r}'
+            )
+        mode_text = raw_mode
         try:
             mode = int(mode_text, 8)
         except ValueError:
@@ -531,12 +541,15 @@ def _image(ctx: _Ctx, raw: Any, recipe: str) -> ImageSpec:
     bmap = data.get("bmap", True)
     if not isinstance(bmap, bool):
         raise ctx.error("image.bmap", f"expected true or false, got {_kind(bmap)}")
-    compress = []
+    compress: list[Compression] = []
     for i, c in enumerate(ctx.seq(data.get("compress") or [], "image.compress")):
         try:
-            compress.append(Compression(c))
+            kind = Compression(c)
         except ValueError:
             raise ctx.error(f"image.compress[{i}]", f"expected zst or xz, got {c!r}") from None
+        if kind in compress:
+            raise ctx.error(f"image.compress[{i}]", f"{c!r} is listed twice")
+        compress.append(kind)
     raw_parts = ctx.seq(data.get("partitions"), "image.partitions")
     if not 1 <= len(raw_parts) <= 4:
         raise ctx.error("image.partitions", "expected 1 to 4 partitions (MBR primaries)")

@@ -46,6 +46,24 @@ def _pad(n: int) -> bytes:
     return b"\0" * (-n % 4)
 
 
+FIELD_NAMES = (
+    "inode",
+    "mode",
+    "uid",
+    "gid",
+    "nlink",
+    "mtime",
+    "size",
+    "devmajor",
+    "devminor",
+    "rdevmajor",
+    "rdevminor",
+    "namesize",
+    "check",
+)
+FIELD_MAX = 0xFFFFFFFF  # eight hex digits
+
+
 def _header(ino: int, e: Entry, nlink: int, size: int, name: bytes) -> bytes:
     fields = (
         ino,
@@ -62,6 +80,9 @@ def _header(ino: int, e: Entry, nlink: int, size: int, name: bytes) -> bytes:
         len(name) + 1,
         0,
     )
+    for label, value in zip(FIELD_NAMES, fields, strict=True):
+        if not 0 <= value <= FIELD_MAX:
+            raise ValueError(f"{e.name}: {label} {value} does not fit a newc header")
     head = MAGIC + b"".join(b"%08X" % f for f in fields)
     return head + name + b"\0" + _pad(len(head) + len(name) + 1)
 

@@ -17,6 +17,7 @@ from ..errors import RecipeError
 
 MAX_MAJOR = (1 << 12) - 1
 MAX_MINOR = (1 << 20) - 1
+MAX_ID = (1 << 32) - 2  # (uid_t)-1 means "no owner"
 
 
 class NodeType(StrEnum):
@@ -66,7 +67,11 @@ def tree_path(path: str, where: str, field: str) -> str:
 def parse_device_table(file: Path, field: str = "rootfs.device_table") -> list[DeviceEntry]:
     """Parse and validate a device table file; errors name its file and line."""
     entries: list[DeviceEntry] = []
-    for lineno, raw in enumerate(file.read_text().splitlines(), 1):
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(file, field, f"cannot read the device table: {exc}") from None
+    for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -94,8 +99,8 @@ def parse_device_table(file: Path, field: str = "rootfs.device_table") -> list[D
             ) from None
         if mode > 0o7777:
             raise RecipeError(where, field, f"mode: {mode_s} is not a permission mode")
-        uid = _number(uid_s, "uid", where, field)
-        gid = _number(gid_s, "gid", where, field)
+        uid = _number(uid_s, "uid", where, field, MAX_ID)
+        gid = _number(gid_s, "gid", where, field, MAX_ID)
         is_dev = node in (NodeType.CHAR, NodeType.BLOCK)
         if is_dev and (major_s == "-" or minor_s == "-"):
             raise RecipeError(where, field, "a device node needs a major and a minor number")

@@ -67,6 +67,13 @@ class _Tree:
         self.entries: dict[str, Entry] = {}
 
     def put(self, entry: Entry) -> None:
+        old = self.entries.get(entry.name)
+        if old is not None and stat.S_ISDIR(old.mode) and not stat.S_ISDIR(entry.mode):
+            prefix = entry.name + "/"
+            if any(name.startswith(prefix) for name in self.entries):
+                raise JailbakeError(
+                    f"rootfs: {entry.name!r} would replace a directory that has entries"
+                )
         parent = posixpath.dirname(entry.name)
         if parent and parent not in self.entries:
             self.put(Entry(parent, DIR_MODE, mtime=self.sde))
@@ -79,7 +86,14 @@ def assemble(spec: RootfsSpec, dep_trees: Mapping[str, Path], sde: int, where: s
     """The archive entries of the tree, owners root, times SOURCE_DATE_EPOCH."""
     tree = _Tree(sde)
     for i, content in enumerate(spec.contents):
+        tree_root = os.path.realpath(dep_trees[content.recipe])
         base = dep_trees[content.recipe] / content.path
+        real = os.path.realpath(base)
+        if real != tree_root and not real.startswith(tree_root + os.sep):
+            raise JailbakeError(
+                f"{where}: rootfs.contents[{i}].path: {content.path!r} of "
+                f"{content.recipe} leads out of its output through a link"
+            )
         if not base.is_dir():
             raise JailbakeError(
                 f"{where}: rootfs.contents[{i}].path: {content.recipe} has no "

@@ -14,11 +14,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 SECTOR = 512
 ALIGN = 1 << 20  # the first partition starts at 1 MiB, as every partition tool does
 CHUNK = 1 << 20
+UNSAFE_NAME_CHARS = ('"', "\\", "\n")  # debugfs' command parser cannot quote these
 
 
 def sh(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> None:
@@ -32,20 +33,54 @@ def sh(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None 
     )
 
 
+def fail(message: str) -> NoReturn:
+    sys.exit(f"sdtool: {message}")
+
+
+def merge(src: Path, dest: Path, label: str) -> None:
+    """Copy the tree src into dest without following links already in dest, and without
+    extended attributes (mke2fs -d would copy the host's into the image)."""
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        target_dir = dest / rel
+        if target_dir.is_symlink():
+            fail(f"partition {label}: {rel} is a directory in one content, a link in another")
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for name in sorted(dirnames + filenames):
+            s = Path(dirpath) / name
+            d = target_dir / name
+            if s.is_dir() and not s.is_symlink():
+                continue  # os.walk goes there next
+            if d.is_symlink() or d.is_file():
+                d.unlink()
+            elif d.is_dir():
+                fail(f"partition {label}: {rel / name} is a directory in one content only")
+            if s.is_symlink():
+                d.symlink_to(os.readlink(s))
+            else:
+                shutil.copyfile(s, d)
+                d.chmod(0o755 if os.access(s, os.X_OK) else 0o644)
+
+
 def stage(part: dict[str, Any], deps: Path, root: Path, sde: int) -> None:
     """Copy the partition's contents into root with fixed modes and times."""
     root.mkdir(parents=True)
     for recipe, sub, dest in part["contents"]:
+        tree = os.path.realpath(deps / recipe)
         src = deps / recipe / sub
+        real = os.path.realpath(src)
+        if real != tree and not real.startswith(tree + os.sep):
+            fail(f"partition {part['label']}: {sub!r} of {recipe} leads out of its output")
         if not src.is_dir():
-            sys.exit(
-                f"sdtool: partition {part['label']}: {recipe} has no directory "
-                f"{sub or '.'!r} in its output"
+            fail(
+                f"partition {part['label']}: {recipe} has no directory {sub or '.'!r} in its output"
             )
-        shutil.copytree(src, root / dest, symlinks=True, dirs_exist_ok=True)
+        merge(src, root / dest, part["label"])
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for name in [*filenames, *dirnames]:
             p = Path(dirpath) / name
+            if any(c in name for c in UNSAFE_NAME_CHARS):
+                fail(f"partition {part['label']}: debugfs cannot name {name!r}")
             if not p.is_symlink():
                 p.chmod(0o755 if p.is_dir() or p.stat().st_mode & 0o111 else 0o644)
             os.utime(p, (sde, sde), follow_symlinks=False)
@@ -104,12 +139,18 @@ def make_ext4(part: dict[str, Any], tree: Path, img: Path, sde: int) -> None:
             commands.append(f"set_inode_field {spec} {field} {value}")
     cmds = img.with_suffix(".debugfs")
     cmds.write_text("\n".join(commands) + "\n")
-    subprocess.run(
+    done = subprocess.run(
         ["debugfs", "-w", "-f", str(cmds), str(img)],
         check=True,
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, **fake},
     )
+    # debugfs exits 0 even when commands fail; all it prints then is the complaint.
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("debugfs 1.")]
+    if errors:
+        fail(f"partition {part['label']}: debugfs: {errors[0]}")
     cmds.unlink()
 
 
