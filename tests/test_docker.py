@@ -168,3 +168,24 @@ def test_kill_9_during_a_container_step(project: Project, tmp_path: Path) -> Non
     assert result.report["built"] == ["slow"]
     assert step_containers() == []
     assert not list((project.cache / "tmp").iterdir())
+
+
+def test_root_steps_are_uid_0_in_their_container(project: Project, tmp_path: Path) -> None:
+    project.with_builders()
+    project.recipe(
+        "asroot",
+        builder="debian-build",
+        run_as="root",
+        script="""
+        set +e
+        mkdir -p "$OUT/tree"
+        touch "$OUT/tree/owned"
+        chown 123:456 "$OUT/tree/owned" && echo chown-ok > "$OUT/report.txt"
+        echo "uid=$(id -u)" >> "$OUT/report.txt"
+        echo "net=$(ls /sys/class/net | tr '\\n' ' ')" >> "$OUT/report.txt"
+    """,
+        outputs=[{"path": "report.txt", "publish": True}, "tree"],
+    )
+    project.build(executor="docker", artifacts=tmp_path / "art")
+    report = (tmp_path / "art" / "report.txt").read_text().split("\n")
+    assert report[:3] == ["chown-ok", "uid=0", "net=lo "]

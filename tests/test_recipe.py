@@ -74,6 +74,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad name", {"name": "Hello World"}, "name", "lower-case"),
     ("bool version", {"version": True}, "version", "expected a string"),
     ("bad variable", {"variables": ["1X"]}, "variables[0]", "variable name"),
+    ("bad run_as", {"run_as": "admin"}, "run_as", "expected 'builder'"),
     ("source kind", {"sources": [{"sha256": GOOD_SHA}]}, "sources[0]", "expected one of"),
 ]
 

@@ -176,6 +176,7 @@ class RecipeBuilder:
                 log=log_path,
                 image=image,
                 jobs=self.jobs,
+                root=recipe.run_as_root,
             )
             rc = self._write_rootfs(recipe, step) if recipe.rootfs else executor.run(step)
             if rc != 0:

@@ -58,6 +58,7 @@ class Step:
     log: Path
     image: str | None = None
     jobs: int = 1
+    root: bool = False  # uid 0 inside the container (still unprivileged on the host side)
 
 
 def write_script(work: Path, script: str) -> None:
@@ -168,7 +169,10 @@ class DockerExecutor:
         for name, tree in step.deps:
             (step.work / "deps" / name).mkdir()
             volumes[str(tree)] = {"bind": str(CONTAINER_WORKDIR / "deps" / name), "mode": "ro"}
-        user = self._user(step.work)
+        user = "0:0" if step.root else self._user(step.work)
+        # Root steps (e.g. mmdebstrap --mode=root) keep the engine's default capabilities
+        # so they can chown and mknod inside their tree; nobody gets more than that.
+        caps = {} if step.root else {"cap_drop": ["ALL"]}
         # The step writes its log into its work directory (readable live from the host);
         # following the engine's log stream would add a polling delay to every step.
         inner_log = CONTAINER_WORKDIR / STEP_LOG
@@ -188,7 +192,7 @@ class DockerExecutor:
             user=user,
             volumes=volumes,
             working_dir=str(CONTAINER_WORKDIR / "src"),
-            cap_drop=["ALL"],
+            **caps,
             security_opt=["no-new-privileges"],
         )
         try:

@@ -109,6 +109,7 @@ class Recipe:
     lines: tuple[tuple[str, int], ...] = ()
     rootfs: RootfsSpec | None = None
     image: ImageSpec | None = None
+    run_as_root: bool = False
 
     def where(self, field: str) -> str:
         """'file:line' of a top-level field, for error messages."""
@@ -129,6 +130,7 @@ class Recipe:
             "outputs": [{"path": o.path, "publish": o.publish} for o in self.outputs],
             "rootfs": self.rootfs.definition() if self.rootfs else None,
             "image": self.image.definition() if self.image else None,
+            "run_as": "root" if self.run_as_root else "builder",
         }
 
 
@@ -141,6 +143,7 @@ _KEYS = {
     "patches": False,
     "depends": False,
     "builder": False,
+    "run_as": False,
     "environment": False,
     "variables": False,
     "script": False,
@@ -345,6 +348,7 @@ def _build(ctx: _Ctx, data: Mapping[str, Any]) -> Recipe:
         lines=tuple(sorted(ctx.lines.items())),
         rootfs=rootfs,
         image=image,
+        run_as_root=_run_as(ctx, data.get("run_as", "builder")),
     )
 
 
@@ -613,3 +617,13 @@ def _image(ctx: _Ctx, raw: Any, recipe: str) -> ImageSpec:
         bmap=bmap,
         compress=tuple(compress),
     )
+
+
+def _run_as(ctx: _Ctx, raw: Any) -> bool:
+    if raw not in ("builder", "root"):
+        raise ctx.error(
+            "run_as",
+            f"expected 'builder' (an unprivileged user, the default) or "
+            f"'root' (uid 0 in the container), got {raw!r}",
+        )
+    return bool(raw == "root")
