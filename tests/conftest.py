@@ -198,6 +198,21 @@ class Project:
     ) -> Result:
         return jailbake(*args, env=env, cwd=cwd or self.root, check=check)
 
+    def start(self, *args: str, **popen: Any) -> subprocess.Popen[str]:
+        """jailbake build ... in the background, as a second user or a killed one would."""
+        env = dict(os.environ, PYTHONPATH=str(SRC))
+        argv = [
+            sys.executable,
+            "-m",
+            "jailbake.cli",
+            "build",
+            "layer.yml",
+            "--cache-dir",
+            str(self.cache),
+            *args,
+        ]
+        return subprocess.Popen(argv, cwd=self.root, env=env, text=True, **popen)
+
     def explain(self, recipe: str, config: str = "layer.yml") -> Result:
         return self.run(
             "explain",

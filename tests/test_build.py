@@ -219,23 +219,11 @@ def test_kill_9_leaves_nothing_complete_and_the_next_build_resumes(
         script=f"touch {started}; if [ -e {gate} ]; then sleep 120; fi; "
         'mkdir -p "$OUT"; echo done > "$OUT/second.txt"',
     )
-    env = dict(os.environ, PYTHONPATH=str(SRC))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jailbake.cli",
-            "build",
-            "layer.yml",
-            "--executor",
-            "host",
-            "--cache-dir",
-            str(project.cache),
-            "--artifacts-dir",
-            str(tmp_path / "art"),
-        ],
-        cwd=project.root,
-        env=env,
+    proc = project.start(
+        "--executor",
+        "host",
+        "--artifacts-dir",
+        str(tmp_path / "art"),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -264,30 +252,17 @@ def test_two_concurrent_builds_build_each_recipe_once(project: Project, tmp_path
     for name in ("a", "b", "c"):
         project.recipe(name, script=f'sleep 1; mkdir -p "$OUT"; echo {name} > "$OUT/{name}.txt"')
     project.recipe("top", depends=["a", "b", "c"])
-    env = dict(os.environ, PYTHONPATH=str(SRC))
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jailbake.cli",
-                "build",
-                "layer.yml",
-                "-j",
-                "2",
-                "--executor",
-                "host",
-                "--cache-dir",
-                str(project.cache),
-                "--artifacts-dir",
-                str(tmp_path / f"art{i}"),
-                "--json",
-            ],
-            cwd=project.root,
-            env=env,
+        project.start(
+            "-j",
+            "2",
+            "--executor",
+            "host",
+            "--json",
+            "--artifacts-dir",
+            str(tmp_path / f"art{i}"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
         )
         for i in range(2)
     ]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import SRC, Project, Result, copy_checkout, jailbake
+from conftest import Project, Result, copy_checkout, jailbake
 from jailbake import engine
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
@@ -126,21 +125,9 @@ def test_no_engine_is_one_line_with_how_to_start_one(project: Project, tmp_path:
 def test_kill_9_during_a_container_step(project: Project, tmp_path: Path) -> None:
     project.with_builders()
     project.recipe("slow", builder="debian-build", script='sleep 300; mkdir -p "$OUT"')
-    env = dict(os.environ, PYTHONPATH=str(SRC))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jailbake.cli",
-            "build",
-            "layer.yml",
-            "--cache-dir",
-            str(project.cache),
-            "--artifacts-dir",
-            str(tmp_path / "art"),
-        ],
-        cwd=project.root,
-        env=env,
+    proc = project.start(
+        "--artifacts-dir",
+        str(tmp_path / "art"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
