@@ -1,0 +1,92 @@
+"""Validating YAML fields: each check names the file, the line and the field."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from .errors import RecipeError
+
+
+class Fields:
+    """The file being validated and its lines: checks that name file, line and field."""
+
+    def __init__(self, file: Path, layer_dir: Path, lines: dict[str, int]) -> None:
+        self.file = file
+        self.layer_dir = layer_dir
+        self.lines = lines
+
+    def where(self, field: str) -> str:
+        return where_of(self.file, self.lines, field)
+
+    def error(self, field: str, message: str) -> RecipeError:
+        return RecipeError(self.where(field), field, message)
+
+    def string(self, value: Any, field: str, *, allow_empty: bool = False) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.error(field, f"expected a string, got {kind_of(value)}")
+        text = str(value)
+        if not text and not allow_empty:
+            raise self.error(field, "expected a non-empty string")
+        return text
+
+    def relpath(self, value: Any, field: str, *, allow_empty: bool = False) -> str:
+        text = self.string(value, field, allow_empty=allow_empty)
+        if not text:
+            return ""
+        pure = PurePosixPath(text)
+        if pure.is_absolute() or ".." in pure.parts:
+            raise self.error(field, f"expected a relative path inside the tree, got {text!r}")
+        return str(pure)
+
+    def layer_file(self, value: Any, field: str) -> tuple[Path, str]:
+        """A path relative to the recipe's file that must stay inside its layer."""
+        text = self.string(value, field)
+        path = (self.file.parent / text).resolve()
+        layer = self.layer_dir.resolve()
+        if PurePosixPath(text).is_absolute() or not path.is_relative_to(layer):
+            raise self.error(field, f"path {text!r} escapes the layer {self.layer_dir}")
+        if not path.exists():
+            raise self.error(field, f"file {text!r} does not exist")
+        return path, path.relative_to(layer).as_posix()
+
+    def mapping(self, value: Any, field: str) -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(field, f"expected a mapping, got {kind_of(value)}")
+        return value
+
+    def seq(self, value: Any, field: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.error(field, f"expected a list, got {kind_of(value)}")
+        return value
+
+    def only(self, data: Mapping[str, Any], allowed: set[str], field: str) -> None:
+        for key in data:
+            if key not in allowed:
+                expected = ", ".join(sorted(allowed))
+                where = f"{field}.{key}" if field else str(key)
+                raise self.error(where, f"unknown key; expected one of: {expected}")
+
+
+def where_of(file: Path, lines: Mapping[str, int], field: str) -> str:
+    line = lines.get(field.split(".")[0].split("[")[0])
+    return f"{file}:{line}" if line else str(file)
+
+
+def kind_of(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def top_lines(text: str) -> dict[str, int]:
+    try:
+        node = yaml.compose(
+            text, Loader=yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+        )
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
