@@ -372,3 +372,21 @@ def test_manifest_lists_recipes_keys_pins_and_artifacts(
     assert manifest["artifacts"] == [{"path": "app.txt", "sha256": listed["app.txt"]}]
     assert listed["manifest.json"] == sha256((tmp_path / "art" / "manifest.json").read_bytes())
     assert manifest["layers"] == ["layer.yml"]
+
+
+def test_unchanged_artifacts_are_not_copied_again(
+    project: Project, http: HTTPFiles, tmp_path: Path
+) -> None:
+    lib_and_app(project, http, patch_for("notes.txt", "notes", "more notes"))
+    art = tmp_path / "art"
+    project.build(artifacts=art)
+    before = (art / "app.txt").stat()
+    project.build(artifacts=art)
+    after = (art / "app.txt").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # A file changed by hand is put back.
+    (art / "app.txt").write_text("edited\n")
+    result = project.build(artifacts=art)
+    assert result.report["built"] == []
+    assert (art / "app.txt").read_text() == "data\n"
+    assert sorted(p.name for p in art.iterdir()) == ["app.txt", "manifest.json"]

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import JailbakeError
 from .graph import Graph
@@ -48,35 +49,63 @@ def _copy(src: Path, dest: Path, sde: int) -> None:
             shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
 
 
+def _stat_key(path: Path) -> list[int]:
+    st = path.lstat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
 def publish(
     graph: Graph, store: Store, results: dict[str, ActionResult], dest_dir: Path
 ) -> list[Artifact]:
-    """Copy every published output of the graph's recipes into dest_dir."""
+    """Copy every published output of the graph's recipes into dest_dir.
+
+    A file already published with the same content, and untouched since (same size,
+    time and inode), is left as it is: a build with nothing changed copies nothing.
+    """
     dest_dir.mkdir(parents=True, exist_ok=True)
     sde = graph.layer.source_date_epoch
+    # What this cache last published there, kept in the cache: the artifacts directory
+    # holds artifacts only.
+    state_path = store.published_record(dest_dir)
+    try:
+        state: dict[str, Any] = json.loads(state_path.read_text())
+    except (OSError, ValueError):
+        state = {}
     published: list[Artifact] = []
     for name in graph.order:
-        recipe = graph.recipes[name]
-        tree = store.tree_path(results[name].output_digest)
+        recipe, result = graph.recipes[name], results[name]
+        tree = store.tree_path(result.output_digest)
+        digests = {e["path"]: e["sha256"] for e in result.outputs if e["type"] == "file"}
         for output in recipe.outputs:
             if output.publish is None:
                 continue
             dest = dest_dir / output.publish
             dest.parent.mkdir(parents=True, exist_ok=True)
+            sha = digests.get(output.path)
+            if sha is not None:  # a regular file
+                if (
+                    dest.is_file()
+                    and not dest.is_symlink()
+                    and state.get(output.publish) == [sha, *_stat_key(dest)]
+                ):
+                    published.append(Artifact(output.publish, sha))
+                    continue
+                _copy(tree / output.path, dest, sde)
+                state[output.publish] = [sha, *_stat_key(dest)]
+                published.append(Artifact(output.publish, sha))
+                continue
+            state.pop(output.publish, None)
             _copy(tree / output.path, dest, sde)
-            published.extend(_describe(dest, dest_dir))
+            prefix = output.path + "/"
+            published.extend(
+                Artifact(f"{output.publish}/{path[len(prefix) :]}", digest)
+                for path, digest in sorted(digests.items())
+                if path.startswith(prefix)
+            )
+    tmp = store.temp_path("published")
+    tmp.write_text(json.dumps(state, sort_keys=True))
+    os.replace(tmp, state_path)
     return sorted(published, key=lambda a: a.path)
-
-
-def _describe(path: Path, root: Path) -> Iterable[Artifact]:
-    if path.is_dir() and not path.is_symlink():
-        for dirpath, _, filenames in sorted(os.walk(path)):
-            for name in sorted(filenames):
-                p = Path(dirpath) / name
-                if p.is_file() and not p.is_symlink():
-                    yield Artifact(p.relative_to(root).as_posix(), file_sha256(p))
-    elif path.is_file():
-        yield Artifact(path.relative_to(root).as_posix(), file_sha256(path))
 
 
 def check_expected(graph: Graph, published: Iterable[Artifact]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -99,7 +100,7 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        for sub in ("cas", "ac", "trees", "tmp", "locks", "git", "logs", "last"):
+        for sub in ("cas", "ac", "trees", "tmp", "locks", "git", "logs", "last", "published"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._clean_stale_tmp()
 
@@ -209,6 +210,11 @@ class Store:
         tmp = self.temp_path("last")
         tmp.write_text(key)
         os.replace(tmp, self.root / "last" / recipe)
+
+    def published_record(self, artifacts_dir: Path) -> Path:
+        """Where this cache notes what it last published into artifacts_dir."""
+        name = hashlib.sha256(str(artifacts_dir.resolve()).encode()).hexdigest()[:24]
+        return self.root / "published" / f"{name}.json"
 
     def last_key(self, recipe: str) -> str | None:
         try:
