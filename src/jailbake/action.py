@@ -123,10 +123,18 @@ class RecipeBuilder:
         return info, self.store.get_result(info.key)
 
     # -- building ---------------------------------------------------------------------
-    def build(self, recipe: Recipe, deps: Mapping[str, ActionResult]) -> Outcome:
-        """The recipe's result: from the cache if its key is stored, else built now."""
+    def build(
+        self, recipe: Recipe, deps: Mapping[str, ActionResult], info: KeyInfo | None = None
+    ) -> Outcome:
+        """The recipe's result: from the cache if its key is stored, else built now.
+
+        info: the key already computed for these dependencies, if the caller has it.
+        """
         start = time.monotonic()
-        info, hit = self.lookup(recipe, deps)
+        if info is None:
+            info, hit = self.lookup(recipe, deps)
+        else:
+            hit = self.store.get_result(info.key)
         if hit is None:
             with self.store.lock(info.key):
                 hit = self.store.get_result(info.key)  # another build may have finished it

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .action import Outcome, RecipeBuilder, Status
+from .action import KeyInfo, Outcome, RecipeBuilder, Status
 from .errors import JailbakeError
 from .graph import Graph
 from .store import ActionResult
@@ -56,6 +56,7 @@ class Scheduler:
         self.state_dir = state_dir
         self.outcomes: dict[str, Outcome] = {}
         self.errors: list[BaseException] = []
+        self._keys: dict[str, KeyInfo] = {}
         self._lock = threading.Lock()
 
     def _deps(self, name: str) -> dict[str, ActionResult]:
@@ -73,6 +74,8 @@ class Scheduler:
             return False
         if hit is None:
             log.debug("%s: run: key %s is not in the cache", name, info.key[:16])
+            with self._lock:
+                self._keys[name] = info  # the action builds under this key
             return False
         self.builder.store.record_last(name, info.key)
         outcome = Outcome(name, Status.REUSED, hit, 0.0)
@@ -87,7 +90,9 @@ class Scheduler:
                 return False
         self.report(name, None)
         try:
-            outcome = self.builder.build(self.graph.recipes[name], self._deps(name))
+            with self._lock:
+                info = self._keys.pop(name, None)
+            outcome = self.builder.build(self.graph.recipes[name], self._deps(name), info)
         except BaseException as exc:
             with self._lock:
                 self.errors.append(exc)
