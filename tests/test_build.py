@@ -390,3 +390,12 @@ def test_unchanged_artifacts_are_not_copied_again(
     assert result.report["built"] == []
     assert (art / "app.txt").read_text() == "data\n"
     assert sorted(p.name for p in art.iterdir()) == ["app.txt", "manifest.json"]
+
+
+def test_special_files_in_outputs_are_refused(project: Project, tmp_path: Path) -> None:
+    project.recipe("fifo", script='mkdir -p "$OUT"; mkfifo "$OUT/pipe"', outputs=["pipe"])
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert "fifo: output pipe: not a file, directory or symbolic link" in result.stderr
+    assert not list((project.cache / "trees").iterdir())
+    assert not list((project.cache / "ac").rglob("*.json"))

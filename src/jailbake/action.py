@@ -24,7 +24,7 @@ from .graph import Graph
 from .image import sdtool
 from .image.cpio import write_cpio_gz, write_newc
 from .image.rootfs import assemble
-from .keys import digest_of, path_digest, step_key, step_key_inputs, tree_manifest
+from .keys import digest_of, path_digest, step_key, step_key_inputs
 from .recipe import HOST_BUILDER, LAYOUT_FILE, Recipe, SourceKind
 from .store import ActionResult, Store, normalize_tree
 from .unpack import extract_tar
@@ -190,7 +190,11 @@ class RecipeBuilder:
             if rc != 0:
                 raise BuildError(recipe.name, rc, log_path, _tail(log_path))
             tree = self._collect_outputs(recipe, work, log_path)
-            digest, manifest = self.store.add_tree(tree)
+            try:
+                # Hashing the tree also refuses device nodes and fifos, before it is stored.
+                digest, manifest = self.store.add_tree(tree)
+            except ValueError as exc:
+                raise BuildError(f"{recipe.name}: output {exc}", 1, log_path) from None
         log_digest = self.store.add_bytes(log_path.read_bytes()) if log_path.exists() else None
         result = ActionResult(
             key=info.key,
@@ -309,10 +313,6 @@ class RecipeBuilder:
             target = tree / output.path
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(produced, target)
-        try:
-            tree_manifest(tree)  # refuses device nodes and fifos
-        except ValueError as exc:
-            raise BuildError(f"{recipe.name}: output {exc}", 1, log_path) from None
         normalize_tree(tree, self.graph.layer.source_date_epoch)
         return tree
 
