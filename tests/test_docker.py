@@ -157,6 +157,37 @@ def test_kill_9_during_a_container_step(project: Project, tmp_path: Path) -> Non
     assert not list((project.cache / "tmp").iterdir())
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_build_stops_its_containers(
+    project: Project, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Step containers are not jailbake's children: an interrupted build removes them
+    itself rather than leave them compiling."""
+    project.with_builders()
+    project.recipe("slow", builder="debian-build", script='sleep 300; mkdir -p "$OUT"')
+    proc = project.start(
+        "--artifacts-dir", str(tmp_path / "art"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    client = engine.connect()
+
+    def step_containers() -> list[Any]:
+        found: list[Any] = client.containers.list(
+            all=True, filters={"label": [f"org.jailbake.pid={proc.pid}"]}
+        )
+        return found
+
+    deadline = time.monotonic() + 120
+    while not step_containers():
+        assert time.monotonic() < deadline, "the step's container never started"
+        assert proc.poll() is None, "the build ended before its step started"
+        time.sleep(0.2)
+    os.kill(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr
+    assert step_containers() == []
+    assert not (project.cache / "ac").exists() or not list((project.cache / "ac").rglob("*"))
+
+
 def test_root_steps_are_uid_0_in_their_container(project: Project, tmp_path: Path) -> None:
     project.with_builders()
     project.recipe(

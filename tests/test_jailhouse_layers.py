@@ -42,6 +42,8 @@ PINS = {
         "sha256": "b3c5c9d3cda1f77caf317b8d1f0496cd7ca791ddaeec8207a5a1940111483509",
     },
 }
+# What both machines' images are made of besides kernel, firmware and hypervisor.
+IMAGE_RECIPES = {"busybox", "jailhouse-nonroot-initramfs", "debian-rootfs", "jailhouse-rootfs"}
 VERSIONS = {
     "jailhouse-images": "0.12",
     "linux": "5.4.16",
@@ -60,7 +62,12 @@ def listing(config: str, tmp_path: Path, cwd: Path = ROOT) -> dict[str, dict[str
 
 def test_rpi4_layer_lists_every_pin(tmp_path: Path) -> None:
     recipes = listing("layers/rpi4-jailhouse.yml", tmp_path)
-    assert set(recipes) == {*PINS, "rpi4-boot", "busybox", "jailhouse-nonroot-initramfs"}
+    assert set(recipes) == {
+        *PINS,
+        *IMAGE_RECIPES,
+        "rpi4-boot",
+        "jailhouse-rpi4",
+    }
     for name, pin in PINS.items():
         assert recipes[name]["version"] == VERSIONS[name]
         assert recipes[name]["sources"] == [pin], name
@@ -75,14 +82,27 @@ def test_rpi4_layer_lists_every_pin(tmp_path: Path) -> None:
 def test_qemu_layer_shares_the_stack(tmp_path: Path) -> None:
     recipes = listing("layers/qemu-arm64-jailhouse.yml", tmp_path)
     assert set(recipes) == {
-        "busybox",
+        *IMAGE_RECIPES,
         "jailhouse",
         "jailhouse-images",
         "linux",
-        "jailhouse-nonroot-initramfs",
+        "jailhouse-qemu-arm64",
     }
     assert recipes["jailhouse-nonroot-initramfs"]["depends"] == ["busybox", "jailhouse"]
     assert recipes["linux"]["sources"] == [PINS["linux"]]
+
+
+def test_debian_packages_are_pinned_one_by_one(tmp_path: Path) -> None:
+    """The root file system installs exactly the locked .debs, each from Debian's pool
+    with its sha256, so a rebuild gets the same packages."""
+    rootfs = listing("layers/rpi4-jailhouse.yml", tmp_path)["debian-rootfs"]
+    sources = rootfs["sources"]
+    names = {s["url"].rsplit("/", 1)[-1].split("_", 1)[0] for s in sources}
+    assert {"python3", "systemd-sysv", "kmod", "udev", "base-files", "dpkg"} <= names
+    assert len(names) == len(sources), "one version of each package"
+    for source in sources:
+        assert source["url"].startswith("https://deb.debian.org/debian/pool/main/")
+        assert source["url"].endswith((".deb",)) and len(source["sha256"]) == 64
 
 
 def linux_key(config: str, tmp_path: Path) -> str:
@@ -148,6 +168,7 @@ def test_offline_build_names_the_sources_to_mirror(tmp_path: Path) -> None:
     )
     assert result.rc == 2
     line = result.stderr.strip().splitlines()[-1]
-    assert "6 source(s) are neither cached nor in a mirror" in line
+    debs = len(listing("layers/rpi4-jailhouse.yml", tmp_path)["debian-rootfs"]["sources"])
+    assert f"{6 + debs} source(s) are neither cached nor in a mirror" in line
     for pin in PINS.values():
         assert (pin.get("sha256") or pin["commit"]) in line

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +177,34 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
         "image.partitions[0].contents[0].dest",
         "absolute path",
     ),
+    (
+        {
+            "partitions": [
+                {
+                    "label": "b",
+                    "fs": "ext4",
+                    "size": "12M",
+                    "contents": [{"recipe": "x", "path": "a", "archive": "a.tar"}],
+                }
+            ]
+        },
+        "image.partitions[0].contents[0].archive",
+        "either path or archive",
+    ),
+    (
+        {
+            "partitions": [
+                {
+                    "label": "b",
+                    "fs": "ext4",
+                    "size": "12M",
+                    "contents": [{"recipe": "x", "archive": "../a.tar"}],
+                }
+            ]
+        },
+        "image.partitions[0].contents[0].archive",
+        "relative path inside the tree",
+    ),
 ]
 
 
@@ -261,4 +291,152 @@ def test_partition_contents_never_write_through_links(project: Project, tmp_path
     result = project.build(artifacts=tmp_path / "art", check=False)
     assert result.rc == 2
     assert "etc is a directory in one content, a link in another" in result.stderr
+    assert list(outside.iterdir()) == []
+
+
+def _tar(entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info in entries:
+            content = data.get(info.name)
+            if content is not None:
+                info.size = len(content)
+            tar.addfile(info, io.BytesIO(content) if content is not None else None)
+    return buf.getvalue()
+
+
+def _entry(
+    name: str, kind: bytes, mode: int, uid: int = 0, gid: int = 0, **kw: Any
+) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.uid, info.gid = kind, mode, uid, gid
+    for key, value in kw.items():
+        setattr(info, key, value)
+    return info
+
+
+def _archive_card(project: Project, tar: bytes) -> None:
+    project.with_builders()
+    project.file("recipes/files/root.tar", tar)
+    project.recipe(
+        "sysroot",
+        sources=[{"file": "files/root.tar"}],
+        script='mkdir -p "$OUT"; cp "$SRC/root.tar" "$OUT/root.tar"',
+        outputs=["root.tar"],
+    )
+    project.recipe(
+        "extra", script='mkdir -p "$OUT/t/etc"; echo ours > "$OUT/t/etc/motd"', outputs=["t"]
+    )
+    project.recipe(
+        "card",
+        {
+            "image": {
+                "partitions": [
+                    {
+                        "label": "root",
+                        "fs": "ext4",
+                        "size": "8M",
+                        "contents": [
+                            {"recipe": "sysroot", "archive": "root.tar"},
+                            {"recipe": "extra", "path": "t"},
+                        ],
+                    }
+                ]
+            }
+        },
+        script=None,
+        outputs=None,
+        builder="host",
+    )
+
+
+def test_archive_contents_keep_owners_modes_links_and_devices(
+    project: Project, tmp_path: Path
+) -> None:
+    """A root file system made as root (mmdebstrap) reaches the card with its owners,
+    set-id bits and device nodes, though the image is made by an ordinary user."""
+    tar = _tar(
+        [
+            _entry(".", tarfile.DIRTYPE, 0o755),
+            _entry("./root", tarfile.DIRTYPE, 0o700),
+            _entry("./usr", tarfile.DIRTYPE, 0o755),
+            _entry("./usr/bin", tarfile.DIRTYPE, 0o755),
+            _entry("./usr/bin/su", tarfile.REGTYPE, 0o4755),
+            _entry("./usr/bin/su2", tarfile.LNKTYPE, 0o4755, linkname="./usr/bin/su"),
+            _entry("./bin", tarfile.SYMTYPE, 0o777, linkname="usr/bin"),
+            _entry("./etc", tarfile.DIRTYPE, 0o755),
+            _entry("./etc/shadow", tarfile.REGTYPE, 0o640, 0, 42),
+            _entry("./etc/motd", tarfile.REGTYPE, 0o600, 7, 7),
+            # systemd escapes unit names so: the backslash must survive debugfs.
+            _entry("./etc/system-a\\x2db.slice", tarfile.REGTYPE, 0o600, 3, 3),
+            _entry("./dev", tarfile.DIRTYPE, 0o755),
+            _entry("./dev/null", tarfile.CHRTYPE, 0o666, devmajor=1, devminor=3),
+            _entry("./dev/initctl", tarfile.FIFOTYPE, 0o600),
+            _entry("./home", tarfile.DIRTYPE, 0o755),
+            _entry("./home/user", tarfile.DIRTYPE, 0o750, 1000, 1000),
+        ],
+        {"./usr/bin/su": b"#!/bin/sh\n", "./etc/shadow": b"root:x:1::::::\n", "./etc/motd": b"t"},
+    )
+    _archive_card(project, tar)
+    project.build(artifacts=tmp_path / "art")
+    root = partition(tmp_path / "art" / "card.img", 2048, 8 * 2048, tmp_path / "root.img")
+    subprocess.run(["e2fsck", "-fn", str(root)], check=True, capture_output=True)
+
+    def stat(path: str) -> str:
+        return tool("debugfs", "-R", f"stat {path}", str(root))
+
+    assert "Mode:  04755" in stat("/usr/bin/su") and "Links: 2" in stat("/usr/bin/su")
+    assert "User:     0   Group:    42" in stat("/etc/shadow") and "Mode:  0640" in stat(
+        "/etc/shadow"
+    )
+    assert "Type: directory" in stat("/root") and "Mode:  0700" in stat("/root")
+    assert "User:  1000   Group:  1000" in stat("/home/user") and "Mode:  0750" in stat(
+        "/home/user"
+    )
+    null = stat("/dev/null")
+    assert "Type: character special" in null and "Mode:  0666" in null
+    assert "Device major/minor number: 01:03" in null
+    assert "Type: FIFO" in stat("/dev/initctl")
+    assert "User:     3   Group:     3" in stat("/etc/system-a\\x2db.slice")
+    assert 'Fast link dest: "usr/bin"' in stat("/bin")
+    # A directory content laid over the archive replaces its file, owned by root.
+    motd = stat("/etc/motd")
+    assert "User:     0   Group:     0" in motd and "Mode:  0644" in motd
+    assert tool("debugfs", "-R", "cat /etc/motd", str(root)) == "ours\n"
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        _entry("../escape", tarfile.REGTYPE, 0o644),
+        _entry("/abs", tarfile.REGTYPE, 0o644),
+        _entry("./hard", tarfile.LNKTYPE, 0o644, linkname="../../etc/passwd"),
+    ],
+    ids=["dotdot", "absolute", "hardlink-out"],
+)
+def test_archive_contents_cannot_leave_the_tree(
+    project: Project, tmp_path: Path, entry: tarfile.TarInfo
+) -> None:
+    _archive_card(project, _tar([_entry(".", tarfile.DIRTYPE, 0o755), entry], {}))
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc != 0
+    assert "partition root: root.tar:" in result.stderr
+    assert not (tmp_path / "art" / "card.img").exists()
+
+
+def test_archive_contents_do_not_write_through_their_links(
+    project: Project, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    tar = _tar(
+        [
+            _entry("./etc", tarfile.SYMTYPE, 0o777, linkname=str(outside)),
+            _entry("./etc/passwd", tarfile.REGTYPE, 0o644),
+        ],
+        {"./etc/passwd": b"x\n"},
+    )
+    _archive_card(project, tar)
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc != 0 and "goes through a symbolic link" in result.stderr
     assert list(outside.iterdir()) == []

@@ -109,8 +109,12 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         assert isinstance(executor, DockerExecutor)
         _ = executor.client  # fail early, with how to start an engine
     progress = progress or Progress()
-    with store.temp_dir("schedule") as state:
-        outcomes = Scheduler(graph, builder, progress, state).run(options.jobs)
+    try:
+        with store.temp_dir("schedule") as state:
+            outcomes = Scheduler(graph, builder, progress, state).run(options.jobs)
+    except KeyboardInterrupt:
+        executor.cancel()
+        raise
     results = {n: o.result for n, o in outcomes.items()}
     artifacts = publish(graph, store, results, options.artifacts_dir)
     check_expected(graph, artifacts)

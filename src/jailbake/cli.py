@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -311,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             argv = [argv[0], "build", *argv[1:]]
     args = _parser().parse_args(argv)
+    # A CI job cancelled with SIGTERM stops its step containers like Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="[jailbake] %(message)s"
     )

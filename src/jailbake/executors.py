@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -92,6 +93,10 @@ class Executor(Protocol):
         """Run step's build.sh; return its exit status. Output goes to step.log."""
         ...
 
+    def cancel(self) -> None:
+        """Stop every step still running (the build was interrupted)."""
+        ...
+
 
 class HostExecutor:
     """The container contract in a scratch directory, for development and tests."""
@@ -113,6 +118,9 @@ class HostExecutor:
             )
         return cp.returncode
 
+    def cancel(self) -> None:
+        """Nothing to do: host steps are in jailbake's process group and get its signal."""
+
 
 class DockerExecutor:
     """A fresh container per step: no network, a non-root user, inputs read-only."""
@@ -122,6 +130,8 @@ class DockerExecutor:
     def __init__(self, client_factory: Callable[[], Any]) -> None:
         self._client_factory = client_factory
         self._client: Any = None
+        self._running: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
@@ -195,6 +205,8 @@ class DockerExecutor:
             **caps,
             security_opt=["no-new-privileges"],
         )
+        with self._lock:
+            self._running[container.id] = container
         try:
             status = container.wait()
             return int(status.get("StatusCode", 1))
@@ -204,7 +216,27 @@ class DockerExecutor:
                 with step.log.open("ab") as logf, produced.open("rb") as f:
                     shutil.copyfileobj(f, logf)
                 produced.unlink()
+            with self._lock:
+                self._running.pop(container.id, None)
             try:
                 container.remove(force=True)
             except Exception as exc:  # the engine may have removed it already
                 log.debug("removing container: %s", exc)
+
+    def cancel(self) -> None:
+        """Remove the running step containers: they are not jailbake's children, and
+        would go on compiling after an interrupted build otherwise."""
+        with self._lock:
+            running = {c.id: c for c in self._running.values()}
+        try:  # also those created but not yet handed back by the engine
+            for container in self.client.containers.list(
+                all=True, filters={"label": [f"{LABEL_PID}={os.getpid()}"]}
+            ):
+                running.setdefault(container.id, container)
+        except Exception as exc:
+            log.debug("listing containers: %s", exc)
+        for container in running.values():
+            try:
+                container.remove(force=True)
+            except Exception as exc:
+                log.debug("removing %s: %s", container.name, exc)

@@ -26,6 +26,12 @@ def parse_rootfs(ctx: Fields, raw: Any) -> RootfsSpec:
     data = ctx.mapping(raw, "rootfs")
     ctx.only(data, {"contents", "directories", "files", "symlinks", "device_table"}, "rootfs")
     contents = parse_contents(ctx, data.get("contents"), "rootfs.contents")
+    for i, content in enumerate(contents):
+        if content.archive:
+            raise ctx.error(
+                f"rootfs.contents[{i}].archive",
+                "archives are unpacked into image partitions only; give a directory as path",
+            )
     directories = tuple(
         tree_path(
             ctx.string(d, f"rootfs.directories[{i}]"),
@@ -91,13 +97,21 @@ def parse_contents(ctx: Fields, raw: Any, field: str) -> tuple[Content, ...]:
     for i, item in enumerate(ctx.seq(raw or [], field)):
         where = f"{field}[{i}]"
         item = item if isinstance(item, dict) else {"recipe": item}
-        ctx.only(item, {"recipe", "path", "dest"}, where)
+        ctx.only(item, {"recipe", "path", "archive", "dest"}, where)
+        if "path" in item and "archive" in item:
+            raise ctx.error(f"{where}.archive", "expected either path or archive, not both")
         dest = ctx.string(item.get("dest", "/"), f"{where}.dest")
+        archive = "archive" in item
         contents.append(
             Content(
                 recipe=ctx.string(item.get("recipe"), f"{where}.recipe"),
-                path=ctx.relpath(item.get("path", ""), f"{where}.path", allow_empty=True),
+                path=ctx.relpath(
+                    item.get("archive" if archive else "path", ""),
+                    f"{where}.{'archive' if archive else 'path'}",
+                    allow_empty=not archive,
+                ),
                 dest="" if dest == "/" else tree_path(dest, ctx.where(where), f"{where}.dest"),
+                archive=archive,
             )
         )
     return tuple(contents)

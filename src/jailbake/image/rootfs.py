@@ -19,11 +19,16 @@ DIR_MODE = stat.S_IFDIR | 0o755
 
 @dataclass(frozen=True)
 class Content:
-    """A dependency's output (or a directory of it) copied into the tree at dest."""
+    """A dependency's output (or a directory of it) copied into the tree at dest; or,
+    with archive, a tar file of that output unpacked there with its owners and modes."""
 
     recipe: str
     path: str = ""
     dest: str = ""
+    archive: bool = False
+
+    def definition(self) -> list[str]:
+        return [self.recipe, self.path, self.dest, *(["archive"] if self.archive else [])]
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class RootfsSpec:
 
     def definition(self) -> dict[str, Any]:
         return {
-            "contents": [[c.recipe, c.path, c.dest] for c in self.contents],
+            "contents": [c.definition() for c in self.contents],
             "directories": list(self.directories),
             "files": [[f.path, f.rel, f.mode] for f in self.files],
             "symlinks": [[s.path, s.target] for s in self.symlinks],

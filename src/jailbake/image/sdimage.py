@@ -78,7 +78,7 @@ class ImageSpec:
                     "bootable": p.bootable,
                     "volume_id": p.volume_id,
                     "uuid": p.uuid,
-                    "contents": [[c.recipe, c.path, c.dest] for c in p.contents],
+                    "contents": [c.definition() for c in p.contents],
                 }
                 for p in self.partitions
             ],

@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 SECTOR = 512
 ALIGN = 1 << 20  # the first partition starts at 1 MiB, as every partition tool does
 CHUNK = 1 << 20
-UNSAFE_NAME_CHARS = ('"', "\\", "\n")  # debugfs' command parser cannot quote these
+UNSAFE_NAME_CHARS = ('"', "\n")  # debugfs' command parser cannot quote these
 
 
 def sh(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> None:
@@ -35,6 +38,71 @@ def sh(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None 
 
 def fail(message: str) -> NoReturn:
     sys.exit(f"sdtool: {message}")
+
+
+@dataclass(frozen=True)
+class Owned:
+    """Owner and mode of an entry unpacked from an archive, set in the image later."""
+
+    uid: int
+    gid: int
+    mode: int  # permission bits, set-id and sticky bits included
+    device: tuple[str, int, int] | None = None  # ("c"|"b"|"p", major, minor): made by debugfs
+
+
+def unpack(archive: Path, dest: Path, label: str, owned: dict[str, Owned], prefix: str) -> None:
+    """Unpack a tar file into dest as an ordinary user, remembering owners, modes and
+    special files, which the file system gets afterwards (mke2fs -d, then debugfs)."""
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            name = member.name.removeprefix("./").rstrip("/")
+            parts = Path(name).parts
+            if not name or name == ".":
+                owned[prefix] = Owned(member.uid, member.gid, member.mode & 0o7777)
+                continue
+            if any(c in name for c in UNSAFE_NAME_CHARS):
+                fail(f"partition {label}: debugfs cannot name {name!r}")
+            if name.startswith("/") or ".." in parts:
+                fail(f"partition {label}: {archive.name}: {member.name!r} leads out of the tree")
+            target = dest / name
+            for i in range(1, len(parts)):
+                if (dest / Path(*parts[:i])).is_symlink():
+                    fail(
+                        f"partition {label}: {archive.name}: {member.name!r} "
+                        "goes through a symbolic link"
+                    )
+            rel = f"{prefix}/{name}".lstrip("/")
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                target.chmod(0o755)
+            elif member.issym():
+                target.symlink_to(member.linkname)
+            elif member.islnk():
+                link = member.linkname.removeprefix("./")
+                if link.startswith("/") or ".." in Path(link).parts:
+                    fail(
+                        f"partition {label}: {archive.name}: {member.name!r} links out of the tree"
+                    )
+                os.link(dest / link, target)
+                continue  # the inode's owner and mode come with its first name
+            elif member.isfile():
+                with tar.extractfile(member) as fin, target.open("wb") as fout:  # type: ignore[union-attr]
+                    shutil.copyfileobj(fin, fout, CHUNK)
+                target.chmod(0o755 if member.mode & 0o111 else 0o644)
+            elif member.ischr() or member.isblk() or member.isfifo():
+                kind = "c" if member.ischr() else "b" if member.isblk() else "p"
+                owned[rel] = Owned(
+                    member.uid,
+                    member.gid,
+                    member.mode & 0o7777,
+                    (kind, member.devmajor, member.devminor),
+                )
+                continue
+            else:
+                fail(f"partition {label}: {archive.name}: {member.name!r} has an unknown type")
+            owned[rel] = Owned(member.uid, member.gid, member.mode & 0o7777)
 
 
 def merge(src: Path, dest: Path, label: str) -> None:
@@ -62,20 +130,33 @@ def merge(src: Path, dest: Path, label: str) -> None:
                 d.chmod(0o755 if os.access(s, os.X_OK) else 0o644)
 
 
-def stage(part: dict[str, Any], deps: Path, root: Path, sde: int) -> None:
-    """Copy the partition's contents into root with fixed modes and times."""
+def stage(part: dict[str, Any], deps: Path, root: Path, sde: int) -> dict[str, Owned]:
+    """Copy the partition's contents into root with fixed modes and times; return the
+    owners and modes that archives give their entries."""
     root.mkdir(parents=True)
-    for recipe, sub, dest in part["contents"]:
+    owned: dict[str, Owned] = {}
+    for recipe, sub, dest, *flags in part["contents"]:
         tree = os.path.realpath(deps / recipe)
         src = deps / recipe / sub
         real = os.path.realpath(src)
         if real != tree and not real.startswith(tree + os.sep):
             fail(f"partition {part['label']}: {sub!r} of {recipe} leads out of its output")
+        if "archive" in flags:
+            if not src.is_file():
+                fail(f"partition {part['label']}: {recipe} has no file {sub!r} in its output")
+            (root / dest).mkdir(parents=True, exist_ok=True)
+            unpack(src, root / dest, part["label"], owned, dest)
+            continue
         if not src.is_dir():
             fail(
                 f"partition {part['label']}: {recipe} has no directory {sub or '.'!r} in its output"
             )
         merge(src, root / dest, part["label"])
+        # What a directory content puts in place is root's, with the usual modes.
+        for dirpath, dirnames, filenames in os.walk(src):
+            rel = Path(dest, Path(dirpath).relative_to(src))
+            for name in [*dirnames, *filenames]:
+                owned.pop((rel / name).as_posix().lstrip("/").removeprefix("./"), None)
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for name in [*filenames, *dirnames]:
             p = Path(dirpath) / name
@@ -86,6 +167,7 @@ def stage(part: dict[str, Any], deps: Path, root: Path, sde: int) -> None:
             os.utime(p, (sde, sde), follow_symlinks=False)
     root.chmod(0o755)
     os.utime(root, (sde, sde))
+    return owned
 
 
 def sorted_tree(root: Path) -> tuple[list[str], list[str]]:
@@ -100,7 +182,9 @@ def sorted_tree(root: Path) -> tuple[list[str], list[str]]:
     return sorted(dirs), sorted(others)
 
 
-def make_ext4(part: dict[str, Any], tree: Path, img: Path, sde: int) -> None:
+def make_ext4(
+    part: dict[str, Any], tree: Path, img: Path, sde: int, owned: dict[str, Owned]
+) -> None:
     fake = {"E2FSPROGS_FAKE_TIME": str(sde)}
     with img.open("wb") as f:
         f.truncate(part["size"])
@@ -123,14 +207,35 @@ def make_ext4(part: dict[str, Any], tree: Path, img: Path, sde: int) -> None:
         ],
         env=fake,
     )
-    # mke2fs copies owners and change times from the staging tree; reset them.
+    # mke2fs copies owners and change times from the staging tree; reset them, and
+    # give archive entries their owners, modes and special files.
     dirs, others = sorted_tree(tree)
     commands = []
-    for rel in ["", *dirs, *others, "lost+found"]:
+    devices = sorted((rel, o) for rel, o in owned.items() if o.device)
+    for rel, o in devices:
+        kind, major, minor = o.device or ("p", 0, 0)
+        parent, _, name = rel.rpartition("/")
+        # debugfs' mknod takes a name in its working directory, not a path.
+        commands.append(f'cd "/{parent}"')
+        commands.append(f'mknod "{name}" {kind}' + ("" if kind == "p" else f" {major} {minor}"))
+        commands.append("cd /")
+    type_bits = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+    for rel in ["", *dirs, *others, "lost+found", *(rel for rel, _ in devices)]:
         spec = f'"/{rel}"' if rel else "<2>"
+        fields = [("uid", "0"), ("gid", "0")]
+        entry = owned.get(rel)
+        if entry is not None:
+            if entry.device:
+                kind_bits = type_bits[entry.device[0]]
+            else:
+                kind_bits = stat.S_IFMT((tree / rel).lstat().st_mode)
+            fields = [
+                ("uid", str(entry.uid)),
+                ("gid", str(entry.gid)),
+                ("mode", f"0{kind_bits | entry.mode:o}"),
+            ]
         for field, value in (
-            ("uid", "0"),
-            ("gid", "0"),
+            *fields,
             ("ctime", f"@{sde}"),
             ("atime", f"@{sde}"),
             ("mtime", f"@{sde}"),
@@ -244,9 +349,9 @@ def main(layout_path: str) -> None:
     for i, part in enumerate(parts, 1):
         tree = work / f"part{i}"
         img = work / f"part{i}.img"
-        stage(part, deps, tree, sde)
+        owned = stage(part, deps, tree, sde)
         if part["fs"] == "ext4":
-            make_ext4(part, tree, img, sde)
+            make_ext4(part, tree, img, sde, owned)
         else:
             make_fat(part, tree, img, sde)
         copy_sparse(img, disk, start)
