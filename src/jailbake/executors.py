@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 CONTAINER_WORKDIR = Path("/work")
 CONTAINER_UID = 1000
 STEP_LOG = "build.log"
+WAIT_INTERVAL = 1.0  # seconds between looks at a running step container, at most
 LABEL_HOST = "org.jailbake.host"
 LABEL_PID = "org.jailbake.pid"
 LABEL_PROCESS = "org.jailbake.process"  # pid namespace and start time: pids are reused
@@ -122,6 +124,23 @@ class HostExecutor:
         """Nothing to do: host steps are in jailbake's process group and get its signal."""
 
 
+def _wait(container: Any) -> int:
+    """The container's exit status once it has stopped.
+
+    Asks every so often instead of holding a wait request open: Podman's API answers
+    a wait by re-reading its state database in a tight loop, which kept a core busy
+    for as long as a kernel build ran.
+    """
+    delay = 0.02
+    while True:
+        container.reload()
+        state = container.attrs.get("State") or {}
+        if state.get("Status") in ("exited", "dead", "stopped"):
+            return int(state.get("ExitCode", 1))
+        time.sleep(delay)
+        delay = min(delay * 2, WAIT_INTERVAL)
+
+
 class DockerExecutor:
     """A fresh container per step: no network, a non-root user, inputs read-only."""
 
@@ -208,8 +227,7 @@ class DockerExecutor:
         with self._lock:
             self._running[container.id] = container
         try:
-            status = container.wait()
-            return int(status.get("StatusCode", 1))
+            return _wait(container)
         finally:
             produced = step.work / STEP_LOG
             if produced.exists():

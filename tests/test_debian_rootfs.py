@@ -1,0 +1,83 @@
+"""The Debian arm64 root file system: mmdebstrap in a container as uid 0, offline,
+from the pinned .debs only, identical when built twice.
+
+scripts/test-assets copies the pinned .debs from this machine's Debian mirror into
+an offline mirror; scripts/setup-binfmt lets arm64 maintainer scripts run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, copy_checkout
+
+pytestmark = [pytest.mark.usefixtures("docker_engine"), pytest.mark.slow]
+
+ASSETS = Path(os.environ.get("JAILBAKE_TEST_ASSETS", "/var/cache/jailbake-test"))
+LAYER = "layers/qemu-arm64-jailhouse.yml"
+
+
+@pytest.fixture(scope="module")
+def ready() -> None:
+    problems = []
+    if not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").is_file():
+        problems.append("no qemu-aarch64 binfmt handler (run scripts/setup-binfmt)")
+    if not list((ASSETS / "mirror").glob("*_arm64.deb")):
+        problems.append(f"no pinned .debs in {ASSETS}/mirror (run scripts/test-assets)")
+    if problems:
+        if os.environ.get("CI"):
+            pytest.fail("; ".join(problems))
+        pytest.skip("; ".join(problems))
+
+
+def start(checkout: Path, cache: Path, art: Path, umask: str, tz: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(SRC), TZ=tz)
+    argv = [
+        *("bash", "-c", 'umask "$1"; shift; exec "$@"', "bash", umask),
+        *(sys.executable, "-m", "jailbake.cli", "build", LAYER, "--target", "debian-rootfs"),
+        *("--offline", "--mirror", str(ASSETS / "mirror")),
+        *("--cache-dir", str(cache), "--artifacts-dir", str(art), "--json"),
+    ]
+    return subprocess.Popen(
+        argv, cwd=checkout, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def output_tree(art: Path, cache: Path) -> Path:
+    manifest = json.loads((art / "manifest.json").read_text())
+    entry = next(r for r in manifest["recipes"] if r["name"] == "debian-rootfs")
+    return cache / "trees" / entry["output_digest"]
+
+
+@pytest.mark.usefixtures("ready")
+def test_debian_rootfs_builds_offline_and_identically_twice(tmp_path: Path) -> None:
+    runs = []
+    for i, (umask, tz) in enumerate((("022", "UTC"), ("077", "Pacific/Auckland"))):
+        checkout = copy_checkout(tmp_path / f"jailbake{i}")
+        cache, art = tmp_path / f"cache{i}", tmp_path / f"art{i}"
+        runs.append((start(checkout, cache, art, umask, tz), cache, art))
+    trees = []
+    for proc, cache, art in runs:
+        out, err = proc.communicate(timeout=1200)
+        assert proc.returncode == 0, err[-3000:]
+        assert json.loads(out.splitlines()[-1])["built"] == ["debian-rootfs"]
+        trees.append(output_tree(art, cache))
+    first, second = (t / "rootfs.tar" for t in trees)
+    assert first.read_bytes() == second.read_bytes(), "two builds differ"
+
+    with tarfile.open(first) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        hostname = tar.extractfile("./etc/hostname")
+        assert hostname is not None and hostname.read() == b"debian\n"
+    for path in ("./usr/bin/python3", "./usr/sbin/modprobe", "./usr/lib/systemd/systemd"):
+        assert path in members, path
+    assert members["./dev/null"].ischr() and members["./usr/bin/su"].mode & 0o4000
+    assert members["./etc/shadow"].gid == 42 and members["./etc/shadow"].mode == 0o640
+    assert {m.mtime for m in members.values()} == {1580515200}
