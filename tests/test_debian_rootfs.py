@@ -53,7 +53,7 @@ def start(checkout: Path, cache: Path, art: Path, umask: str, tz: str) -> subpro
 def output_tree(art: Path, cache: Path) -> Path:
     manifest = json.loads((art / "manifest.json").read_text())
     entry = next(r for r in manifest["recipes"] if r["name"] == "debian-rootfs")
-    return cache / "trees" / entry["output_digest"]
+    return cache / "trees" / str(entry["output_digest"])
 
 
 @pytest.mark.usefixtures("ready")
