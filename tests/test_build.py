@@ -399,3 +399,31 @@ def test_special_files_in_outputs_are_refused(project: Project, tmp_path: Path) 
     assert "fifo: output pipe: not a file, directory or symbolic link" in result.stderr
     assert not list((project.cache / "trees").iterdir())
     assert not list((project.cache / "ac").rglob("*.json"))
+
+
+def test_layer_artifacts_are_checked_after_the_build(project: Project, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        project.recipe(name, outputs=[{"path": f"{name}.txt", "publish": True}])
+
+    def layer(artifacts: dict[str, str]) -> None:
+        project.layer(
+            "layer.yml",
+            {
+                "header": {"version": 14},
+                "repos": {"this": {"layers": {"recipes": None}}},
+                "target": ["a", "b"],
+                "artifacts": artifacts,
+            },
+        )
+
+    layer({"a": "a.txt", "b": "b.img"})
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert "layer.yml: artifacts.b: expected 'b.img' among the published artifacts" in (
+        result.stderr
+    )
+    # Building one target checks the entries of the recipes built, not the others.
+    assert project.build("--target", "a", artifacts=tmp_path / "art").rc == 0
+    layer({"a": "a.img", "b": "b.txt"})
+    result = project.build("--target", "a", artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2 and "artifacts.a: expected 'a.img'" in result.stderr
