@@ -172,3 +172,10 @@ def test_offline_build_names_the_sources_to_mirror(tmp_path: Path) -> None:
     assert f"{6 + debs} source(s) are neither cached nor in a mirror" in line
     for pin in PINS.values():
         assert (pin.get("sha256") or pin["commit"]) in line
+
+
+def test_the_default_config_is_the_rpi4_card(tmp_path: Path) -> None:
+    result = jailbake("list", "--json", "--cache-dir", str(tmp_path / "cache"), cwd=ROOT)
+    assert result.rc == 0, result.stderr
+    names = [e["name"] for e in json.loads(result.stdout)]
+    assert "jailhouse-rpi4" in names and "jailhouse-qemu-arm64" not in names

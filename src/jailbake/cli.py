@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 # layers/rpi4-jailhouse.yml becomes the default once it builds the whole card image.
-DEFAULT_CONFIGS = ("examples/hello/hello.yml",)
+DEFAULT_CONFIGS = ("layers/rpi4-jailhouse.yml",)
 COMMANDS = ("build", "list", "explain", "run", "base-image")
 
 
