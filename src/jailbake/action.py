@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from . import engine, run
+from . import engine, mirror, run
 from .errors import BuildError, JailbakeError
 from .executors import Executor, ExecutorKind, Step, write_script
 from .fetch import Fetcher
@@ -154,8 +154,15 @@ class RecipeBuilder:
                 context = self.graph.builder_dir(recipe)
                 assert context is not None
                 client = getattr(executor, "client", None)
+                mirrors = self.fetcher.mirrors
                 with self.store.lock(f"image-{key}"):
-                    self._images[recipe.builder] = engine.ensure_image(client, context, key)
+                    self._images[recipe.builder] = engine.ensure_image(
+                        client,
+                        context,
+                        key,
+                        load=lambda tag: mirror.load_image(client, mirrors, tag),
+                        offline=self.fetcher.offline,
+                    )
             return self._images[recipe.builder]
 
     def _execute(

@@ -17,11 +17,11 @@ from .errors import BuildError, JailbakeError
 
 if TYPE_CHECKING:
     from .action import RecipeBuilder
+    from .fetch import Fetcher
     from .graph import Graph
 
-# layers/rpi4-jailhouse.yml becomes the default once it builds the whole card image.
 DEFAULT_CONFIGS = ("layers/rpi4-jailhouse.yml",)
-COMMANDS = ("build", "list", "explain", "run", "base-image")
+COMMANDS = ("build", "fetch", "mirror", "list", "explain", "run", "base-image")
 
 
 def _default_config() -> str:
@@ -102,6 +102,31 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
     common(b)
 
+    def sources(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--target", action="append", default=[], metavar="NAME")
+        sp.add_argument("-j", "--jobs", type=int, default=4, help="downloads at a time")
+        sp.add_argument("--mirror", action="append", default=[], metavar="DIR|URL")
+        sp.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=None,
+            help="cache directory (default: $JAILBAKE_CACHE_DIR or ~/.cache/jailbake)",
+        )
+
+    fe = sub.add_parser("fetch", help="download every source of the graph into the cache")
+    fe.add_argument("config", nargs="?", metavar="CONFIG")
+    sources(fe)
+
+    mi = sub.add_parser(
+        "mirror",
+        help="write every source and builder image of the graph into a mirror directory",
+    )
+    mi.add_argument("args", nargs="+", metavar="[CONFIG] DIR")
+    mi.add_argument(
+        "--no-images", action="store_true", help="sources only, no builder or base images"
+    )
+    sources(mi)
+
     ls = sub.add_parser("list", help="every recipe of the graph with version, key and pins")
     ls.add_argument("config", nargs="?", metavar="CONFIG")
     ls.add_argument("--json", action="store_true")
@@ -171,6 +196,49 @@ def _cmd_build(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps(report.to_dict(), sort_keys=True))
+    return 0
+
+
+def _fetcher(args: argparse.Namespace, config: str | None) -> tuple[Graph, Fetcher]:
+    from .bake import default_cache_dir, load_graph
+    from .fetch import Fetcher, resolve_mirror
+    from .store import Store
+
+    graph = load_graph(_configs(config), tuple(args.target))
+    store = Store(args.cache_dir or default_cache_dir())
+    mirrors = tuple(resolve_mirror(m, Path.cwd()) for m in args.mirror) + graph.layer.mirrors
+    return graph, Fetcher(store, mirrors)
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .mirror import fetch_all
+
+    graph, fetcher = _fetcher(args, args.config)
+    count = fetch_all(graph, fetcher, args.jobs)
+    print(f"[jailbake] {count} sources in {fetcher.store.root}", file=sys.stderr)
+    return 0
+
+
+def _cmd_mirror(args: argparse.Namespace) -> int:
+    from . import engine
+    from .mirror import write_mirror
+
+    if len(args.args) > 2:
+        raise JailbakeError("mirror: expected [CONFIG] DIR")
+    config, dest = (None, args.args[0]) if len(args.args) == 1 else args.args
+    graph, fetcher = _fetcher(args, config)
+    writer = write_mirror(
+        graph,
+        fetcher,
+        Path(dest),
+        jobs=args.jobs,
+        client_factory=None if args.no_images else engine.connect,
+    )
+    print(
+        f"[jailbake] mirror {dest}: {len(writer.entries)} files, {writer.size} bytes "
+        f"({writer.added} added)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -319,6 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = {
         "build": _cmd_build,
+        "fetch": _cmd_fetch,
+        "mirror": _cmd_mirror,
         "list": _cmd_list,
         "explain": _cmd_explain,
         "run": _cmd_run,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,25 +69,40 @@ def base_images(context_dir: Path) -> list[str]:
     return re.findall(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", text, re.M | re.I)
 
 
-def ensure_image(client: Any, context_dir: Path, key: str) -> str:
-    """The tag of the builder image, built from docker/<name>/ if the engine lacks it."""
+def ensure_image(
+    client: Any,
+    context_dir: Path,
+    key: str,
+    *,
+    load: Callable[[str], bool] | None = None,
+    offline: bool = False,
+) -> str:
+    """The tag of the builder image: in the engine, loaded by load (from a mirror), or
+    built from docker/<name>/ (which needs the network, for apt)."""
     from docker.errors import BuildError, ImageNotFound
 
-    tag = image_tag(context_dir.name, key)
-    try:
-        client.images.get(tag)
-        return tag
-    except ImageNotFound:
-        pass
-    for base in base_images(context_dir):
+    def present(tag: str) -> bool:
         try:
-            client.images.get(base)
+            client.images.get(tag)
+            return True
         except ImageNotFound:
+            return load is not None and load(tag)
+
+    tag = image_tag(context_dir.name, key)
+    if present(tag):
+        return tag
+    if offline:
+        raise EngineError(
+            f"docker/{context_dir.name}/: builder image {tag} is neither in the engine nor "
+            "in a mirror (jailbake mirror saves it), and --offline forbids building it"
+        )
+    for base in base_images(context_dir):
+        if not present(base):
             hint = " (create it with: jailbake base-image)" if base.startswith(BASE_IMAGE) else ""
             raise EngineError(
                 f"docker/{context_dir.name}/Dockerfile: base image {base} is not "
                 f"in the engine{hint}"
-            ) from None
+            )
     log.info("building builder image %s", tag)
     try:
         client.images.build(

@@ -1,0 +1,240 @@
+"""Offline mirrors: every source of a graph, and the builder images, in one directory.
+
+A mirror directory serves `--mirror DIR` (or, behind any static HTTP server,
+`--mirror URL`): url sources by file name and as sha256/<digest>, git sources as
+<repo>-<commit>.tar exported at their commit, builder and base images as
+images/<name>.tar saved through the engine API, and index.json listing it all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import engine, run
+from .errors import FetchError
+from .fetch import Fetcher, git_archive_name
+from .graph import Graph
+from .keys import file_sha256
+from .recipe import Recipe, Source, SourceKind
+
+log = logging.getLogger(__name__)
+
+INDEX = "index.json"
+IMAGES = "images"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of a mirror."""
+
+    path: str  # relative to the mirror directory
+    kind: str  # url, git or image
+    sha256: str
+    size: int
+    origin: str  # the URL, git URL and commit, or image tag it stands for
+    used_by: str  # recipe or builder
+
+
+def _sources(graph: Graph) -> list[tuple[Recipe, Source]]:
+    return [
+        (graph.recipes[name], source)
+        for name in graph.order
+        for source in graph.recipes[name].sources
+        if source.kind is not SourceKind.FILE
+    ]
+
+
+def fetch_all(graph: Graph, fetcher: Fetcher, jobs: int) -> int:
+    """Put every source of the graph in the cache, jobs at a time; return how many."""
+    work = _sources(graph)
+
+    def one(item: tuple[Recipe, Source]) -> None:
+        recipe, source = item
+        if source.kind is SourceKind.URL:
+            fetcher.fetch_url(recipe.name, source)
+        else:
+            fetcher.fetch_git(recipe.name, source)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for _ in pool.map(one, work):
+            pass
+    return len(work)
+
+
+def image_file(tag: str) -> str:
+    """images/<name>.tar for an image tag: localhost/jailbake-x:abc -> jailbake-x-abc.tar."""
+    name = tag.rsplit("/", 1)[-1].replace(":", "-")
+    return f"{IMAGES}/{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.tar"
+
+
+class MirrorWriter:
+    """Writes a mirror directory, adding only what it does not hold yet."""
+
+    def __init__(self, dest: Path, fetcher: Fetcher) -> None:
+        self.dest = dest
+        self.fetcher = fetcher
+        self.entries: dict[str, Entry] = {}
+        index = dest / INDEX
+        if index.is_file():
+            for raw in json.loads(index.read_text()).get("entries", []):
+                entry = Entry(**raw)
+                if (dest / entry.path).is_file():
+                    self.entries[entry.path] = entry
+        self.added = 0
+
+    def _place(self, src: Path, rel: str) -> None:
+        """Copy src to rel via a temporary name, so no partial file has the real name."""
+        target = self.dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.part")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, target)
+
+    def _have(self, rel: str, sha256: str) -> bool:
+        entry = self.entries.get(rel)
+        return entry is not None and entry.sha256 == sha256
+
+    def add_url(self, recipe: Recipe, source: Source) -> None:
+        blob = self.fetcher.fetch_url(recipe.name, source)
+        for rel in (f"sha256/{source.sha256}", source.filename):
+            if self._have(rel, source.sha256):
+                continue
+            held = self.entries.get(rel)
+            if held is not None:
+                log.warning(
+                    "mirror: %s already holds %s; %s is served as sha256/%s only",
+                    rel,
+                    held.origin,
+                    source.location,
+                    source.sha256,
+                )
+                continue
+            self._place(blob, rel)
+            self._record(rel, "url", source.sha256, source.location, recipe.name)
+
+    def add_git(self, recipe: Recipe, source: Source) -> None:
+        rel = git_archive_name(source.location, source.commit)
+        origin = f"{source.location} {source.commit}"
+        if rel in self.entries:
+            return
+        git_dir = self.fetcher.fetch_git(recipe.name, source)
+        target = self.dest / rel
+        tmp = target.with_name(f".{target.name}.part")
+        if git_dir is None:  # served by another mirror's archive
+            archive = self.fetcher.mirror_archive(source)
+            assert archive is not None
+            shutil.copyfile(archive, tmp)
+        else:
+            with tmp.open("wb") as out:
+                run.run(
+                    ["git", "--git-dir", git_dir, "archive", "--format=tar", source.commit],
+                    stdout=out,
+                    stderr=subprocess.PIPE,
+                )
+        os.replace(tmp, target)
+        self._record(rel, "git", file_sha256(target), origin, recipe.name)
+
+    def add_image(self, client: Any, tag: str, used_by: str) -> None:
+        rel = image_file(tag)
+        if rel in self.entries:
+            return
+        target = self.dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.part")
+        log.info("saving image %s", tag)
+        with tmp.open("wb") as out:
+            for chunk in client.images.get(tag).save(named=tag):
+                out.write(chunk)
+        os.replace(tmp, target)
+        self._record(rel, "image", file_sha256(target), tag, used_by)
+
+    def _record(self, rel: str, kind: str, sha256: str, origin: str, used_by: str) -> None:
+        size = (self.dest / rel).stat().st_size
+        self.entries[rel] = Entry(rel, kind, sha256, size, origin, used_by)
+        self.added += 1
+
+    def write_index(self) -> None:
+        from . import __version__
+
+        data = {
+            "jailbake": __version__,
+            "entries": [asdict(self.entries[k]) for k in sorted(self.entries)],
+        }
+        tmp = self.dest / f".{INDEX}.part"
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.dest / INDEX)
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.entries.values())
+
+
+def write_mirror(
+    graph: Graph,
+    fetcher: Fetcher,
+    dest: Path,
+    *,
+    jobs: int = 4,
+    client_factory: Callable[[], Any] | None = None,
+) -> MirrorWriter:
+    """Fill dest with every source of graph and, given an engine, its builder images."""
+    dest.mkdir(parents=True, exist_ok=True)
+    fetch_all(graph, fetcher, jobs)
+    writer = MirrorWriter(dest, fetcher)
+    try:
+        for recipe, source in _sources(graph):
+            if source.kind is SourceKind.URL:
+                writer.add_url(recipe, source)
+            else:
+                writer.add_git(recipe, source)
+        if client_factory is not None:
+            _add_images(writer, graph, client_factory())
+    finally:
+        writer.write_index()
+    return writer
+
+
+def builder_dirs(graph: Graph) -> dict[str, Path]:
+    """The builder directories the graph's recipes use, by name."""
+    dirs: dict[str, Path] = {}
+    for name in graph.order:
+        path = graph.builder_dir(graph.recipes[name])
+        if path is not None:
+            dirs[path.name] = path
+    return dirs
+
+
+def _add_images(writer: MirrorWriter, graph: Graph, client: Any) -> None:
+    for name, context in sorted(builder_dirs(graph).items()):
+        tag = engine.ensure_image(client, context, engine.image_key(context))
+        writer.add_image(client, tag, name)
+        for base in engine.base_images(context):
+            writer.add_image(client, base, name)
+
+
+def load_image(client: Any, mirrors: Iterable[str], tag: str) -> bool:
+    """Load tag into the engine from the first mirror directory holding it."""
+    for mirror in mirrors:
+        if "://" in mirror:
+            continue
+        path = Path(mirror) / image_file(tag)
+        if path.is_file():
+            log.info("loading image %s from %s", tag, path)
+            with path.open("rb") as f:
+                client.images.load(f.read())
+            try:
+                client.images.get(tag)
+            except Exception as exc:
+                raise FetchError(f"{path}: loaded, but the engine has no image {tag}") from exc
+            return True
+    return False
