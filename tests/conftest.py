@@ -8,10 +8,13 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -314,3 +317,90 @@ def copy_checkout(dest: Path) -> Path:
     shutil.copytree(ROOT, dest, ignore=ignore)
     subprocess.run(["git", "init", "-q", str(dest)], check=True)
     return dest
+
+
+class WebDAV:
+    """nginx from Debian with its WebDAV module on 127.0.0.1: PUT, GET, HEAD, DELETE,
+    as a release server or a Bazel-style HTTP cache would answer them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.docroot = root / "www"
+        self.access_log = root / "access.log"
+        for d in (self.docroot, root / "body"):
+            d.mkdir(parents=True)
+            shutil.chown(d, "nobody")  # nginx's workers run as nobody
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        conf = root / "nginx.conf"
+        conf.write_text(
+            f"""daemon off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log {self.access_log};
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/body;
+    fastcgi_temp_path {root}/body;
+    uwsgi_temp_path {root}/body;
+    scgi_temp_path {root}/body;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {self.docroot};
+        dav_methods PUT DELETE;
+        create_full_put_path on;
+        client_max_body_size 0;
+    }}
+}}
+"""
+        )
+        self.proc = subprocess.Popen(
+            ["nginx", "-c", str(conf), "-p", str(root)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                assert self.proc.poll() is None, f"nginx did not start: {self.proc.stderr}"
+                assert time.monotonic() < deadline, "nginx did not start listening"
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """(method, path, status) of every request so far, in order."""
+        out = []
+        for line in self.access_log.read_text().splitlines():
+            request = line.split('"')[1].split()
+            status = int(line.split('"')[2].split()[0])
+            out.append((request[0], request[1], status))
+        return out
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def webdav(tmp_path: Path) -> Iterator[WebDAV]:
+    if shutil.which("nginx") is None or os.getuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("nginx (Debian: nginx-light) and root are needed for the WebDAV server")
+        pytest.skip("needs nginx (Debian: nginx-light) and root")
+    # nginx's workers run as nobody: their directories must be reachable for them, and
+    # pytest's temporary directories are not (0700).
+    root = Path(tempfile.mkdtemp(prefix="jailbake-nginx-"))
+    root.chmod(0o755)
+    server = WebDAV(root / "nginx")
+    yield server
+    server.stop()
+    shutil.rmtree(root)

@@ -369,7 +369,9 @@ def test_manifest_lists_recipes_keys_pins_and_artifacts(
     assert lib["sources"][0]["url"].endswith("/lib-1.0.tar.gz")
     assert len(lib["sources"][0]["sha256"]) == 64
     listed = {a["path"]: a["sha256"] for a in report["artifacts"]}
-    assert manifest["artifacts"] == [{"path": "app.txt", "sha256": listed["app.txt"]}]
+    assert manifest["artifacts"] == [
+        {"path": "app.txt", "sha256": listed["app.txt"], "recipe": "app"}
+    ]
     assert listed["manifest.json"] == sha256((tmp_path / "art" / "manifest.json").read_bytes())
     assert manifest["layers"] == ["layer.yml"]
 

@@ -21,6 +21,7 @@ from .store import ActionResult, Store, normalize_tree
 class Artifact:
     path: str  # relative to the artifacts directory
     sha256: str
+    recipe: str = ""  # the recipe that made it
 
 
 def _copy(src: Path, dest: Path, sde: int) -> None:
@@ -88,17 +89,17 @@ def publish(
                     and not dest.is_symlink()
                     and state.get(output.publish) == [sha, *_stat_key(dest)]
                 ):
-                    published.append(Artifact(output.publish, sha))
+                    published.append(Artifact(output.publish, sha, name))
                     continue
                 _copy(tree / output.path, dest, sde)
                 state[output.publish] = [sha, *_stat_key(dest)]
-                published.append(Artifact(output.publish, sha))
+                published.append(Artifact(output.publish, sha, name))
                 continue
             state.pop(output.publish, None)
             _copy(tree / output.path, dest, sde)
             prefix = output.path + "/"
             published.extend(
-                Artifact(f"{output.publish}/{path[len(prefix) :]}", digest)
+                Artifact(f"{output.publish}/{path[len(prefix) :]}", digest, name)
                 for path, digest in sorted(digests.items())
                 if path.startswith(prefix)
             )
@@ -159,7 +160,7 @@ def write_manifest(
         "targets": list(graph.targets),
         "source_date_epoch": graph.layer.source_date_epoch,
         "recipes": recipes,
-        "artifacts": [{"path": a.path, "sha256": a.sha256} for a in published],
+        "artifacts": [{"path": a.path, "sha256": a.sha256, "recipe": a.recipe} for a in published],
     }
     dest = dest_dir / MANIFEST
     tmp = dest_dir / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 DEFAULT_CONFIGS = ("layers/rpi4-jailhouse.yml",)
-COMMANDS = ("build", "fetch", "mirror", "list", "explain", "run", "base-image")
+COMMANDS = ("build", "fetch", "mirror", "publish", "list", "explain", "run", "base-image")
 
 
 def _default_config() -> str:
@@ -126,6 +126,16 @@ def _parser() -> argparse.ArgumentParser:
         "--no-images", action="store_true", help="sources only, no builder or base images"
     )
     sources(mi)
+
+    pu = sub.add_parser(
+        "publish",
+        help="publish the built artifacts with SHA256SUMS, manifest.json and an SPDX SBOM",
+    )
+    pu.add_argument("config", nargs="?", metavar="CONFIG")
+    pu.add_argument(
+        "--to", required=True, metavar="DIR|URL", help="a directory, or a URL to PUT to"
+    )
+    pu.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"))
 
     ls = sub.add_parser("list", help="every recipe of the graph with version, key and pins")
     ls.add_argument("config", nargs="?", metavar="CONFIG")
@@ -237,6 +247,26 @@ def _cmd_mirror(args: argparse.Namespace) -> int:
     print(
         f"[jailbake] mirror {dest}: {len(writer.entries)} files, {writer.size} bytes "
         f"({writer.added} added)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from .publish import load_manifest, publish_release
+
+    if args.config:
+        wanted = [str(p) for p in _configs(args.config)]
+        built = load_manifest(args.artifacts_dir).get("layers", [])
+        if [Path(w).name for w in wanted] != [Path(b).name for b in built]:
+            raise JailbakeError(
+                f"publish: {args.artifacts_dir} holds a build of {':'.join(built)}, "
+                f"not of {args.config}; build it first"
+            )
+    files, sent = publish_release(args.artifacts_dir, args.to)
+    print(
+        f"[jailbake] published {len(files)} files to {args.to} ({sent} sent, "
+        f"{len(files) - sent} already there)",
         file=sys.stderr,
     )
     return 0
@@ -389,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "build": _cmd_build,
         "fetch": _cmd_fetch,
         "mirror": _cmd_mirror,
+        "publish": _cmd_publish,
         "list": _cmd_list,
         "explain": _cmd_explain,
         "run": _cmd_run,

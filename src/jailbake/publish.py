@@ -1,0 +1,294 @@
+"""Publishing a build's artifacts, as CI pipelines do after a build.
+
+A release is the artifacts listed in artifacts/manifest.json (each checked against
+its recorded sha256), the manifest itself, an SPDX 2.3 SBOM written from it, and
+SHA256SUMS over all of them (`sha256sum -c` checks it). It goes to a directory or,
+with HTTP PUT (WebDAV style), to a URL. SHA256SUMS always goes last, so a reader
+who finds it finds everything it lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .artifacts import MANIFEST
+from .errors import JailbakeError
+from .keys import file_sha256
+
+if TYPE_CHECKING:
+    import requests
+
+log = logging.getLogger(__name__)
+
+SUMS = "SHA256SUMS"
+NONE = "NOASSERTION"
+SBOM = "sbom.spdx.json"
+RETRIES = 4
+BACKOFF = 0.5
+TIMEOUT = 60.0
+
+
+class PublishError(JailbakeError):
+    pass
+
+
+def load_manifest(artifacts_dir: Path) -> dict[str, Any]:
+    path = artifacts_dir / MANIFEST
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PublishError(f"{path}: no manifest; build first (jailbake build)") from None
+    except ValueError as exc:
+        raise PublishError(f"{path}: not a jailbake manifest: {exc}") from None
+    return data
+
+
+def _file_digests(path: Path) -> tuple[str, str]:
+    sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha1.update(chunk)
+            sha256.update(chunk)
+    return sha1.hexdigest(), sha256.hexdigest()
+
+
+def _spdx_id(kind: str, name: str) -> str:
+    return f"SPDXRef-{kind}-" + re.sub(r"[^A-Za-z0-9.-]", "-", name)
+
+
+def _sha256(digest: str) -> list[dict[str, str]]:
+    return [{"algorithm": "SHA256", "checksumValue": digest}]
+
+
+def _download_location(source: dict[str, Any]) -> str:
+    if "url" in source:
+        return str(source["url"])
+    if "git" in source:
+        return f"git+{source['git']}@{source['commit']}"
+    return "NOASSERTION"
+
+
+def sbom(manifest: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
+    """An SPDX 2.3 document: a package per recipe (and per source of recipes with
+    several), the artifacts as files generated from them, and their dependencies."""
+    packages: list[dict[str, Any]] = []
+    relationships: list[dict[str, str]] = []
+
+    def relate(a: str, kind: str, b: str) -> None:
+        relationships.append(
+            {"spdxElementId": a, "relationshipType": kind, "relatedSpdxElement": b}
+        )
+
+    for recipe in manifest["recipes"]:
+        ident = _spdx_id("Package", recipe["name"])
+        sources = [s for s in recipe["sources"] if "url" in s or "git" in s]
+        package: dict[str, Any] = {
+            "SPDXID": ident,
+            "name": recipe["name"],
+            "versionInfo": recipe["version"],
+            "downloadLocation": _download_location(sources[0]) if len(sources) == 1 else NONE,
+            "filesAnalyzed": False,
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": recipe.get("license") or "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "comment": f"jailbake key {recipe['key']}, output {recipe['output_digest']}",
+        }
+        if recipe.get("summary"):
+            package["summary"] = recipe["summary"]
+        if len(sources) == 1 and "sha256" in sources[0]:
+            package["checksums"] = _sha256(sources[0]["sha256"])
+        packages.append(package)
+        if len(sources) > 1:
+            for source in sources:
+                location = _download_location(source)
+                name = location.rsplit("/", 1)[-1].split("@", 1)[0] or recipe["name"]
+                sub = _spdx_id("Source", f"{recipe['name']}-{name}")
+                entry: dict[str, Any] = {
+                    "SPDXID": sub,
+                    "name": name,
+                    "downloadLocation": location,
+                    "filesAnalyzed": False,
+                    "licenseConcluded": "NOASSERTION",
+                    "licenseDeclared": "NOASSERTION",
+                    "copyrightText": "NOASSERTION",
+                }
+                if "sha256" in source:
+                    entry["checksums"] = [
+                        {"algorithm": "SHA256", "checksumValue": source["sha256"]}
+                    ]
+                packages.append(entry)
+                relate(ident, "CONTAINS", sub)
+        for dep in recipe["depends"]:
+            relate(ident, "DEPENDS_ON", _spdx_id("Package", dep))
+
+    files: list[dict[str, Any]] = []
+    for artifact in manifest["artifacts"]:
+        sha1, sha256 = _file_digests(artifacts_dir / artifact["path"])
+        ident = _spdx_id("File", artifact["path"])
+        files.append(
+            {
+                "SPDXID": ident,
+                "fileName": f"./{artifact['path']}",
+                "checksums": [
+                    {"algorithm": "SHA1", "checksumValue": sha1},
+                    {"algorithm": "SHA256", "checksumValue": sha256},
+                ],
+                "licenseConcluded": "NOASSERTION",
+                "copyrightText": "NOASSERTION",
+            }
+        )
+        relate("SPDXRef-DOCUMENT", "DESCRIBES", ident)
+        if artifact.get("recipe"):
+            relate(ident, "GENERATED_FROM", _spdx_id("Package", artifact["recipe"]))
+
+    created = datetime.fromtimestamp(int(manifest.get("source_date_epoch", 0)), UTC)
+    name = "-".join(manifest.get("targets") or ["jailbake"])
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    return {
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": name,
+        # Unique per release, yet the same for the same build: derived from the manifest.
+        "documentNamespace": f"https://spdx.org/spdxdocs/jailbake/{name}-{digest}",
+        "creationInfo": {
+            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "creators": [f"Tool: jailbake-{manifest.get('jailbake', 'unknown')}"],
+        },
+        "packages": packages,
+        "files": files,
+        "relationships": relationships,
+    }
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def prepare(artifacts_dir: Path) -> list[tuple[str, str]]:
+    """Check the artifacts against the manifest, write the SBOM and SHA256SUMS; return
+    (name, sha256) of every file of the release, SHA256SUMS last."""
+    manifest = load_manifest(artifacts_dir)
+    files: list[tuple[str, str]] = []
+    for artifact in manifest["artifacts"]:
+        path = artifacts_dir / artifact["path"]
+        if not path.is_file():
+            raise PublishError(f"{path}: listed in {MANIFEST} but missing; build again")
+        actual = file_sha256(path)
+        if actual != artifact["sha256"]:
+            raise PublishError(
+                f"{path}: sha256 {actual} differs from {MANIFEST}'s {artifact['sha256']}; "
+                "it changed after the build: build again"
+            )
+        files.append((artifact["path"], actual))
+    files.append((MANIFEST, file_sha256(artifacts_dir / MANIFEST)))
+    _write(artifacts_dir / SBOM, json.dumps(sbom(manifest, artifacts_dir), indent=2) + "\n")
+    files.append((SBOM, file_sha256(artifacts_dir / SBOM)))
+    sums = "".join(f"{digest}  {name}\n" for name, digest in sorted(files))
+    _write(artifacts_dir / SUMS, sums)
+    files.append((SUMS, file_sha256(artifacts_dir / SUMS)))
+    return files
+
+
+def to_directory(artifacts_dir: Path, files: Sequence[tuple[str, str]], dest: Path) -> int:
+    """Copy the release into dest; files it already holds unchanged are skipped."""
+    copied = 0
+    for name, digest in files:
+        target = dest / name
+        if target.is_file() and file_sha256(target) == digest:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        shutil.copyfile(artifacts_dir / name, tmp)
+        os.replace(tmp, target)
+        copied += 1
+    return copied
+
+
+class Uploader:
+    """HTTP PUT to a WebDAV-style server, with retries."""
+
+    def __init__(self, base_url: str) -> None:
+        import requests
+
+        self.base = base_url.rstrip("/")
+        self.session: requests.Session = requests.Session()
+        self.session.headers["User-Agent"] = "jailbake"
+
+    def _request(self, method: str, name: str, **kwargs: Any) -> requests.Response:
+        import requests
+
+        url = f"{self.base}/{name}"
+        for attempt in range(RETRIES + 1):
+            try:
+                data = kwargs.get("data_path")
+                if data is not None:
+                    with Path(data).open("rb") as f:
+                        resp = self.session.request(method, url, data=f, timeout=TIMEOUT)
+                else:
+                    resp = self.session.request(method, url, timeout=TIMEOUT)
+                if resp.status_code < 500 and resp.status_code != 429:
+                    return resp
+                problem = f"HTTP {resp.status_code} {resp.reason}"
+            except requests.RequestException as exc:
+                problem = str(exc)
+            if attempt == RETRIES:
+                raise PublishError(f"{method} {url}: {problem}")
+            log.info("%s %s: %s; retrying", method, url, problem)
+            time.sleep(BACKOFF * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def remote_sums(self) -> dict[str, str]:
+        """What the server's SHA256SUMS says it holds (nothing if it has none)."""
+        resp = self._request("GET", SUMS)
+        if resp.status_code != 200:
+            return {}
+        held = {}
+        for line in resp.text.splitlines():
+            digest, _, name = line.partition("  ")
+            if len(digest) == 64 and name:
+                held[name] = digest
+        return held
+
+    def put(self, artifacts_dir: Path, name: str) -> None:
+        resp = self._request("PUT", name, data_path=artifacts_dir / name)
+        if resp.status_code not in (200, 201, 204):
+            raise PublishError(f"PUT {self.base}/{name}: HTTP {resp.status_code} {resp.reason}")
+
+    def exists(self, name: str) -> bool:
+        return self._request("HEAD", name).status_code == 200
+
+
+def to_url(artifacts_dir: Path, files: Sequence[tuple[str, str]], url: str) -> int:
+    """Upload the release; what the server's SHA256SUMS lists with the same digest, and
+    still has, is skipped. SHA256SUMS goes last."""
+    uploader = Uploader(url)
+    held = uploader.remote_sums()
+    uploaded = 0
+    for name, digest in files:
+        if name != SUMS and held.get(name) == digest and uploader.exists(name):
+            continue
+        log.info("uploading %s", name)
+        uploader.put(artifacts_dir, name)
+        uploaded += 1
+    return uploaded
+
+
+def publish_release(artifacts_dir: Path, to: str) -> tuple[list[tuple[str, str]], int]:
+    files = prepare(artifacts_dir)
+    if to.startswith(("http://", "https://")):
+        return files, to_url(artifacts_dir, files, to)
+    return files, to_directory(artifacts_dir, files, Path(to))

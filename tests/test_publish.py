@@ -1,0 +1,129 @@
+"""`publish`: a release with SHA256SUMS, manifest.json and an SPDX 2.3 SBOM, to a
+directory or a WebDAV server (nginx), checksums last."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, WebDAV, copy_checkout, jailbake
+
+RELEASE = {"SHA256SUMS", "manifest.json", "sbom.spdx.json"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """examples/hello built once: (checkout, artifacts directory)."""
+    tmp = tmp_path_factory.mktemp("hello")
+    checkout = copy_checkout(tmp / "jailbake")
+    art = tmp / "art"
+    jailbake(
+        "build", "examples/hello/hello.yml", "--executor", "host",
+        "--cache-dir", str(tmp / "cache"), "--artifacts-dir", str(art),
+        cwd=checkout, check=True,
+    )  # fmt: skip
+    return checkout, art
+
+
+def artifacts_copy(built: tuple[Path, Path], tmp_path: Path) -> Path:
+    art = tmp_path / "art"
+    shutil.copytree(built[1], art)
+    return art
+
+
+def publish(checkout: Path, art: Path, to: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jailbake.cli", "publish", "examples/hello/hello.yml",
+         "--artifacts-dir", str(art), "--to", to],
+        cwd=checkout, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_release_directory_checks_and_validates(built: tuple[Path, Path], tmp_path: Path) -> None:
+    checkout, _ = built
+    art = artifacts_copy(built, tmp_path)
+    dest = tmp_path / "release"
+    result = publish(checkout, art, str(dest))
+    assert result.returncode == 0, result.stderr
+    names = {p.name for p in dest.iterdir()}
+    assert names >= RELEASE and "hello-sdcard.img" in names and "hello-sdcard.img.bmap" in names
+    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=dest, check=True,
+                   capture_output=True)  # fmt: skip
+    listed = {line.split("  ", 1)[1] for line in (dest / "SHA256SUMS").read_text().splitlines()}
+    assert listed == names - {"SHA256SUMS"}
+
+    sbom_path = dest / "sbom.spdx.json"
+    validated = subprocess.run(
+        [str(Path(sys.executable).parent / "pyspdxtools"), "-i", str(sbom_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    sbom = json.loads(sbom_path.read_text())
+    assert sbom["spdxVersion"] == "SPDX-2.3"
+    packages = {p["name"]: p for p in sbom["packages"]}
+    hello = packages["hello"]
+    assert hello["versionInfo"] == "1.0" and hello["licenseDeclared"] == "MIT"
+    assert hello["downloadLocation"].endswith("/hello-1.0.tar.gz")
+    assert hello["checksums"][0]["checksumValue"].startswith("d1cc1286")
+    relations = {
+        (r["spdxElementId"], r["relationshipType"], r["relatedSpdxElement"])
+        for r in sbom["relationships"]
+    }
+    assert ("SPDXRef-File-hello-sdcard.img", "GENERATED_FROM", "SPDXRef-Package-hello-sdcard") in (
+        relations
+    )
+    assert ("SPDXRef-Package-hello-rootfs", "DEPENDS_ON", "SPDXRef-Package-hello") in relations
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["jailbake"] and {r["name"] for r in manifest["recipes"]} == set(packages)
+
+    again = publish(checkout, art, str(dest))
+    assert again.returncode == 0 and "(0 sent," in again.stderr
+
+
+def test_an_artifact_changed_after_the_build_is_not_published(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkout, _ = built
+    art = artifacts_copy(built, tmp_path)
+    (art / "hello-rootfs.cpio.gz").write_bytes(b"not what was built")
+    result = publish(checkout, art, str(tmp_path / "release"))
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "hello-rootfs.cpio.gz" in line and "changed after the build" in line
+    assert not (tmp_path / "release").exists()
+
+
+def test_upload_to_webdav_puts_checksums_last_and_skips_what_is_there(
+    built: tuple[Path, Path], tmp_path: Path, webdav: WebDAV
+) -> None:
+    checkout, _ = built
+    art = artifacts_copy(built, tmp_path)
+    url = f"{webdav.url}/releases/hello/1.0"
+    result = publish(checkout, art, url)
+    assert result.returncode == 0, result.stderr
+    served = webdav.docroot / "releases/hello/1.0"
+    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=served, check=True,
+                   capture_output=True)  # fmt: skip
+    puts = [path for method, path, status in webdav.requests() if method == "PUT"]
+    assert puts[-1] == "/releases/hello/1.0/SHA256SUMS"
+    assert len(puts) == len(list(served.iterdir()))
+
+    first = len(webdav.requests())
+    again = publish(checkout, art, url)
+    assert again.returncode == 0, again.stderr
+    puts = [p for m, p, _ in webdav.requests()[first:] if m == "PUT"]
+    assert puts == ["/releases/hello/1.0/SHA256SUMS"], "only the checksums are sent again"
+
+
+def test_an_unreachable_server_is_one_line(built: tuple[Path, Path], tmp_path: Path) -> None:
+    checkout, _ = built
+    art = artifacts_copy(built, tmp_path)
+    result = publish(checkout, art, "http://127.0.0.1:9/releases")
+    assert result.returncode == 2
+    assert "127.0.0.1:9" in result.stderr.strip().splitlines()[-1]
