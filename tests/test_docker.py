@@ -201,9 +201,14 @@ def test_root_steps_are_uid_0_in_their_container(project: Project, tmp_path: Pat
         chown 123:456 "$OUT/tree/owned" && echo chown-ok > "$OUT/report.txt"
         echo "uid=$(id -u)" >> "$OUT/report.txt"
         echo "net=$(ls /sys/class/net | tr '\\n' ' ')" >> "$OUT/report.txt"
+        # Unpacking a root file system makes its device nodes (they stay in a tar).
+        mknod "$WORKDIR/null" c 1 3 && echo mknod-ok >> "$OUT/report.txt"
+        # ...but nothing lets it use a device it was not given.
+        mknod "$WORKDIR/disk" b 8 0 && head -c1 "$WORKDIR/disk" >/dev/null \
+          || echo disk-denied >> "$OUT/report.txt"
     """,
         outputs=[{"path": "report.txt", "publish": True}, "tree"],
     )
     project.build(executor="docker", artifacts=tmp_path / "art")
     report = (tmp_path / "art" / "report.txt").read_text().split("\n")
-    assert report[:3] == ["chown-ok", "uid=0", "net=lo "]
+    assert report[:5] == ["chown-ok", "uid=0", "net=lo ", "mknod-ok", "disk-denied"]

@@ -200,8 +200,10 @@ class DockerExecutor:
             volumes[str(tree)] = {"bind": str(CONTAINER_WORKDIR / "deps" / name), "mode": "ro"}
         user = "0:0" if step.root else self._user(step.work)
         # Root steps (e.g. mmdebstrap --mode=root) keep the engine's default capabilities
-        # so they can chown and mknod inside their tree; nobody gets more than that.
-        caps = {} if step.root else {"cap_drop": ["ALL"]}
+        # so they can chown inside their tree, plus MKNOD (in Docker's defaults, not in
+        # Podman's) to unpack root file systems with device nodes; the engine's device
+        # rules still refuse to open any device the container was not given.
+        caps: dict[str, list[str]] = {"cap_add": ["MKNOD"]} if step.root else {"cap_drop": ["ALL"]}
         # The step writes its log into its work directory (readable live from the host);
         # following the engine's log stream would add a polling delay to every step.
         inner_log = CONTAINER_WORKDIR / STEP_LOG
