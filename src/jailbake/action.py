@@ -26,6 +26,7 @@ from .image.cpio import write_cpio_gz, write_newc
 from .image.rootfs import assemble
 from .keys import digest_of, path_digest, step_key, step_key_inputs
 from .recipe import HOST_BUILDER, LAYOUT_FILE, Recipe, SourceKind
+from .remote import RemoteCache
 from .store import ActionResult, Store, normalize_tree
 from .unpack import extract_tar
 
@@ -36,6 +37,7 @@ LOG_TAIL_LINES = 40
 class Status(StrEnum):
     BUILT = "built"
     REUSED = "reused"
+    DOWNLOADED = "downloaded"  # from the remote cache
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class RecipeBuilder:
         *,
         jobs: int = 1,
         host: Executor | None = None,
+        remote: RemoteCache | None = None,
     ) -> None:
         self.graph = graph
         self.store = store
@@ -71,6 +74,7 @@ class RecipeBuilder:
         self.executor = executor
         self.host = host
         self.jobs = jobs
+        self.remote = remote
         self._image_keys: dict[str, str] = {}
         self._images: dict[str, str] = {}
         self._image_lock = threading.Lock()
@@ -138,9 +142,18 @@ class RecipeBuilder:
         if hit is None:
             with self.store.lock(info.key):
                 hit = self.store.get_result(info.key)  # another build may have finished it
+                if hit is None and self.remote is not None:
+                    sde = self.graph.layer.source_date_epoch
+                    hit = self.remote.fetch(recipe.name, info.key, sde)
+                    if hit is not None:
+                        self.store.record_last(recipe.name, info.key)
+                        seconds = time.monotonic() - start
+                        return Outcome(recipe.name, Status.DOWNLOADED, hit, seconds)
                 if hit is None:
                     result = self._execute(recipe, deps, info, start)
                     self.store.record_last(recipe.name, info.key)
+                    if self.remote is not None:
+                        self.remote.upload(result)
                     return Outcome(recipe.name, Status.BUILT, result, time.monotonic() - start)
         self.store.record_last(recipe.name, info.key)
         return Outcome(recipe.name, Status.REUSED, hit, time.monotonic() - start)

@@ -20,6 +20,7 @@ from .executors import DockerExecutor, Executor, ExecutorKind, HostExecutor
 from .fetch import Fetcher, resolve_mirror
 from .graph import Graph, build_graph
 from .layer import load_layers
+from .remote import RemoteCache
 from .schedule import Scheduler
 from .store import Store
 
@@ -41,6 +42,8 @@ class BuildOptions:
     artifacts_dir: Path = Path("artifacts")
     mirrors: tuple[str, ...] = ()
     offline: bool = False
+    remote_cache: str | None = None  # URL of a Bazel-style HTTP cache
+    remote_readonly: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,13 @@ class BuildReport:
     reused: list[str]
     artifacts: list[Artifact]
     seconds: float
+    downloaded: list[str] = field(default_factory=list)  # from the remote cache
 
     def to_dict(self) -> dict[str, object]:
         return {
             "built": self.built,
             "reused": self.reused,
+            "downloaded": self.downloaded,
             "artifacts": [{"path": a.path, "sha256": a.sha256} for a in self.artifacts],
         }
 
@@ -70,6 +75,11 @@ class Progress:
             line = f"[jailbake] {name}: building"
         elif outcome.status is Status.REUSED:
             line = f"[jailbake] {name}: reused ({outcome.result.key[:12]})"
+        elif outcome.status is Status.DOWNLOADED:
+            line = (
+                f"[jailbake] {name}: from the remote cache in {outcome.seconds:.1f}s "
+                f"({outcome.result.key[:12]})"
+            )
         else:
             line = f"[jailbake] {name}: built in {outcome.seconds:.1f}s ({outcome.result.key[:12]})"
         with self._lock:
@@ -95,7 +105,14 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     mirrors += graph.layer.mirrors
     fetcher = Fetcher(store, mirrors, offline=options.offline)
     executor = make_executor(options.executor)
-    builder = RecipeBuilder(graph, store, fetcher, executor, jobs=options.jobs, host=HostExecutor())
+    remote = (
+        RemoteCache(options.remote_cache, store, readonly=options.remote_readonly)
+        if options.remote_cache
+        else None
+    )
+    builder = RecipeBuilder(
+        graph, store, fetcher, executor, jobs=options.jobs, host=HostExecutor(), remote=remote
+    )
     if options.offline:
         missing = fetcher.missing_offline(graph.recipes[n] for n in graph.order)
         if missing:
@@ -121,4 +138,5 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     artifacts.append(write_manifest(graph, results, artifacts, options.artifacts_dir))
     built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
     reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
-    return BuildReport(built, reused, artifacts, time.monotonic() - start)
+    downloaded = [n for n in graph.order if outcomes[n].status is Status.DOWNLOADED]
+    return BuildReport(built, reused, artifacts, time.monotonic() - start, downloaded)

@@ -99,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="never open a connection; fail listing every missing source",
     )
+    b.add_argument(
+        "--remote-cache",
+        metavar="URL",
+        help="a shared cache speaking Bazel's HTTP cache protocol (/ac/, /cas/)",
+    )
+    b.add_argument(
+        "--remote-cache-readonly",
+        action="store_true",
+        help="use the remote cache's results but never upload (untrusted builds)",
+    )
     b.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
     common(b)
 
@@ -195,12 +205,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
         artifacts_dir=args.artifacts_dir,
         mirrors=tuple(args.mirror),
         offline=args.offline,
+        remote_cache=args.remote_cache,
+        remote_readonly=args.remote_cache_readonly,
     )
     report = bake(options)
+    remote = f"{len(report.downloaded)} from the remote cache, " if report.downloaded else ""
+    total = len(report.built) + len(report.reused) + len(report.downloaded)
     print(
-        f"[jailbake] {len(report.built) + len(report.reused)} recipes: "
-        f"{len(report.built)} built, {len(report.reused)} reused, "
-        f"{len(report.artifacts)} artifacts in {options.artifacts_dir} "
+        f"[jailbake] {total} recipes: {len(report.built)} built, {len(report.reused)} reused, "
+        f"{remote}{len(report.artifacts)} artifacts in {options.artifacts_dir} "
         f"({report.seconds:.1f}s)",
         file=sys.stderr,
     )

@@ -1,0 +1,208 @@
+"""A shared remote cache over the HTTP cache protocol of Bazel's remote caches.
+
+GET/PUT <url>/ac/<key> hold result records (the same JSON as the local cache's
+ac/), GET/PUT <url>/cas/<sha256> hold the files of output trees and build logs.
+bazel-remote, nginx with WebDAV, or any server that stores what is PUT serves it.
+
+Nothing from the server is trusted: a record must be for the key asked, its file
+list must hash to its output digest, every blob must hash to its name, and the
+rebuilt tree must hash to the output digest again. Anything else is refused,
+reported, and the recipe is built locally. A server that cannot be reached is
+reported once and not asked again during the build. Uploads put the blobs
+first and the record last, so a reader never finds a record whose files are
+missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from .keys import digest_of, file_sha256
+from .store import ActionResult, Store, normalize_tree
+
+if TYPE_CHECKING:
+    import requests
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 30.0
+CHUNK = 1 << 20
+
+
+class Refused(Exception):
+    """The server's answer cannot be used."""
+
+
+class RemoteCache:
+    def __init__(self, url: str, store: Store, *, readonly: bool = False) -> None:
+        self.base = url.rstrip("/")
+        self.store = store
+        self.readonly = readonly
+        self._session: requests.Session | None = None
+        self._lock = threading.Lock()
+        self.unreachable: str | None = None
+        self.hits = 0
+        self.uploads = 0
+
+    # -- HTTP ---------------------------------------------------------------------
+    def _http(self) -> requests.Session:
+        with self._lock:
+            if self._session is None:
+                import requests
+
+                session = requests.Session()
+                session.headers["User-Agent"] = "jailbake"
+                self._session = session
+            return self._session
+
+    def _gone(self, exc: Exception) -> None:
+        with self._lock:
+            if self.unreachable is None:
+                self.unreachable = str(exc)
+                log.warning(
+                    "remote cache %s unreachable (%s); building locally without it", self.base, exc
+                )
+
+    def _available(self) -> bool:
+        return self.unreachable is None
+
+    def _get(self, path: str, dest: Path | None = None) -> bytes | None:
+        """The body at path (written to dest when given); None if the server lacks it."""
+        import requests
+
+        try:
+            with self._http().get(f"{self.base}/{path}", stream=True, timeout=TIMEOUT) as resp:
+                if resp.status_code == 404:
+                    return None
+                if resp.status_code != 200:
+                    raise Refused(f"GET {path}: HTTP {resp.status_code}")
+                if dest is None:
+                    return resp.content
+                with dest.open("wb") as out:
+                    for chunk in resp.iter_content(CHUNK):
+                        out.write(chunk)
+                return b""
+        except requests.RequestException as exc:
+            self._gone(exc)
+            return None
+
+    def _has(self, path: str) -> bool:
+        resp = self._http().head(f"{self.base}/{path}", timeout=TIMEOUT)
+        return resp.status_code == 200
+
+    def _put(self, path: str, source: Path | bytes) -> None:
+        url = f"{self.base}/{path}"
+        if isinstance(source, bytes):
+            resp = self._http().put(url, data=source, timeout=TIMEOUT)
+        else:
+            with source.open("rb") as f:
+                resp = self._http().put(url, data=f, timeout=TIMEOUT)
+        if resp.status_code not in (200, 201, 204):
+            raise Refused(f"PUT {path}: HTTP {resp.status_code} {resp.reason}")
+
+    # -- reading --------------------------------------------------------------------
+    def fetch(self, recipe: str, key: str, source_date_epoch: int) -> ActionResult | None:
+        """The result for key, stored locally from the server; None if it has none or
+        what it has cannot be used."""
+        if not self._available():
+            return None
+        try:
+            raw = self._get(f"ac/{key}")
+            if raw is None:
+                return None
+            result = self._check_record(key, raw)
+            self._fetch_tree(result, source_date_epoch)
+            if result.log is not None and not self.store.has_blob(result.log.hash):
+                self._fetch_blob(result.log.hash)
+        except Refused as exc:
+            log.warning("remote cache: %s: refused %s; building it locally", recipe, exc)
+            return None
+        if not self._available():
+            return None
+        self.store.put_result(result)
+        with self._lock:
+            self.hits += 1
+        return result
+
+    @staticmethod
+    def _check_record(key: str, raw: bytes) -> ActionResult:
+        try:
+            result = ActionResult.from_json(raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise Refused(f"ac/{key}: not a result record ({exc})") from None
+        if result.key != key:
+            raise Refused(f"ac/{key}: a record for another key ({result.key[:16]})")
+        if digest_of(result.outputs) != result.output_digest:
+            raise Refused(f"ac/{key}: its file list does not hash to its output digest")
+        for entry in result.outputs:
+            path = PurePosixPath(str(entry.get("path", "")))
+            if path.is_absolute() or ".." in path.parts or not path.parts:
+                raise Refused(f"ac/{key}: output path {str(path)!r} leaves the tree")
+        return result
+
+    def _fetch_blob(self, sha256: str, dest: Path | None = None) -> Path:
+        target = dest or self.store.temp_path("remote-blob")
+        if self._get(f"cas/{sha256}", target) is None:
+            if not self._available():
+                raise Refused("the server went away")
+            raise Refused(f"cas/{sha256}: missing")
+        actual = file_sha256(target)
+        if actual != sha256:
+            target.unlink()
+            raise Refused(f"cas/{sha256}: its content has sha256 {actual}")
+        if dest is None:
+            self.store.add_blob(target, sha256)
+            return self.store.blob_path(sha256)
+        return target
+
+    def _fetch_tree(self, result: ActionResult, source_date_epoch: int) -> None:
+        if self.store.tree_path(result.output_digest).is_dir():
+            return
+        tree = self.store.temp_path("remote-tree")
+        tree.mkdir()
+        for entry in result.outputs:  # sorted: a directory comes before what it holds
+            path = tree / entry["path"]
+            if entry["type"] == "dir":
+                path.mkdir()
+            elif entry["type"] == "symlink":
+                path.symlink_to(entry["target"])
+            elif entry["type"] == "file":
+                self._fetch_blob(entry["sha256"], path)
+                path.chmod(0o755 if entry.get("exec") else 0o644)
+            else:
+                raise Refused(f"ac/{result.key}: unknown entry type {entry['type']!r}")
+        normalize_tree(tree, source_date_epoch)
+        digest, _ = self.store.add_tree(tree)
+        if digest != result.output_digest:  # cannot happen after the checks above
+            raise Refused(f"ac/{result.key}: the files make tree {digest[:16]}")
+
+    # -- writing --------------------------------------------------------------------
+    def upload(self, result: ActionResult) -> None:
+        """Offer a locally built result to the team: blobs first, the record last."""
+        if self.readonly or not self._available():
+            return
+        import requests
+
+        tree = self.store.tree_path(result.output_digest)
+        try:
+            blobs: dict[str, Path] = {}
+            for entry in result.outputs:
+                if entry["type"] == "file":
+                    blobs[entry["sha256"]] = tree / entry["path"]
+            if result.log is not None and self.store.has_blob(result.log.hash):
+                blobs[result.log.hash] = self.store.blob_path(result.log.hash)
+            for sha256, path in sorted(blobs.items()):
+                if not self._has(f"cas/{sha256}"):
+                    self._put(f"cas/{sha256}", path)
+            self._put(f"ac/{result.key}", result.to_json())
+        except requests.RequestException as exc:
+            self._gone(exc)
+            return
+        except Refused as exc:
+            log.warning("remote cache: %s: upload failed: %s", result.recipe, exc)
+            return
+        with self._lock:
+            self.uploads += 1

@@ -1,0 +1,112 @@
+"""--remote-cache against nginx with WebDAV on 127.0.0.1, as a team would share one:
+a second machine executes nothing, poisoned entries are refused, a read-only client
+uploads nothing, and a server that goes away mid-build costs nothing but time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import Project, Result, WebDAV, copy_checkout, jailbake
+
+HELLO = ["hello", "hello-motd", "hello-rootfs", "hello-boot", "hello-initramfs", "hello-sdcard"]
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    return copy_checkout(tmp_path / "jailbake")
+
+
+def hello(checkout: Path, tmp_path: Path, name: str, *extra: str) -> Result:
+    return jailbake(
+        "build", "examples/hello/hello.yml", "--executor", "host", "--json",
+        "--cache-dir", str(tmp_path / f"cache-{name}"),
+        "--artifacts-dir", str(tmp_path / f"art-{name}"), *extra,
+        cwd=checkout,
+    )  # fmt: skip
+
+
+def report(result: Result) -> dict[str, list[str]]:
+    assert result.rc == 0, result.stderr
+    data: dict[str, list[str]] = json.loads(result.stdout.splitlines()[-1])
+    return data
+
+
+def same_artifacts(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_a_second_machine_executes_nothing(checkout: Path, tmp_path: Path, webdav: WebDAV) -> None:
+    url = f"{webdav.url}/cache"
+    first = report(hello(checkout, tmp_path, "a", "--remote-cache", url))
+    assert sorted(first["built"]) == sorted(HELLO)
+    # Blobs first, the record last, for every recipe.
+    puts = [path for method, path, _ in webdav.requests() if method == "PUT"]
+    assert sum(p.startswith("/cache/ac/") for p in puts) == len(HELLO)
+    for i, path in enumerate(puts):
+        if path.startswith("/cache/cas/"):
+            assert any(p.startswith("/cache/ac/") for p in puts[i:]), "a blob after its record"
+
+    second = report(hello(checkout, tmp_path, "b", "--remote-cache", url))
+    assert second["built"] == [] and sorted(second["downloaded"]) == sorted(HELLO)
+    same_artifacts(tmp_path / "art-a", tmp_path / "art-b")
+    # The downloaded results are local now: a third build needs no server.
+    webdav.stop()
+    third = report(hello(checkout, tmp_path, "b", "--remote-cache", url))
+    assert sorted(third["reused"]) == sorted(HELLO)
+
+
+def test_poisoned_entries_are_refused_and_built_locally(
+    checkout: Path, tmp_path: Path, webdav: WebDAV
+) -> None:
+    url = f"{webdav.url}/cache"
+    report(hello(checkout, tmp_path, "a", "--remote-cache", url))
+    manifest = json.loads((tmp_path / "art-a" / "manifest.json").read_text())
+    keys = {r["name"]: r["key"] for r in manifest["recipes"]}
+    cas = webdav.docroot / "cache" / "cas"
+    ac = webdav.docroot / "cache" / "ac"
+    # A blob replaced: the file of hello-motd's output.
+    record = json.loads((ac / keys["hello-motd"]).read_text())
+    blob = next(e["sha256"] for e in record["outputs"] if e["type"] == "file")
+    (cas / blob).write_bytes(b"poisoned\n")
+    # A record rewritten to point at other files: hello-boot's.
+    record = json.loads((ac / keys["hello-boot"]).read_text())
+    record["output_digest"] = "0" * 64
+    (ac / keys["hello-boot"]).write_text(json.dumps(record))
+
+    result = hello(checkout, tmp_path, "b", "--remote-cache", url)
+    got = report(result)
+    # Every record naming the poisoned blob is refused (hello-motd's file may be in
+    # other outputs too); the rest still comes from the server.
+    assert {"hello-boot", "hello-motd"} <= set(got["built"])
+    assert set(got["built"]) | set(got["downloaded"]) == set(HELLO) and got["downloaded"]
+    assert f"cas/{blob}: its content has sha256" in result.stderr
+    assert f"ac/{keys['hello-boot']}: its file list does not hash" in result.stderr
+    same_artifacts(tmp_path / "art-a", tmp_path / "art-b")
+
+
+def test_a_readonly_client_uploads_nothing(checkout: Path, tmp_path: Path, webdav: WebDAV) -> None:
+    url = f"{webdav.url}/cache"
+    got = report(hello(checkout, tmp_path, "a", "--remote-cache", url, "--remote-cache-readonly"))
+    assert sorted(got["built"]) == sorted(HELLO)
+    methods = {method for method, _, _ in webdav.requests()}
+    assert methods == {"GET"}
+    assert not (webdav.docroot / "cache").exists()
+
+
+def test_the_server_going_away_mid_build(project: Project, tmp_path: Path, webdav: WebDAV) -> None:
+    """The first recipe stops the server; the build finishes locally and says so once."""
+    pid_file = webdav.root / "nginx.pid"
+    project.recipe(
+        "first", script=f'kill "$(cat {pid_file})"; mkdir -p "$OUT"; echo 1 > "$OUT/first.txt"'
+    )
+    project.recipe("second", depends=["first"])
+    project.recipe("third", depends=["second"])
+    result = project.build("--remote-cache", f"{webdav.url}/cache", artifacts=tmp_path / "art")
+    assert sorted(result.report["built"]) == ["first", "second", "third"]
+    assert result.stderr.count("unreachable") == 1
