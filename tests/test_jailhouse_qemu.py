@@ -74,3 +74,27 @@ def test_jailhouse_enables_and_runs_gic_demo(artifacts: Path) -> None:
     assert result.rc == 0, transcript[-4000:] + result.stderr
     assert "The Jailhouse is opening." in transcript
     assert 'Created cell "inmate-demo"' in transcript
+
+
+def test_a_linux_cell_boots_the_nonroot_initramfs(artifacts: Path) -> None:
+    """The tutorial's last step: `jailhouse cell linux` with the kernel and rootfs.cpio."""
+    linux = (
+        "jailhouse cell linux /etc/jailhouse/qemu-arm64-linux-demo.cell /boot/vmlinuz-* "
+        "-d /etc/jailhouse/dts/inmate-qemu-arm64.dtb "
+        "-i /usr/libexec/jailhouse/demos/rootfs.cpio -c console=ttyAMA0"
+    )
+    send = ["login:=>root", "Password:=>root", f"{PROMPT}=>{COMMANDS[0]}", f"{PROMPT}=>{linux}"]
+    result = jailbake(
+        "run",
+        CONFIG,
+        "--artifacts-dir",
+        str(artifacts),
+        "--expect",
+        "jailhouse non-root cell: ready (aarch64, 2 CPU)",
+        *(arg for line in send for arg in ("--send", line)),
+        "--timeout",
+        "900",
+        cwd=ROOT,
+        timeout=1000,
+    )
+    assert result.rc == 0, result.stdout[-4000:] + result.stderr
