@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, WebDAV, copy_checkout, jailbake
+from conftest import ROOT, Project, WebDAV, copy_checkout, jailbake
+from test_fetch import git_repo
 
 RELEASE = {"SHA256SUMS", "manifest.json", "sbom.spdx.json"}
 
@@ -127,3 +128,32 @@ def test_an_unreachable_server_is_one_line(built: tuple[Path, Path], tmp_path: P
     result = publish(checkout, art, "http://127.0.0.1:9/releases")
     assert result.returncode == 2
     assert "127.0.0.1:9" in result.stderr.strip().splitlines()[-1]
+
+
+def test_sbom_declares_license_refs_and_omits_local_locations(
+    project: Project, tmp_path: Path
+) -> None:
+    """Recipes with a LicenseRef- license and a source in a local repository still give
+    an SBOM the SPDX tools accept."""
+    commit = git_repo(tmp_path / "upstream")
+    project.recipe(
+        "firmware",
+        license="LicenseRef-Vendor-Blob",
+        sources=[{"git": f"file://{tmp_path / 'upstream'}", "commit": commit}],
+        script='mkdir -p "$OUT"; cp README "$OUT/fw.bin"',
+        outputs=[{"path": "fw.bin", "publish": True}],
+    )
+    project.build(artifacts=tmp_path / "art")
+    result = project.run("publish", "--artifacts-dir", str(tmp_path / "art"), "--to", "rel")
+    assert result.rc == 0, result.stderr
+    sbom_path = project.root / "rel" / "sbom.spdx.json"
+    validated = subprocess.run(
+        [str(Path(sys.executable).parent / "pyspdxtools"), "-i", str(sbom_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    sbom = json.loads(sbom_path.read_text())
+    assert [r["licenseId"] for r in sbom["hasExtractedLicensingInfos"]] == [
+        "LicenseRef-Vendor-Blob"
+    ]
+    assert sbom["packages"][0]["downloadLocation"] == "NOASSERTION"

@@ -72,11 +72,27 @@ def _sha256(digest: str) -> list[dict[str, str]]:
 
 
 def _download_location(source: dict[str, Any]) -> str:
-    if "url" in source:
-        return str(source["url"])
+    """SPDX's form of a source's location; local files and repositories have none."""
+    location = str(source.get("url") or source.get("git") or "")
+    if not location.startswith(("http://", "https://", "ftp://", "ssh://", "git://")):
+        return NONE
     if "git" in source:
-        return f"git+{source['git']}@{source['commit']}"
-    return "NOASSERTION"
+        return f"git+{location}@{source['commit']}"
+    return location
+
+
+def _license_refs(expressions: list[str]) -> list[dict[str, str]]:
+    """SPDX requires every LicenseRef- an expression uses to be declared."""
+    refs = sorted({ref for e in expressions for ref in re.findall(r"LicenseRef-[A-Za-z0-9.-]+", e)})
+    return [
+        {
+            "licenseId": ref,
+            "name": ref.removeprefix("LicenseRef-"),
+            "extractedText": "Not an SPDX-listed license: the terms are in the sources "
+            "this package is built from.",
+        }
+        for ref in refs
+    ]
 
 
 def sbom(manifest: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
@@ -155,7 +171,8 @@ def sbom(manifest: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
     created = datetime.fromtimestamp(int(manifest.get("source_date_epoch", 0)), UTC)
     name = "-".join(manifest.get("targets") or ["jailbake"])
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-    return {
+    declared = [str(p["licenseDeclared"]) for p in packages]
+    document: dict[str, Any] = {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
@@ -170,6 +187,10 @@ def sbom(manifest: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
         "files": files,
         "relationships": relationships,
     }
+    refs = _license_refs(declared)
+    if refs:
+        document["hasExtractedLicensingInfos"] = refs
+    return document
 
 
 def _write(path: Path, text: str) -> None:
