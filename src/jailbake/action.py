@@ -18,7 +18,7 @@ from typing import Any
 
 from . import engine, mirror, run
 from .errors import BuildError, JailbakeError
-from .executors import Executor, ExecutorKind, Step, write_script
+from .executors import ROOT_STEP_PRIVILEGES, Executor, ExecutorKind, Step, write_script
 from .fetch import Fetcher
 from .graph import Graph
 from .image import sdtool
@@ -95,7 +95,15 @@ class RecipeBuilder:
         assert context is not None
         if recipe.builder not in self._image_keys:
             self._image_keys[recipe.builder] = engine.image_key(context)
-        return {"executor": "docker", "image": self._image_keys[recipe.builder], **writer}
+        # What a root step may do changes what it makes (mmdebstrap without CAP_MKNOD
+        # leaves a plain file as /dev/null for maintainer scripts to write into).
+        privileges = {"privileges": ROOT_STEP_PRIVILEGES} if recipe.run_as_root else {}
+        return {
+            "executor": "docker",
+            "image": self._image_keys[recipe.builder],
+            **privileges,
+            **writer,
+        }
 
     def key_info(self, recipe: Recipe, dep_digests: Mapping[str, str]) -> KeyInfo:
         files = {

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 CONTAINER_WORKDIR = Path("/work")
 CONTAINER_UID = 1000
 STEP_LOG = "build.log"
+# Added to the engine's defaults for run_as: root steps; part of their keys.
+ROOT_STEP_CAPS = ("MKNOD",)
+ROOT_STEP_PRIVILEGES = "uid 0, engine default capabilities + " + ",".join(ROOT_STEP_CAPS)
 WAIT_INTERVAL = 1.0  # seconds between looks at a running step container, at most
 LABEL_HOST = "org.jailbake.host"
 LABEL_PID = "org.jailbake.pid"
@@ -203,7 +206,7 @@ class DockerExecutor:
         # so they can chown inside their tree, plus MKNOD (in Docker's defaults, not in
         # Podman's) to unpack root file systems with device nodes; the engine's device
         # rules still refuse to open any device the container was not given.
-        caps: dict[str, list[str]] = {"cap_add": ["MKNOD"]} if step.root else {"cap_drop": ["ALL"]}
+        caps = {"cap_add": list(ROOT_STEP_CAPS)} if step.root else {"cap_drop": ["ALL"]}
         # The step writes its log into its work directory (readable live from the host);
         # following the engine's log stream would add a polling delay to every step.
         inner_log = CONTAINER_WORKDIR / STEP_LOG
