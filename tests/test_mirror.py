@@ -93,6 +93,9 @@ def test_mirror_directory_serves_an_offline_build_without_network(
     ):
         assert (mirror / name).is_file(), name
     assert sha256((mirror / "sha256" / pins["two"]).read_bytes()) == pins["two"]
+    assert (mirror / "sha256" / pins["two"]).stat().st_ino == (
+        mirror / "two-1.0.tar.gz"
+    ).stat().st_ino
     index = json.loads((mirror / "index.json").read_text())
     by_path = {e["path"]: e for e in index["entries"]}
     assert by_path["one-1.0.tar.gz"]["kind"] == "url" and by_path[archive]["kind"] == "git"
@@ -125,8 +128,10 @@ def test_a_corrupted_mirror_file_is_named_and_never_used(
     project.run(
         "mirror", "layer.yml", str(mirror), "--no-images", "--cache-dir", str(project.cache)
     )
-    (mirror / "sha256" / pins["one"]).write_bytes(b"corrupted")
-    (mirror / "one-1.0.tar.gz").write_bytes(b"swapped")
+    # Both names were one file (a hard link): replace each with other bytes.
+    for rel, data in ((f"sha256/{pins['one']}", b"corrupted"), ("one-1.0.tar.gz", b"swapped")):
+        (mirror / rel).unlink()
+        (mirror / rel).write_bytes(data)
     built = in_new_netns(
         project, "build", "layer.yml", "--offline", "--mirror", str(mirror),
         "--executor", "host", "--cache-dir", str(tmp_path / "empty-cache"),

@@ -93,11 +93,19 @@ class MirrorWriter:
         self.added = 0
 
     def _place(self, src: Path, rel: str) -> None:
-        """Copy src to rel via a temporary name, so no partial file has the real name."""
+        """Copy src to rel via a temporary name, so no partial file has the real name;
+        a hard link where src is already in the mirror (the same file by name and by
+        digest)."""
         target = self.dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
-        shutil.copyfile(src, tmp)
+        tmp.unlink(missing_ok=True)
+        try:
+            if not src.is_relative_to(self.dest):
+                raise OSError
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
         os.replace(tmp, target)
 
     def _have(self, rel: str, sha256: str) -> bool:
@@ -121,6 +129,7 @@ class MirrorWriter:
                 continue
             self._place(blob, rel)
             self._record(rel, "url", source.sha256, source.location, recipe.name)
+            blob = self.dest / rel  # the second name links to the first
 
     def add_git(self, recipe: Recipe, source: Source) -> None:
         rel = git_archive_name(source.location, source.commit)
