@@ -240,7 +240,7 @@ def load_image(client: Any, mirrors: Iterable[str], tag: str) -> bool:
         if path.is_file():
             log.info("loading image %s from %s", tag, path)
             with path.open("rb") as f:
-                client.images.load(f.read())
+                client.images.load(f)  # streamed: builder images are hundreds of MB
             try:
                 client.images.get(tag)
             except Exception as exc:
