@@ -110,3 +110,45 @@ def test_the_server_going_away_mid_build(project: Project, tmp_path: Path, webda
     result = project.build("--remote-cache", f"{webdav.url}/cache", artifacts=tmp_path / "art")
     assert sorted(result.report["built"]) == ["first", "second", "third"]
     assert result.stderr.count("unreachable") == 1
+
+
+@pytest.mark.parametrize("attack", ["through-link", "not-a-record", "no-type", "repeated"])
+def test_hostile_records_are_refused_without_writing_anything(
+    project: Project, tmp_path: Path, webdav: WebDAV, attack: str
+) -> None:
+    """A server may answer anything: a record whose file list writes through a link it
+    declares, or is no record at all, is refused and the recipe built locally."""
+    from jailbake.keys import digest_of
+
+    url = f"{webdav.url}/cache"
+    project.recipe("one")
+    project.build("--remote-cache", url, artifacts=tmp_path / "art")
+    (record_path,) = (webdav.docroot / "cache" / "ac").iterdir()
+    record = json.loads(record_path.read_text())
+    blob = next(e for e in record["outputs"] if e["type"] == "file")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    outputs: object
+    if attack == "through-link":
+        outputs = [
+            {"path": "a", "type": "symlink", "target": str(outside)},
+            {**blob, "path": "a/planted"},
+        ]
+    elif attack == "not-a-record":
+        record_path.write_text("[]")
+        outputs = None
+    elif attack == "no-type":
+        outputs = [{"path": "x"}]
+    else:
+        outputs = [{"path": "d", "type": "dir"}, {"path": "d", "type": "dir"}]
+    if outputs is not None:
+        record["outputs"] = outputs
+        record["output_digest"] = digest_of(outputs)
+        record_path.write_text(json.dumps(record))
+
+    fresh = Project(project.root, tmp_path / "fresh-cache")
+    result = fresh.build("--remote-cache", url, artifacts=tmp_path / "art2")
+    assert result.report["built"] == ["one"]
+    assert "refused" in result.stderr
+    assert list(outside.iterdir()) == []
+    assert not list((tmp_path / "fresh-cache" / "tmp").iterdir())

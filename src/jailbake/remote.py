@@ -16,12 +16,13 @@ missing.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from .keys import digest_of, file_sha256
-from .store import ActionResult, Store, normalize_tree
+from .store import ActionResult, Store, normalize_tree, remove_tree
 
 if TYPE_CHECKING:
     import requests
@@ -69,8 +70,9 @@ class RemoteCache:
     def _available(self) -> bool:
         return self.unreachable is None
 
-    def _get(self, path: str, dest: Path | None = None) -> bytes | None:
-        """The body at path (written to dest when given); None if the server lacks it."""
+    def _get(self, path: str, dest: Path | None = None, limit: int | None = None) -> bytes | None:
+        """The body at path (written to dest, a new file, when given); None if the server
+        lacks it. More than limit bytes is refused."""
         import requests
 
         try:
@@ -81,8 +83,12 @@ class RemoteCache:
                     raise Refused(f"GET {path}: HTTP {resp.status_code}")
                 if dest is None:
                     return resp.content
-                with dest.open("wb") as out:
+                written = 0
+                with dest.open("xb") as out:
                     for chunk in resp.iter_content(CHUNK):
+                        written += len(chunk)
+                        if limit is not None and written > limit:
+                            raise Refused(f"{path}: larger than the {limit} bytes listed")
                         out.write(chunk)
                 return b""
         except requests.RequestException as exc:
@@ -129,23 +135,44 @@ class RemoteCache:
 
     @staticmethod
     def _check_record(key: str, raw: bytes) -> ActionResult:
+        """The record, if it is one for key whose file list is a well-formed tree: each
+        path relative and new, inside a directory the list itself declares."""
         try:
             result = ActionResult.from_json(raw)
-        except (ValueError, TypeError, KeyError) as exc:
+            outputs = list(result.outputs)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise Refused(f"ac/{key}: not a result record ({exc})") from None
         if result.key != key:
-            raise Refused(f"ac/{key}: a record for another key ({result.key[:16]})")
-        if digest_of(result.outputs) != result.output_digest:
+            raise Refused(f"ac/{key}: a record for another key ({str(result.key)[:16]})")
+        if digest_of(outputs) != result.output_digest:
             raise Refused(f"ac/{key}: its file list does not hash to its output digest")
-        for entry in result.outputs:
+        seen: dict[str, str] = {}
+        for entry in outputs:
+            if not isinstance(entry, dict) or entry.get("type") not in ("dir", "file", "symlink"):
+                raise Refused(f"ac/{key}: not a file list entry: {str(entry)[:80]}")
             path = PurePosixPath(str(entry.get("path", "")))
-            if path.is_absolute() or ".." in path.parts or not path.parts:
-                raise Refused(f"ac/{key}: output path {str(path)!r} leaves the tree")
+            rel = path.as_posix()
+            if path.is_absolute() or ".." in path.parts or not path.parts or rel in seen:
+                raise Refused(f"ac/{key}: output path {rel!r} leaves the tree or repeats")
+            parent = path.parent.as_posix()
+            if parent != "." and seen.get(parent) != "dir":
+                raise Refused(f"ac/{key}: {rel!r} is not inside a directory of the list")
+            if entry["type"] == "file" and not (
+                isinstance(entry.get("sha256"), str)
+                and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
+                and isinstance(entry.get("size"), int)
+            ):
+                raise Refused(f"ac/{key}: {rel!r} has no valid sha256 and size")
+            if entry["type"] == "symlink" and not isinstance(entry.get("target"), str):
+                raise Refused(f"ac/{key}: {rel!r} has no link target")
+            seen[rel] = entry["type"]
+        if result.log is not None and not re.fullmatch(r"[0-9a-f]{64}", str(result.log.hash)):
+            raise Refused(f"ac/{key}: the log digest is not a sha256")
         return result
 
-    def _fetch_blob(self, sha256: str, dest: Path | None = None) -> Path:
+    def _fetch_blob(self, sha256: str, dest: Path | None = None, size: int | None = None) -> Path:
         target = dest or self.store.temp_path("remote-blob")
-        if self._get(f"cas/{sha256}", target) is None:
+        if self._get(f"cas/{sha256}", target, limit=size) is None:
             if not self._available():
                 raise Refused("the server went away")
             raise Refused(f"cas/{sha256}: missing")
@@ -163,19 +190,25 @@ class RemoteCache:
             return
         tree = self.store.temp_path("remote-tree")
         tree.mkdir()
-        for entry in result.outputs:  # sorted: a directory comes before what it holds
-            path = tree / entry["path"]
-            if entry["type"] == "dir":
-                path.mkdir()
-            elif entry["type"] == "symlink":
-                path.symlink_to(entry["target"])
-            elif entry["type"] == "file":
-                self._fetch_blob(entry["sha256"], path)
-                path.chmod(0o755 if entry.get("exec") else 0o644)
-            else:
-                raise Refused(f"ac/{result.key}: unknown entry type {entry['type']!r}")
-        normalize_tree(tree, source_date_epoch)
-        digest, _ = self.store.add_tree(tree)
+        try:
+            # Sorted, checked list: each parent is a directory made here before its
+            # entries, so nothing is written through a link; files are created new.
+            for entry in result.outputs:
+                path = tree / entry["path"]
+                if entry["type"] == "dir":
+                    path.mkdir()
+                elif entry["type"] == "symlink":
+                    path.symlink_to(entry["target"])
+                else:
+                    self._fetch_blob(entry["sha256"], path, entry["size"])
+                    path.chmod(0o755 if entry.get("exec") else 0o644)
+            normalize_tree(tree, source_date_epoch)
+            digest, _ = self.store.add_tree(tree)  # moves the tree away
+        except OSError as exc:
+            raise Refused(f"ac/{result.key}: its files cannot be laid out ({exc})") from None
+        finally:
+            if tree.exists() or tree.is_symlink():
+                remove_tree(tree)
         if digest != result.output_digest:  # cannot happen after the checks above
             raise Refused(f"ac/{result.key}: the files make tree {digest[:16]}")
 
