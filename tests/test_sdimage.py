@@ -325,7 +325,10 @@ def _archive_card(project: Project, tar: bytes) -> None:
         outputs=["root.tar"],
     )
     project.recipe(
-        "extra", script='mkdir -p "$OUT/t/etc"; echo ours > "$OUT/t/etc/motd"', outputs=["t"]
+        "extra",
+        script='mkdir -p "$OUT/t/etc" "$OUT/t/root/.ssh"; echo ours > "$OUT/t/etc/motd"; '
+        'echo key > "$OUT/t/root/.ssh/authorized_keys"',
+        outputs=["t"],
     )
     project.recipe(
         "card",
@@ -374,8 +377,22 @@ def test_archive_contents_keep_owners_modes_links_and_devices(
             _entry("./dev/initctl", tarfile.FIFOTYPE, 0o600),
             _entry("./home", tarfile.DIRTYPE, 0o755),
             _entry("./home/user", tarfile.DIRTYPE, 0o750, 1000, 1000),
+            _entry("./home/user/tool", tarfile.REGTYPE, 0o4750, 1000, 1000),
+            _entry(
+                "./home/user/z-tool",
+                tarfile.LNKTYPE,
+                0o4750,
+                1000,
+                1000,
+                linkname="./home/user/tool",
+            ),
         ],
-        {"./usr/bin/su": b"#!/bin/sh\n", "./etc/shadow": b"root:x:1::::::\n", "./etc/motd": b"t"},
+        {
+            "./usr/bin/su": b"#!/bin/sh\n",
+            "./etc/shadow": b"root:x:1::::::\n",
+            "./etc/motd": b"t",
+            "./home/user/tool": b"x",
+        },
     )
     _archive_card(project, tar)
     project.build(artifacts=tmp_path / "art")
@@ -389,7 +406,12 @@ def test_archive_contents_keep_owners_modes_links_and_devices(
     assert "User:     0   Group:    42" in stat("/etc/shadow") and "Mode:  0640" in stat(
         "/etc/shadow"
     )
+    # /root keeps its mode though a directory content adds /root/.ssh below it.
     assert "Type: directory" in stat("/root") and "Mode:  0700" in stat("/root")
+    # Two names of one inode: one owner, the set-id bit kept for that owner only.
+    for name in ("/home/user/tool", "/home/user/z-tool"):
+        tool_stat = stat(name)
+        assert "User:  1000   Group:  1000" in tool_stat and "Mode:  04750" in tool_stat
     assert "User:  1000   Group:  1000" in stat("/home/user") and "Mode:  0750" in stat(
         "/home/user"
     )
@@ -411,13 +433,15 @@ def test_archive_contents_keep_owners_modes_links_and_devices(
         _entry("../escape", tarfile.REGTYPE, 0o644),
         _entry("/abs", tarfile.REGTYPE, 0o644),
         _entry("./hard", tarfile.LNKTYPE, 0o644, linkname="../../etc/passwd"),
+        _entry("./hard", tarfile.LNKTYPE, 0o644, linkname="./via/passwd"),
     ],
-    ids=["dotdot", "absolute", "hardlink-out"],
+    ids=["dotdot", "absolute", "hardlink-out", "hardlink-through-link"],
 )
 def test_archive_contents_cannot_leave_the_tree(
     project: Project, tmp_path: Path, entry: tarfile.TarInfo
 ) -> None:
-    _archive_card(project, _tar([_entry(".", tarfile.DIRTYPE, 0o755), entry], {}))
+    via = _entry("./via", tarfile.SYMTYPE, 0o777, linkname="/etc")
+    _archive_card(project, _tar([_entry(".", tarfile.DIRTYPE, 0o755), via, entry], {}))
     result = project.build(artifacts=tmp_path / "art", check=False)
     assert result.rc != 0
     assert "partition root: root.tar:" in result.stderr

@@ -80,13 +80,26 @@ def unpack(archive: Path, dest: Path, label: str, owned: dict[str, Owned], prefi
             elif member.issym():
                 target.symlink_to(member.linkname)
             elif member.islnk():
-                link = member.linkname.removeprefix("./")
-                if link.startswith("/") or ".." in Path(link).parts:
+                link = member.linkname.removeprefix("./").rstrip("/")
+                lparts = Path(link).parts
+                if (
+                    not link
+                    or link.startswith("/")
+                    or ".." in lparts
+                    or any((dest / Path(*lparts[:i])).is_symlink() for i in range(1, len(lparts)))
+                    or not os.path.lexists(dest / link)
+                ):
                     fail(
                         f"partition {label}: {archive.name}: {member.name!r} links out of the tree"
                     )
-                os.link(dest / link, target)
-                continue  # the inode's owner and mode come with its first name
+                os.link(dest / link, target, follow_symlinks=False)
+                # Both names are one inode: they must get the same owner and mode.
+                first = owned.get(f"{prefix}/{link}".lstrip("/"))
+                if first is None:
+                    owned.pop(rel, None)
+                else:
+                    owned[rel] = first
+                continue
             elif member.isfile():
                 with tar.extractfile(member) as fin, target.open("wb") as fout:  # type: ignore[union-attr]
                     shutil.copyfileobj(fin, fout, CHUNK)
@@ -141,6 +154,9 @@ def stage(part: dict[str, Any], deps: Path, root: Path, sde: int) -> dict[str, O
         real = os.path.realpath(src)
         if real != tree and not real.startswith(tree + os.sep):
             fail(f"partition {part['label']}: {sub!r} of {recipe} leads out of its output")
+        into = os.path.realpath(root / dest)
+        if into != os.path.realpath(root) and not into.startswith(os.path.realpath(root) + os.sep):
+            fail(f"partition {part['label']}: {dest!r} leads out of the partition")
         if "archive" in flags:
             if not src.is_file():
                 fail(f"partition {part['label']}: {recipe} has no file {sub!r} in its output")
@@ -152,10 +168,12 @@ def stage(part: dict[str, Any], deps: Path, root: Path, sde: int) -> dict[str, O
                 f"partition {part['label']}: {recipe} has no directory {sub or '.'!r} in its output"
             )
         merge(src, root / dest, part["label"])
-        # What a directory content puts in place is root's, with the usual modes.
+        # Files and links a directory content puts in place are root's, with the usual
+        # modes; directories it only passes through keep what an archive gave them.
         for dirpath, dirnames, filenames in os.walk(src):
             rel = Path(dest, Path(dirpath).relative_to(src))
-            for name in [*dirnames, *filenames]:
+            links = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+            for name in [*links, *filenames]:
                 owned.pop((rel / name).as_posix().lstrip("/").removeprefix("./"), None)
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for name in [*filenames, *dirnames]:
