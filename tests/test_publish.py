@@ -157,3 +157,54 @@ def test_sbom_declares_license_refs_and_omits_local_locations(
         "LicenseRef-Vendor-Blob"
     ]
     assert sbom["packages"][0]["downloadLocation"] == "NOASSERTION"
+
+
+def test_a_changed_release_withdraws_its_checksums_first(
+    built: tuple[Path, Path], tmp_path: Path, webdav: WebDAV
+) -> None:
+    """Publishing other bytes to the same place deletes SHA256SUMS before the first
+    file changes, so an interrupted upload never leaves checksums vouching for it."""
+    checkout, _ = built
+    art = artifacts_copy(built, tmp_path)
+    url = f"{webdav.url}/releases/hello/latest"
+    assert publish(checkout, art, url).returncode == 0
+    jailbake(
+        "build", "examples/hello/hello.yml", "--executor", "host",
+        "--cache-dir", str(tmp_path / "cache"), "--artifacts-dir", str(art),
+        cwd=checkout, env={"HELLO_GREETING": "another greeting"}, check=True,
+    )  # fmt: skip
+    first = len(webdav.requests())
+    assert publish(checkout, art, url).returncode == 0
+    changes = [(m, p) for m, p, _ in webdav.requests()[first:] if m in ("PUT", "DELETE")]
+    assert changes[0] == ("DELETE", "/releases/hello/latest/SHA256SUMS")
+    assert changes[-1] == ("PUT", "/releases/hello/latest/SHA256SUMS")
+    served = webdav.docroot / "releases/hello/latest"
+    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=served, check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def test_sbom_ids_are_unique_when_names_collide(tmp_path: Path) -> None:
+    from jailbake.publish import sbom
+
+    same = "https://example.org/{}/archive/v1.0.tar.gz"
+    manifest = {
+        "recipes": [
+            {
+                "name": "a_b", "version": "1", "license": "MIT", "key": "k", "output_digest": "d",
+                "depends": [],
+                "sources": [{"url": same.format(x), "sha256": "0" * 64} for x in ("x", "y")],
+            },
+            {
+                "name": "a-b", "version": "1", "license": "MIT", "key": "k", "output_digest": "d",
+                "depends": ["a_b"], "sources": [],
+            },
+        ],
+        "artifacts": [],
+    }  # fmt: skip
+    doc = sbom(manifest, tmp_path)
+    ids = [p["SPDXID"] for p in doc["packages"]]
+    assert len(ids) == len(set(ids)) == 4
+    depends = [r for r in doc["relationships"] if r["relationshipType"] == "DEPENDS_ON"]
+    assert depends == [
+        {"spdxElementId": ids[-1], "relationshipType": "DEPENDS_ON", "relatedSpdxElement": ids[0]}
+    ]

@@ -67,6 +67,22 @@ def _spdx_id(kind: str, name: str) -> str:
     return f"SPDXRef-{kind}-" + re.sub(r"[^A-Za-z0-9.-]", "-", name)
 
 
+class _Ids:
+    """SPDX ids from names, made unique where two names sanitize alike."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def new(self, kind: str, name: str) -> str:
+        base = _spdx_id(kind, name)
+        ident, n = base, 1
+        while ident in self.used:
+            n += 1
+            ident = f"{base}-{n}"
+        self.used.add(ident)
+        return ident
+
+
 def _sha256(digest: str) -> list[dict[str, str]]:
     return [{"algorithm": "SHA256", "checksumValue": digest}]
 
@@ -100,6 +116,9 @@ def sbom(manifest: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
     several), the artifacts as files generated from them, and their dependencies."""
     packages: list[dict[str, Any]] = []
     relationships: list[dict[str, str]] = []
+    ids = _Ids()
+    # Recipe names are unique, and so are their ids unless two sanitize alike.
+    recipe_ids = {r["name"]: ids.new("Package", r["name"]) for r in manifest["recipes"]}
 
     def relate(a: str, kind: str, b: str) -> None:
         relationships.append(
@@ -107,7 +126,7 @@ def sbom(manifest: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
         )
 
     for recipe in manifest["recipes"]:
-        ident = _spdx_id("Package", recipe["name"])
+        ident = recipe_ids[recipe["name"]]
         sources = [s for s in recipe["sources"] if "url" in s or "git" in s]
         package: dict[str, Any] = {
             "SPDXID": ident,
@@ -129,7 +148,7 @@ def sbom(manifest: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
             for source in sources:
                 location = _download_location(source)
                 name = location.rsplit("/", 1)[-1].split("@", 1)[0] or recipe["name"]
-                sub = _spdx_id("Source", f"{recipe['name']}-{name}")
+                sub = ids.new("Source", f"{recipe['name']}-{name}")
                 entry: dict[str, Any] = {
                     "SPDXID": sub,
                     "name": name,
@@ -146,12 +165,12 @@ def sbom(manifest: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
                 packages.append(entry)
                 relate(ident, "CONTAINS", sub)
         for dep in recipe["depends"]:
-            relate(ident, "DEPENDS_ON", _spdx_id("Package", dep))
+            relate(ident, "DEPENDS_ON", recipe_ids[dep])
 
     files: list[dict[str, Any]] = []
     for artifact in manifest["artifacts"]:
         sha1, sha256 = _file_digests(artifacts_dir / artifact["path"])
-        ident = _spdx_id("File", artifact["path"])
+        ident = ids.new("File", artifact["path"])
         files.append(
             {
                 "SPDXID": ident,
@@ -166,7 +185,7 @@ def sbom(manifest: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
         )
         relate("SPDXRef-DOCUMENT", "DESCRIBES", ident)
         if artifact.get("recipe"):
-            relate(ident, "GENERATED_FROM", _spdx_id("Package", artifact["recipe"]))
+            relate(ident, "GENERATED_FROM", recipe_ids[artifact["recipe"]])
 
     created = datetime.fromtimestamp(int(manifest.get("source_date_epoch", 0)), UTC)
     name = "-".join(manifest.get("targets") or ["jailbake"])
@@ -289,6 +308,11 @@ class Uploader:
         if resp.status_code not in (200, 201, 204):
             raise PublishError(f"PUT {self.base}/{name}: HTTP {resp.status_code} {resp.reason}")
 
+    def delete(self, name: str) -> None:
+        resp = self._request("DELETE", name)
+        if resp.status_code not in (200, 202, 204, 404):
+            raise PublishError(f"DELETE {self.base}/{name}: HTTP {resp.status_code} {resp.reason}")
+
     def exists(self, name: str) -> bool:
         return self._request("HEAD", name).status_code == 200
 
@@ -298,14 +322,19 @@ def to_url(artifacts_dir: Path, files: Sequence[tuple[str, str]], url: str) -> i
     still has, is skipped. SHA256SUMS goes last."""
     uploader = Uploader(url)
     held = uploader.remote_sums()
-    uploaded = 0
-    for name, digest in files:
-        if name != SUMS and held.get(name) == digest and uploader.exists(name):
-            continue
+    todo = [
+        name
+        for name, digest in files
+        if name == SUMS or held.get(name) != digest or not uploader.exists(name)
+    ]
+    if held and len(todo) > 1:
+        # The old SHA256SUMS goes first: while files change, no checksums file vouches
+        # for them, and an interrupted upload leaves none (the next one sends all).
+        uploader.delete(SUMS)
+    for name in todo:
         log.info("uploading %s", name)
         uploader.put(artifacts_dir, name)
-        uploaded += 1
-    return uploaded
+    return len(todo)
 
 
 def publish_release(artifacts_dir: Path, to: str) -> tuple[list[tuple[str, str]], int]:
