@@ -153,6 +153,7 @@ class DockerExecutor:
         self._client_factory = client_factory
         self._client: Any = None
         self._running: dict[str, Any] = {}
+        self._cancelled = False
         self._lock = threading.Lock()
 
     @property
@@ -231,7 +232,10 @@ class DockerExecutor:
         )
         with self._lock:
             self._running[container.id] = container
+            cancelled = self._cancelled
         try:
+            if cancelled:  # interrupted while this step was being set up
+                raise KeyboardInterrupt
             return _wait(container)
         finally:
             produced = step.work / STEP_LOG
@@ -250,6 +254,7 @@ class DockerExecutor:
         """Remove the running step containers: they are not jailbake's children, and
         would go on compiling after an interrupted build otherwise."""
         with self._lock:
+            self._cancelled = True  # steps still being set up will not start
             running = {c.id: c for c in self._running.values()}
         try:  # also those created but not yet handed back by the engine
             for container in self.client.containers.list(

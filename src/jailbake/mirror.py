@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine, run
-from .errors import FetchError
+from .errors import EngineError, FetchError
 from .fetch import Fetcher, git_archive_name
 from .graph import Graph
 from .keys import file_sha256
@@ -161,9 +161,15 @@ class MirrorWriter:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
         log.info("saving image %s", tag)
-        with tmp.open("wb") as out:
-            for chunk in client.images.get(tag).save(named=tag):
-                out.write(chunk)
+        from docker.errors import DockerException
+
+        try:
+            with tmp.open("wb") as out:
+                for chunk in client.images.get(tag).save(named=tag):
+                    out.write(chunk)
+        except DockerException as exc:
+            tmp.unlink(missing_ok=True)
+            raise EngineError(f"mirror: cannot save image {tag}: {exc}") from None
         os.replace(tmp, target)
         self._record(rel, "image", file_sha256(target), tag, used_by)
 
@@ -238,12 +244,14 @@ def load_image(client: Any, mirrors: Iterable[str], tag: str) -> bool:
             continue
         path = Path(mirror) / image_file(tag)
         if path.is_file():
+            from docker.errors import DockerException
+
             log.info("loading image %s from %s", tag, path)
-            with path.open("rb") as f:
-                client.images.load(f)  # streamed: builder images are hundreds of MB
             try:
+                with path.open("rb") as f:
+                    client.images.load(f)  # streamed: builder images are hundreds of MB
                 client.images.get(tag)
-            except Exception as exc:
-                raise FetchError(f"{path}: loaded, but the engine has no image {tag}") from exc
+            except DockerException as exc:
+                raise FetchError(f"{path}: cannot load image {tag} from it: {exc}") from None
             return True
     return False
