@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -92,6 +94,27 @@ def make_executor(kind: ExecutorKind) -> Executor:
     return DockerExecutor(engine.connect)
 
 
+@contextlib.contextmanager
+def _cancel_on_interrupt(executor: Executor) -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the running steps at once, in the signal handler: the
+    scheduler waits for its worker threads before it lets the interrupt through, and
+    a worker waits for its container."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        executor.cancel()
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def load_graph(configs: Sequence[Path], targets: Sequence[str] = ()) -> Graph:
     return build_graph(load_layers(configs), targets)
 
@@ -126,12 +149,8 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         assert isinstance(executor, DockerExecutor)
         _ = executor.client  # fail early, with how to start an engine
     progress = progress or Progress()
-    try:
-        with store.temp_dir("schedule") as state:
-            outcomes = Scheduler(graph, builder, progress, state).run(options.jobs)
-    except KeyboardInterrupt:
-        executor.cancel()
-        raise
+    with _cancel_on_interrupt(executor), store.temp_dir("schedule") as state:
+        outcomes = Scheduler(graph, builder, progress, state).run(options.jobs)
     results = {n: o.result for n, o in outcomes.items()}
     artifacts = publish(graph, store, results, options.artifacts_dir)
     check_expected(graph, artifacts)
