@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +123,15 @@ def test_no_engine_is_one_line_with_how_to_start_one(project: Project, tmp_path:
     assert "podman" in lines[0].lower() and "docker" in lines[0].lower()
 
 
-def test_kill_9_during_a_container_step(project: Project, tmp_path: Path) -> None:
+def start_slow_step(
+    project: Project, tmp_path: Path, stderr: int
+) -> tuple[subprocess.Popen[str], Callable[[], list[Any]]]:
+    """A build whose one step sleeps in its container, returned once that container
+    exists, with a function listing the build's step containers."""
     project.with_builders()
     project.recipe("slow", builder="debian-build", script='sleep 300; mkdir -p "$OUT"')
     proc = project.start(
-        "--artifacts-dir",
-        str(tmp_path / "art"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        "--artifacts-dir", str(tmp_path / "art"), stdout=subprocess.DEVNULL, stderr=stderr
     )
     client = engine.connect()
 
@@ -144,6 +146,11 @@ def test_kill_9_during_a_container_step(project: Project, tmp_path: Path) -> Non
         assert time.monotonic() < deadline, "the step's container never started"
         assert proc.poll() is None, "the build ended before its step started"
         time.sleep(0.2)
+    return proc, step_containers
+
+
+def test_kill_9_during_a_container_step(project: Project, tmp_path: Path) -> None:
+    proc, step_containers = start_slow_step(project, tmp_path, subprocess.DEVNULL)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert step_containers(), "the orphaned container is still there until the next build"
@@ -163,24 +170,7 @@ def test_an_interrupted_build_stops_its_containers(
 ) -> None:
     """Step containers are not jailbake's children: an interrupted build removes them
     itself rather than leave them compiling."""
-    project.with_builders()
-    project.recipe("slow", builder="debian-build", script='sleep 300; mkdir -p "$OUT"')
-    proc = project.start(
-        "--artifacts-dir", str(tmp_path / "art"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    client = engine.connect()
-
-    def step_containers() -> list[Any]:
-        found: list[Any] = client.containers.list(
-            all=True, filters={"label": [f"org.jailbake.pid={proc.pid}"]}
-        )
-        return found
-
-    deadline = time.monotonic() + 120
-    while not step_containers():
-        assert time.monotonic() < deadline, "the step's container never started"
-        assert proc.poll() is None, "the build ended before its step started"
-        time.sleep(0.2)
+    proc, step_containers = start_slow_step(project, tmp_path, subprocess.PIPE)
     os.kill(proc.pid, sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr

@@ -54,24 +54,29 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return art
 
 
-def test_jailhouse_enables_and_runs_gic_demo(artifacts: Path) -> None:
-    send = ["login:=>root", "Password:=>root"]
-    send += [f"{PROMPT}=>{command}" for command in COMMANDS]
+def run_on_console(artifacts: Path, expect: str, send: list[str]) -> str:
+    """Boot the built image with `jailbake run`, typing send; the console transcript."""
     result = jailbake(
         "run",
         CONFIG,
         "--artifacts-dir",
         str(artifacts),
         "--expect",
-        "Timer fired",
+        expect,
         *(arg for line in send for arg in ("--send", line)),
         "--timeout",
         "900",
         cwd=ROOT,
         timeout=1000,
     )
-    transcript = result.stdout
-    assert result.rc == 0, transcript[-4000:] + result.stderr
+    assert result.rc == 0, result.stdout[-4000:] + result.stderr
+    return result.stdout
+
+
+def test_jailhouse_enables_and_runs_gic_demo(artifacts: Path) -> None:
+    send = ["login:=>root", "Password:=>root"]
+    send += [f"{PROMPT}=>{command}" for command in COMMANDS]
+    transcript = run_on_console(artifacts, "Timer fired", send)
     assert "The Jailhouse is opening." in transcript
     assert 'Created cell "inmate-demo"' in transcript
 
@@ -84,17 +89,4 @@ def test_a_linux_cell_boots_the_nonroot_initramfs(artifacts: Path) -> None:
         "-i /usr/libexec/jailhouse/demos/rootfs.cpio -c console=ttyAMA0"
     )
     send = ["login:=>root", "Password:=>root", f"{PROMPT}=>{COMMANDS[0]}", f"{PROMPT}=>{linux}"]
-    result = jailbake(
-        "run",
-        CONFIG,
-        "--artifacts-dir",
-        str(artifacts),
-        "--expect",
-        "jailhouse non-root cell: ready (aarch64, 2 CPU)",
-        *(arg for line in send for arg in ("--send", line)),
-        "--timeout",
-        "900",
-        cwd=ROOT,
-        timeout=1000,
-    )
-    assert result.rc == 0, result.stdout[-4000:] + result.stderr
+    run_on_console(artifacts, "jailhouse non-root cell: ready (aarch64, 2 CPU)", send)

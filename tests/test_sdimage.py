@@ -257,6 +257,18 @@ def test_image_recipe_key_follows_the_layout(project: Project, tmp_path: Path) -
     assert (tmp_path / "art" / "card.img").stat().st_size == 14 * MIB
 
 
+def ext4_card(project: Project, contents: list[dict[str, str]]) -> None:
+    """A card recipe with one 8M ext4 partition of these contents, made on the host."""
+    partition = {"label": "root", "fs": "ext4", "size": "8M", "contents": contents}
+    project.recipe(
+        "card",
+        {"image": {"partitions": [partition]}},
+        script=None,
+        outputs=None,
+        builder="host",
+    )
+
+
 def test_partition_contents_never_write_through_links(project: Project, tmp_path: Path) -> None:
     project.with_builders()
     outside = tmp_path / "outside"
@@ -267,27 +279,7 @@ def test_partition_contents_never_write_through_links(project: Project, tmp_path
     project.recipe(
         "files", script='mkdir -p "$OUT/b/etc"; echo x > "$OUT/b/etc/passwd"', outputs=["b"]
     )
-    project.recipe(
-        "card",
-        {
-            "image": {
-                "partitions": [
-                    {
-                        "label": "root",
-                        "fs": "ext4",
-                        "size": "8M",
-                        "contents": [
-                            {"recipe": "links", "path": "a"},
-                            {"recipe": "files", "path": "b"},
-                        ],
-                    }
-                ]
-            }
-        },
-        script=None,
-        outputs=None,
-        builder="host",
-    )
+    ext4_card(project, [{"recipe": "links", "path": "a"}, {"recipe": "files", "path": "b"}])
     result = project.build(artifacts=tmp_path / "art", check=False)
     assert result.rc == 2
     assert "etc is a directory in one content, a link in another" in result.stderr
@@ -330,26 +322,8 @@ def _archive_card(project: Project, tar: bytes) -> None:
         'echo key > "$OUT/t/root/.ssh/authorized_keys"',
         outputs=["t"],
     )
-    project.recipe(
-        "card",
-        {
-            "image": {
-                "partitions": [
-                    {
-                        "label": "root",
-                        "fs": "ext4",
-                        "size": "8M",
-                        "contents": [
-                            {"recipe": "sysroot", "archive": "root.tar"},
-                            {"recipe": "extra", "path": "t"},
-                        ],
-                    }
-                ]
-            }
-        },
-        script=None,
-        outputs=None,
-        builder="host",
+    ext4_card(
+        project, [{"recipe": "sysroot", "archive": "root.tar"}, {"recipe": "extra", "path": "t"}]
     )
 
 

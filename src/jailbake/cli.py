@@ -51,13 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command")
 
-    def common(sp: argparse.ArgumentParser) -> None:
+    def cache_dir(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--cache-dir",
             type=Path,
             default=None,
             help="cache directory (default: $JAILBAKE_CACHE_DIR or ~/.cache/jailbake)",
         )
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        cache_dir(sp)
         sp.add_argument(
             "--executor",
             choices=[e.value for e in ExecutorKind],
@@ -116,12 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--target", action="append", default=[], metavar="NAME")
         sp.add_argument("-j", "--jobs", type=int, default=4, help="downloads at a time")
         sp.add_argument("--mirror", action="append", default=[], metavar="DIR|URL")
-        sp.add_argument(
-            "--cache-dir",
-            type=Path,
-            default=None,
-            help="cache directory (default: $JAILBAKE_CACHE_DIR or ~/.cache/jailbake)",
-        )
+        cache_dir(sp)
 
     fe = sub.add_parser("fetch", help="download every source of the graph into the cache")
     fe.add_argument("config", nargs="?", metavar="CONFIG")
