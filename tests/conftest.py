@@ -302,6 +302,19 @@ def docker_engine() -> None:
         pytest.skip("no container engine answers (run scripts/test to set one up)")
 
 
+# The layers whose builds the tests run with --offline: their builder images must be in
+# the engine first, made here online (apt from Debian's archive) as a user would.
+OFFLINE_LAYERS = ("layers/busybox-initramfs.yml", "layers/qemu-arm64-jailhouse.yml")
+
+
+@pytest.fixture(scope="session")
+def builder_images(docker_engine: None) -> None:
+    """Every builder image the offline layers use, built if the engine lacks it."""
+    made = jailbake("builders", *OFFLINE_LAYERS, cwd=ROOT, timeout=1800)
+    if made.rc != 0:
+        pytest.fail(f"jailbake builders failed:\n{made.stderr[-3000:]}")
+
+
 def copy_checkout(dest: Path) -> Path:
     """The jailbake checkout's layer files, recipes and docker/ copied into dest as a git repo."""
     ignore = shutil.ignore_patterns(

@@ -17,7 +17,7 @@ import pytest
 from conftest import SRC, copy_checkout, jailbake
 from jailbake.qemu import Machine, boot
 
-pytestmark = [pytest.mark.usefixtures("docker_engine"), pytest.mark.slow]
+pytestmark = [pytest.mark.usefixtures("builder_images"), pytest.mark.slow]
 
 ASSETS = Path(os.environ.get("JAILBAKE_TEST_ASSETS", "/var/cache/jailbake-test"))
 LAYER = "layers/busybox-initramfs.yml"

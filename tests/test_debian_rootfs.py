@@ -18,7 +18,7 @@ import pytest
 
 from conftest import SRC, copy_checkout
 
-pytestmark = [pytest.mark.usefixtures("docker_engine"), pytest.mark.slow]
+pytestmark = [pytest.mark.usefixtures("builder_images"), pytest.mark.slow]
 
 ASSETS = Path(os.environ.get("JAILBAKE_TEST_ASSETS", "/var/cache/jailbake-test"))
 LAYER = "layers/qemu-arm64-jailhouse.yml"

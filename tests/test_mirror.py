@@ -193,4 +193,22 @@ def test_builder_images_come_from_the_mirror(
         "--cache-dir", str(tmp_path / "cache3"), "--artifacts-dir", str(tmp_path / "art3"),
     )  # fmt: skip
     assert missing.rc != 0
-    assert "neither in the engine nor in a mirror" in missing.stderr.strip().splitlines()[-1]
+    line = missing.stderr.strip().splitlines()[-1]
+    assert f"builder image {tag} is neither in the engine nor in a mirror" in line
+    assert "jailbake builders CONFIG" in line
+    assert not (tmp_path / "art3" / "boxed.txt").exists()
+
+    # `jailbake builders`, online, makes it; then the same offline build needs nothing else.
+    made = project.run("builders", "layer.yml")
+    try:
+        assert made.rc == 0, made.stderr
+        assert made.stdout.splitlines() == [f"tiny: {tag}"]
+        client.images.get(tag)
+        again = in_new_netns(
+            project, "build", "layer.yml", "--offline", "--mirror", str(mirror),
+            "--cache-dir", str(tmp_path / "cache3"), "--artifacts-dir", str(tmp_path / "art3"),
+        )  # fmt: skip
+        assert again.rc == 0, again.stderr
+        assert (tmp_path / "art3" / "boxed.txt").read_text() == "boxed\n"
+    finally:
+        client.images.remove(tag, force=True)

@@ -21,7 +21,17 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 DEFAULT_CONFIGS = ("layers/rpi4-jailhouse.yml",)
-COMMANDS = ("build", "fetch", "mirror", "publish", "list", "explain", "run", "base-image")
+COMMANDS = (
+    "build",
+    "fetch",
+    "builders",
+    "mirror",
+    "publish",
+    "list",
+    "explain",
+    "run",
+    "base-image",
+)
 
 
 def _default_config() -> str:
@@ -124,6 +134,25 @@ def _parser() -> argparse.ArgumentParser:
     fe = sub.add_parser("fetch", help="download every source of the graph into the cache")
     fe.add_argument("config", nargs="?", metavar="CONFIG")
     sources(fe)
+
+    bu = sub.add_parser(
+        "builders",
+        help="make every builder image the configurations use (build, or load from a "
+        "mirror), so that later builds need no network for them",
+    )
+    bu.add_argument(
+        "configs",
+        nargs="*",
+        metavar="CONFIG",
+        help="one or more layer configurations (each may be colon-separated)",
+    )
+    bu.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="load saved images from this mirror directory instead of building (repeatable)",
+    )
 
     mi = sub.add_parser(
         "mirror",
@@ -237,6 +266,22 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     graph, fetcher = _fetcher(args, args.config)
     count = fetch_all(graph, fetcher, args.jobs)
     print(f"[jailbake] {count} sources in {fetcher.store.root}", file=sys.stderr)
+    return 0
+
+
+def _cmd_builders(args: argparse.Namespace) -> int:
+    from . import engine
+    from .bake import load_graph
+    from .fetch import resolve_mirror
+    from .mirror import ensure_builders
+
+    client = engine.connect()
+    for spec in args.configs or [None]:
+        graph = load_graph(_configs(spec))
+        mirrors = tuple(resolve_mirror(m, Path.cwd()) for m in args.mirror) + graph.layer.mirrors
+        tags = ensure_builders(graph, client, mirrors)
+        for name, tag in tags.items():
+            print(f"{name}: {tag}")
     return 0
 
 
@@ -429,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "build": _cmd_build,
         "fetch": _cmd_fetch,
+        "builders": _cmd_builders,
         "mirror": _cmd_mirror,
         "publish": _cmd_publish,
         "list": _cmd_list,

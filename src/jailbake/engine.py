@@ -94,7 +94,8 @@ def ensure_image(
     if offline:
         raise EngineError(
             f"docker/{context_dir.name}/: builder image {tag} is neither in the engine nor "
-            "in a mirror (jailbake mirror saves it), and --offline forbids building it"
+            "in a mirror, and --offline forbids building it; make it while online with "
+            "'jailbake builders CONFIG', or give a mirror that holds it (jailbake mirror saves it)"
         )
     for base in base_images(context_dir):
         if not present(base):

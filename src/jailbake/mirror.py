@@ -229,6 +229,23 @@ def builder_dirs(graph: Graph) -> dict[str, Path]:
     return dirs
 
 
+def ensure_builders(
+    graph: Graph, client: Any, mirrors: Iterable[str] = (), *, offline: bool = False
+) -> dict[str, str]:
+    """Every builder image the graph uses, in the engine: present, loaded from a mirror
+    directory, or built (apt needs the network). Returns the tag of each, by builder."""
+    tags = {}
+    for name, context in sorted(builder_dirs(graph).items()):
+        tags[name] = engine.ensure_image(
+            client,
+            context,
+            engine.image_key(context),
+            load=lambda tag: load_image(client, mirrors, tag),
+            offline=offline,
+        )
+    return tags
+
+
 def _add_images(writer: MirrorWriter, graph: Graph, client: Any) -> None:
     for name, context in sorted(builder_dirs(graph).items()):
         tag = engine.ensure_image(client, context, engine.image_key(context))
