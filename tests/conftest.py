@@ -131,6 +131,15 @@ def http(tmp_path: Path) -> Iterator[HTTPFiles]:
     server.close()
 
 
+@pytest.fixture
+def visible_dir() -> Iterator[Path]:
+    """A directory host steps can read: they run under bubblewrap with a /tmp of their
+    own, so pytest's tmp_path is out of their sight."""
+    path = Path(tempfile.mkdtemp(prefix="jailbake-test-", dir="/var/tmp"))
+    yield path
+    shutil.rmtree(path)
+
+
 @dataclass
 class Result:
     rc: int

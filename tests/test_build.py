@@ -207,16 +207,16 @@ def test_two_checkouts_build_identical_bytes(tmp_path: Path) -> None:
 
 
 def test_kill_9_leaves_nothing_complete_and_the_next_build_resumes(
-    project: Project, tmp_path: Path
+    project: Project, tmp_path: Path, visible_dir: Path
 ) -> None:
-    gate = tmp_path / "slow"
+    # Host steps see the host read-only, /tmp empty, and write only their work directory.
+    gate = visible_dir / "slow"
     gate.touch()
-    started = tmp_path / "started"
     project.recipe("first")
     project.recipe(
         "second",
         depends=["first"],
-        script=f"touch {started}; if [ -e {gate} ]; then sleep 120; fi; "
+        script=f'touch "$WORKDIR/started"; if [ -e {gate} ]; then sleep 120; fi; '
         'mkdir -p "$OUT"; echo done > "$OUT/second.txt"',
     )
     proc = project.start(
@@ -230,7 +230,7 @@ def test_kill_9_leaves_nothing_complete_and_the_next_build_resumes(
     )
     try:
         deadline = time.monotonic() + 60
-        while not started.exists():
+        while not list((project.cache / "tmp").glob("*-second-*/started")):
             assert time.monotonic() < deadline, "the slow step never started"
             time.sleep(0.1)
         os.kill(proc.pid, signal.SIGKILL)
@@ -278,19 +278,20 @@ def test_two_concurrent_builds_build_each_recipe_once(project: Project, tmp_path
 
 
 def test_parallel_jobs_overlap(project: Project, tmp_path: Path) -> None:
-    # Each step waits until the other has started: only runs that overlap can finish.
-    for me, other in (("a", "b"), ("b", "a")):
+    # Each step notes when it ran; with -j 2 the two runs overlap.
+    for me in ("a", "b"):
         project.recipe(
             me,
-            script=f"""
-            touch {tmp_path}/{me}.started
-            for i in $(seq 300); do [ -e {tmp_path}/{other}.started ] && break; sleep 0.1; done
-            [ -e {tmp_path}/{other}.started ]
-            mkdir -p "$OUT"; echo {me} > "$OUT/{me}.txt"
-        """,
+            script='mkdir -p "$OUT"; start=$(date +%s.%N); sleep 1.5; '
+            f'echo "$start $(date +%s.%N)" > "$OUT/{me}.txt"',
+            outputs=[{"path": f"{me}.txt", "publish": True}],
         )
     result = project.build("-j", "2", artifacts=tmp_path / "art")
     assert sorted(result.report["built"]) == ["a", "b"]
+    spans = [
+        [float(t) for t in (tmp_path / "art" / f"{me}.txt").read_text().split()] for me in "ab"
+    ]
+    assert max(s[0] for s in spans) < min(s[1] for s in spans), spans
 
 
 @pytest.mark.parametrize("command", ["build", "list"])
@@ -314,7 +315,7 @@ def test_output_behind_a_symlink_is_refused(project: Project, tmp_path: Path) ->
     )
     result = project.build(artifacts=tmp_path / "art", check=False)
     assert result.rc == 2
-    assert "lies behind a symbolic link" in result.stderr
+    assert "declared output: 'a' is a symbolic link" in result.stderr
     assert (outside / "secret").read_text() == "host file"
 
 
@@ -429,3 +430,53 @@ def test_layer_artifacts_are_checked_after_the_build(project: Project, tmp_path:
     layer({"a": "a.img", "b": "b.txt"})
     result = project.build("--target", "a", artifacts=tmp_path / "art", check=False)
     assert result.rc == 2 and "artifacts.a: expected 'a.img'" in result.stderr
+
+
+def test_a_recipe_without_builder_never_runs_on_the_host_unasked(
+    project: Project, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran-on-host"
+    path = project.recipe("a", script=f'touch {marker}; mkdir -p "$OUT"; echo a > "$OUT/a.txt"')
+    result = project.build(executor="docker", artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"jailbake: error: {path}:")
+    assert ": builder: missing" in result.stderr and "'builder: host'" in result.stderr
+    assert not marker.exists()
+    # Said explicitly, it runs here, without a container engine.
+    project.recipe("a", builder="host", script='mkdir -p "$OUT"; echo a > "$OUT/a.txt"')
+    built = project.build(executor="docker", artifacts=tmp_path / "art")
+    assert built.report["built"] == ["a"]
+
+
+def test_host_steps_are_confined_or_say_they_are_not(project: Project, tmp_path: Path) -> None:
+    if not shutil.which("bwrap"):
+        pytest.skip("bubblewrap is not installed (Debian: bubblewrap)")
+    host_file = tmp_path / "host-file"
+    host_file.write_text("x")
+    project.recipe(
+        "probe",
+        script='mkdir -p "$OUT"\n'
+        "{\n"
+        "  echo net=$(awk -F: 'NR > 2 {print $1}' /proc/net/dev | tr -d ' ')\n"
+        '  touch /etc/jailbake-probe 2>/dev/null && echo "etc=writable" || echo "etc=read-only"\n'
+        f'  [ -e {host_file} ] && echo "tmp=shared" || echo "tmp=private"\n'
+        '} > "$OUT/probe.txt"',
+        outputs=[{"path": "probe.txt", "publish": True}],
+    )
+    confined = project.build(artifacts=tmp_path / "art")
+    probe = (tmp_path / "art" / "probe.txt").read_text().split()
+    assert probe == ["net=lo", "etc=read-only", "tmp=private"], probe
+    assert "UNCONFINED" not in confined.stderr
+    assert not Path("/etc/jailbake-probe").exists()
+
+    # Without bubblewrap on PATH the step still runs, and the build says how.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for d in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for tool in Path(d).iterdir():
+            if tool.name != "bwrap" and not (bin_dir / tool.name).exists():
+                (bin_dir / tool.name).symlink_to(tool)
+    project.recipe("probe", script='mkdir -p "$OUT"; echo free > "$OUT/probe.txt"')
+    free = project.build(artifacts=tmp_path / "art2", env={"PATH": str(bin_dir)})
+    assert "host steps run UNCONFINED" in free.stderr
+    assert "bubblewrap (bwrap) is not installed" in free.stderr

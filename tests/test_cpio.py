@@ -253,15 +253,20 @@ def test_contents_reached_through_a_link_are_refused(project: Project, tmp_path:
     secret = tmp_path / "secret"
     secret.mkdir()
     (secret / "key").write_text("host secret")
-    project.recipe("evil", script=f'mkdir -p "$OUT"; ln -s {secret} "$OUT/root"', outputs=["root"])
+    # An output that is a link is refused when it is stored; one inside an output
+    # directory is kept as a link, and must not pull the host's files into an image.
+    project.recipe("evil", script=f'mkdir -p "$OUT/d"; ln -s {secret} "$OUT/d/root"', outputs=["d"])
     project.recipe(
         "img",
-        {"rootfs": {"contents": [{"recipe": "evil", "path": "root"}]}, "outputs": ["img.cpio.gz"]},
+        {
+            "rootfs": {"contents": [{"recipe": "evil", "path": "d/root"}]},
+            "outputs": ["img.cpio.gz"],
+        },
         script=None,
     )
     result = project.build(artifacts=tmp_path / "art", check=False)
     assert result.rc == 2
-    assert "rootfs.contents[0].path: 'root' of evil leads out of its output" in result.stderr
+    assert "rootfs.contents[0].path: 'd/root' of evil leads out of its output" in result.stderr
 
 
 def test_a_directory_with_entries_is_not_replaced(project: Project, tmp_path: Path) -> None:

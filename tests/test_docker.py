@@ -52,8 +52,8 @@ def test_hello_example_builds_in_containers(tmp_path: Path) -> None:
 
 def test_container_contract(project: Project, tmp_path: Path) -> None:
     project.with_builders()
-    project.recipe("dep")
-    project.recipe("other")
+    project.recipe("dep", builder="host")
+    project.recipe("other", builder="host")
     project.recipe(
         "probe",
         builder="debian-build",

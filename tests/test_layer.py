@@ -124,3 +124,32 @@ def test_kas_lock_file_is_merged(project: Project) -> None:
 def test_missing_layer_file(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="layer file not found"):
         load_layers([tmp_path / "nope.yml"])
+
+
+def test_a_key_given_twice_in_a_layer_file_is_an_error(project: Project) -> None:
+    # kas's loader would keep the second env and silently lose SOURCE_DATE_EPOCH.
+    (project.root / "twice.yml").write_text(
+        "header:\n  version: 14\nrepos:\n  this:\n    layers:\n      recipes:\n"
+        "env:\n  SOURCE_DATE_EPOCH: '1700000000'\nenv:\n  COLOR: red\n"
+    )
+    (project.root / "top.yml").write_text("header:\n  version: 14\n  includes: [twice.yml]\n")
+    for top in ("twice.yml", "top.yml"):
+        with pytest.raises(RecipeError) as exc:
+            load_layers([project.root / top])
+        assert str(exc.value).startswith(f"{project.root.resolve() / 'twice.yml'}:9: ")
+        assert "key 'env' appears twice (first at line 7)" in str(exc.value)
+
+
+def test_an_include_loop_is_one_line(project: Project) -> None:
+    (project.root / "a.yml").write_text("header:\n  version: 14\n  includes: [b.yml]\n")
+    (project.root / "b.yml").write_text("header:\n  version: 14\n  includes: [c.yml]\n")
+    (project.root / "c.yml").write_text("header:\n  version: 14\n  includes: [a.yml]\n")
+    result = project.run("list", "a.yml", "--executor", "host")
+    assert result.rc == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    root = project.root.resolve()
+    assert lines[0] == (
+        f"jailbake: error: {root / 'c.yml'}: header.includes: include loop: "
+        f"{root / 'a.yml'} -> {root / 'b.yml'} -> {root / 'c.yml'} -> {root / 'a.yml'}"
+    )

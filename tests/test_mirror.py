@@ -26,6 +26,7 @@ def sources_project(project: Project, http: HTTPFiles, tmp_path: Path) -> dict[s
         "one",
         sources=[{"url": http.add("dl/one-1.0.tar.gz", one), "sha256": sha256(one)}],
         script='mkdir -p "$OUT"; cp a.txt "$OUT/one.txt"',
+        builder="host",
         outputs=[{"path": "one.txt", "publish": True}],
     )
     project.recipe(
@@ -36,6 +37,7 @@ def sources_project(project: Project, http: HTTPFiles, tmp_path: Path) -> dict[s
         ],
         depends=["one"],
         script='mkdir -p "$OUT"; cat b.txt repo/README > "$OUT/two.txt"',
+        builder="host",
         outputs=[{"path": "two.txt", "publish": True}],
     )
     return {"one": sha256(one), "two": sha256(two), "commit": commit}

@@ -175,3 +175,35 @@ def test_non_utf8_recipe(tmp_path: Path) -> None:
     (tmp_path / "r.yml").write_bytes(b"name: \xff\xfe\n")
     with pytest.raises(RecipeError, match=r"r\.yml: not UTF-8 text"):
         load_recipe(tmp_path / "r.yml", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ("name: x\nversion: '1'\nscript: true\nscript: rm -rf /\noutputs: [a]\n", 4, "script"),
+        ("name: x\nname: y\nversion: '1'\nscript: true\noutputs: [a]\n", 2, "name"),
+        (
+            "name: x\nversion: '1'\nscript: true\noutputs: [a]\n"
+            "environment:\n  A: '1'\n  B: '2'\n  A: '3'\n",
+            8,
+            "A",
+        ),
+    ],
+    ids=["script", "name", "nested"],
+)
+def test_a_key_given_twice_is_an_error(tmp_path: Path, text: str, line: int, key: str) -> None:
+    (tmp_path / "r.yml").write_text(text)
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(tmp_path / "r.yml", tmp_path)
+    message = str(exc.value)
+    assert message.startswith(f"{tmp_path / 'r.yml'}:{line}: not valid YAML: key {key!r}")
+    assert "appears twice" in message and "\n" not in message
+
+
+def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    (tmp_path / "r.yml").write_text(
+        "name: x\nversion: '1'\nscript: true\noutputs: [a]\n"
+        "x-env: &env {A: '1', B: '2'}\nenvironment:\n  <<: *env\n  A: '3'\n"
+    )
+    with pytest.raises(RecipeError, match=r"x-env: unknown key"):
+        load_recipe(tmp_path / "r.yml", tmp_path)

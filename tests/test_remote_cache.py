@@ -5,6 +5,8 @@ uploads nothing, and a server that goes away mid-build costs nothing but time.""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -100,14 +102,27 @@ def test_a_readonly_client_uploads_nothing(checkout: Path, tmp_path: Path, webda
 
 
 def test_the_server_going_away_mid_build(project: Project, tmp_path: Path, webdav: WebDAV) -> None:
-    """The first recipe stops the server; the build finishes locally and says so once."""
-    pid_file = webdav.root / "nginx.pid"
+    """The server stops while the first recipe builds; the build finishes locally and
+    says so once."""
     project.recipe(
-        "first", script=f'kill "$(cat {pid_file})"; mkdir -p "$OUT"; echo 1 > "$OUT/first.txt"'
+        "first",
+        script='touch "$WORKDIR/started"; sleep 3; mkdir -p "$OUT"; echo 1 > "$OUT/first.txt"',
     )
     project.recipe("second", depends=["first"])
     project.recipe("third", depends=["second"])
+
+    def stop_when_first_starts() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if list((project.cache / "tmp").glob("*-first-*/started")):
+                webdav.stop()
+                return
+            time.sleep(0.05)
+
+    stopper = threading.Thread(target=stop_when_first_starts)
+    stopper.start()
     result = project.build("--remote-cache", f"{webdav.url}/cache", artifacts=tmp_path / "art")
+    stopper.join()
     assert sorted(result.report["built"]) == ["first", "second", "third"]
     assert result.stderr.count("unreachable") == 1
 

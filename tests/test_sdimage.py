@@ -438,3 +438,36 @@ def test_archive_contents_do_not_write_through_their_links(
     result = project.build(artifacts=tmp_path / "art", check=False)
     assert result.rc != 0 and "goes through a symbolic link" in result.stderr
     assert list(outside.iterdir()) == []
+
+
+def test_archive_contents_without_parent_directory_entries(
+    project: Project, tmp_path: Path
+) -> None:
+    """`tar -czf t.tar.gz pkg/file` holds no entry for pkg/: tar makes it, so does the card
+    (root's, 0755); links and device nodes below such directories too."""
+    tar = _tar(
+        [
+            _entry("pkg/sub/file", tarfile.REGTYPE, 0o640, 5, 5),
+            _entry("pkg/links/to-file", tarfile.SYMTYPE, 0o777, linkname="../sub/file"),
+            _entry("pkg/hard/again", tarfile.LNKTYPE, 0o640, 5, 5, linkname="pkg/sub/file"),
+            _entry("dev2/sub/null", tarfile.CHRTYPE, 0o666, devmajor=1, devminor=3),
+        ],
+        {"pkg/sub/file": b"deep\n"},
+    )
+    _archive_card(project, tar)
+    project.build(artifacts=tmp_path / "art")
+    root = partition(tmp_path / "art" / "card.img", 2048, 8 * 2048, tmp_path / "root.img")
+    subprocess.run(["e2fsck", "-fn", str(root)], check=True, capture_output=True)
+
+    def stat(path: str) -> str:
+        return tool("debugfs", "-R", f"stat {path}", str(root))
+
+    for implicit in ("/pkg", "/pkg/sub", "/pkg/links", "/dev2/sub"):
+        made = stat(implicit)
+        assert "Type: directory" in made and "Mode:  0755" in made, implicit
+        assert "User:     0   Group:     0" in made, implicit
+    assert tool("debugfs", "-R", "cat /pkg/sub/file", str(root)) == "deep\n"
+    assert "User:     5   Group:     5" in stat("/pkg/sub/file")
+    assert "Links: 2" in stat("/pkg/hard/again")
+    assert 'Fast link dest: "../sub/file"' in stat("/pkg/links/to-file")
+    assert "Type: character special" in stat("/dev2/sub/null")

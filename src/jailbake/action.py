@@ -13,11 +13,11 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import engine, mirror, run
-from .errors import BuildError, JailbakeError
+from . import engine, mirror, paths, run
+from .errors import BuildError, JailbakeError, RecipeError
 from .executors import ROOT_STEP_PRIVILEGES, Executor, ExecutorKind, Step, write_script
 from .fetch import Fetcher
 from .graph import Graph
@@ -25,13 +25,15 @@ from .image import sdtool
 from .image.cpio import write_cpio_gz, write_newc
 from .image.rootfs import assemble
 from .keys import digest_of, path_digest, step_key, step_key_inputs
-from .recipe import HOST_BUILDER, LAYOUT_FILE, Recipe, SourceKind
+from .recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
 from .remote import RemoteCache
 from .store import ActionResult, Store, normalize_tree
 from .unpack import extract_tar
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
+MAX_ARG_STRLEN = 131072  # Linux: 32 pages
+ENV_RESERVE = 64 << 10  # room for the variables and arguments jailbake itself gives a step
 
 
 class Status(StrEnum):
@@ -91,6 +93,13 @@ class RecipeBuilder:
         writer = {"writer": writer_digest()} if recipe.image else {}
         if self._executor_for(recipe).kind is ExecutorKind.HOST:
             return {"executor": "host", **writer}
+        if recipe.builder == NO_BUILDER:
+            raise RecipeError(
+                recipe.where("builder"),
+                "builder",
+                "missing: with the docker executor a recipe names its builder (a directory "
+                "under docker/), or says 'builder: host' to run on this machine unconfined",
+            )
         context = self.graph.builder_dir(recipe)
         assert context is not None
         if recipe.builder not in self._image_keys:
@@ -202,6 +211,7 @@ class RecipeBuilder:
                 shutil.copyfile(Path(sdtool.__file__), work / "sdtool.py")
             env = dict(recipe.environment)
             env.update(info.inputs["variables"])
+            self._check_env_sizes(recipe, env)
             step = Step(
                 recipe=recipe.name,
                 work=work,
@@ -237,6 +247,33 @@ class RecipeBuilder:
         self.store.put_result(result)
         return result
 
+    def _check_env_sizes(self, recipe: Recipe, env: Mapping[str, str]) -> None:
+        """The kernel refuses to start a program with a variable over MAX_ARG_STRLEN, or
+        with more than ARG_MAX bytes of arguments and environment together."""
+        total = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
+        limit = os.sysconf("SC_ARG_MAX") - ENV_RESERVE
+        if total > limit:
+            raise RecipeError(
+                recipe.where("environment"),
+                "environment",
+                f"the step's variables hold {total} bytes; a program can be given at most "
+                f"{limit} (the kernel's ARG_MAX, less what jailbake adds)",
+            )
+        for name, value in sorted(env.items()):
+            size = len(name.encode()) + len(value.encode()) + 2
+            if size <= MAX_ARG_STRLEN:
+                continue
+            if name in dict(recipe.environment):
+                where, field = recipe.where("environment"), f"environment.{name}"
+            else:
+                where, field = str(self.graph.layer.files[-1]), f"env.{name}"
+            raise RecipeError(
+                where,
+                field,
+                f"{size} bytes; a variable can hold at most {MAX_ARG_STRLEN} bytes "
+                "(the kernel's limit for one string given to a program)",
+            )
+
     def _write_rootfs(self, recipe: Recipe, step: Step) -> int:
         """Assemble a declarative rootfs into its archive, in-process and without root."""
         assert recipe.rootfs is not None
@@ -261,17 +298,19 @@ class RecipeBuilder:
         return 0
 
     def _prepare_sources(self, recipe: Recipe, src: Path) -> None:
+        """Sources unpacked and patched into src. Every write stays inside src: a link
+        that an earlier source put there is never followed (see paths)."""
         src.mkdir(parents=True, exist_ok=True)
-        for source in recipe.sources:
-            dest = src / source.dest if source.dest else src
-            dest.mkdir(parents=True, exist_ok=True)
-            origin = f"{recipe.name}: {source.location}"
+        for i, source in enumerate(recipe.sources):
+            origin = f"{recipe.where('sources')}: sources[{i}] {source.location}"
+            dest = paths.directory(src, source.dest or ".", origin=f"{origin}: dest")
             if source.kind is SourceKind.URL:
                 blob = self.fetcher.fetch_url(recipe.name, source)
                 if source.is_archive:
                     extract_tar(None, blob, dest, strip=source.strip, origin=origin)
                 else:
-                    shutil.copyfile(blob, dest / source.filename)
+                    rel = PurePosixPath(source.dest or ".", source.filename)
+                    shutil.copyfile(blob, paths.target(src, rel, origin=origin))
             elif source.kind is SourceKind.GIT:
                 git_dir = self.fetcher.fetch_git(recipe.name, source)
                 if git_dir is None:
@@ -282,14 +321,13 @@ class RecipeBuilder:
                     _git_export(git_dir, source.commit, dest, origin)
             else:
                 assert source.path is not None
-                target = dest / source.path.name
-                if source.path.is_dir():
-                    shutil.copytree(source.path, target, symlinks=True, dirs_exist_ok=True)
-                else:
-                    shutil.copyfile(source.path, target)
-                    target.chmod(0o755 if os.access(source.path, os.X_OK) else 0o644)
-        for patch in recipe.patches:
-            where = src / patch.dest if patch.dest else src
+                rel = PurePosixPath(source.dest or ".", source.path.name)
+                paths.copy_into(source.path, src, rel, origin=origin)
+        for i, patch in enumerate(recipe.patches):
+            origin = f"{recipe.where('patches')}: patches[{i}] {patch.rel}: dest"
+            where = paths.check_inside(src, patch.dest or ".", origin=origin)
+            if not where.is_dir():
+                raise JailbakeError(f"{origin}: {patch.dest!r} is not a directory of the sources")
             cp = run.run(
                 [
                     "patch",
@@ -319,24 +357,20 @@ class RecipeBuilder:
         tree.mkdir()
         out = work / "out"
         for output in recipe.outputs:
-            produced = out / output.path
+            # A step may leave links in $OUT; an output reached through one, or one that
+            # is a link, would stand for files outside the step.
+            try:
+                produced = paths.check_inside(
+                    out, output.path, origin=f"{recipe.name}: declared output"
+                )
+            except paths.UnsafePath as exc:
+                raise BuildError(str(exc), 1, log_path) from None
             if not os.path.lexists(produced):
                 raise BuildError(
                     f"{recipe.name}: declared output {output.path!r} was not produced",
                     1,
                     log_path,
                     _tail(log_path),
-                )
-            # A step may leave symlinks in $OUT; an output reached through one would
-            # pull files from outside the step into the cache.
-            if (
-                not os.path.realpath(produced.parent).startswith(os.path.realpath(out) + os.sep)
-                and produced.parent != out
-            ):
-                raise BuildError(
-                    f"{recipe.name}: declared output {output.path!r} lies behind a symbolic link",
-                    1,
-                    log_path,
                 )
             target = tree / output.path
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import JailbakeError
+from . import paths
+from .errors import CacheError, JailbakeError
 from .graph import Graph
 from .keys import file_sha256
-from .store import ActionResult, Store, normalize_tree
+from .store import ActionResult, Store, copy_hashed, normalize_tree
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,21 @@ class Artifact:
     recipe: str = ""  # the recipe that made it
 
 
-def _copy(src: Path, dest: Path, sde: int) -> None:
-    """Copy a file or tree with normalized modes and times, then move it into place."""
+def _copy(src: Path, dest: Path, sde: int, sha256: str | None = None) -> None:
+    """Copy a file or tree with normalized modes and times, then move it into place.
+    A file is hashed while it is copied and must have sha256, its digest in the cache."""
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        if src.is_dir() and not src.is_symlink():
+        if sha256 is not None:
+            actual = copy_hashed(src, tmp)
+            if actual != sha256:
+                raise CacheError(
+                    f"{src}: the cached file has sha256 {actual}, not {sha256} as its "
+                    "tree records; run 'jailbake verify --repair' and build again"
+                )
+            tmp.chmod(0o755 if os.access(src, os.X_OK) else 0o644)
+            os.utime(tmp, (sde, sde))
+        elif src.is_dir() and not src.is_symlink():
             shutil.copytree(src, tmp, symlinks=True)
             normalize_tree(tmp, sde)
             if dest.is_dir() and not dest.is_symlink():
@@ -80,8 +91,13 @@ def publish(
         for output in recipe.outputs:
             if output.publish is None:
                 continue
-            dest = dest_dir / output.publish
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            # A link already in the artifacts directory is replaced, never followed.
+            dest = paths.target(
+                dest_dir,
+                output.publish,
+                origin=f"{recipe.where('outputs')}: outputs: publish",
+                replace_link=True,
+            )
             sha = digests.get(output.path)
             if sha is not None:  # a regular file
                 if (
@@ -91,7 +107,7 @@ def publish(
                 ):
                     published.append(Artifact(output.publish, sha, name))
                     continue
-                _copy(tree / output.path, dest, sde)
+                _copy(tree / output.path, dest, sde, sha)
                 state[output.publish] = [sha, *_stat_key(dest)]
                 published.append(Artifact(output.publish, sha, name))
                 continue

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ COMMANDS = (
     "list",
     "explain",
     "run",
+    "verify",
     "base-image",
 )
 
@@ -75,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
             "--executor",
             choices=[e.value for e in ExecutorKind],
             default=ExecutorKind.DOCKER.value,
-            help="where steps run: fresh containers (default) or the host",
+            help="where steps run: fresh containers (default), or this machine: under "
+            "bubblewrap where it works, otherwise UNCONFINED with your rights (root's, for root)",
         )
 
     b = sub.add_parser("build", help="build the targets of a layer configuration (default)")
@@ -207,6 +210,17 @@ def _parser() -> argparse.ArgumentParser:
         help="with --expect: type LINE once PROMPT has appeared (repeatable)",
     )
     rn.add_argument("--timeout", type=float, default=300.0)
+
+    ve = sub.add_parser(
+        "verify",
+        help="hash every file of the cache again and check its records, as git fsck does",
+    )
+    ve.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove what is wrong; it is built or fetched again when next needed",
+    )
+    cache_dir(ve)
 
     bi = sub.add_parser(
         "base-image",
@@ -433,6 +447,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .bake import default_cache_dir
+    from .store import Store
+    from .verify import verify_store
+
+    store = Store(args.cache_dir or default_cache_dir())
+    report = verify_store(store, repair=args.repair)
+    for problem in report.problems:
+        print(problem)
+    removed = f", {report.removed} removed" if args.repair else ""
+    print(
+        f"[jailbake] verify {store.root}: {report.blobs} blobs, {report.trees} trees, "
+        f"{report.results} results: {len(report.problems)} problems{removed}",
+        file=sys.stderr,
+    )
+    return 1 if report.problems and not args.repair else 0
+
+
 def _cmd_base_image(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -480,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": _cmd_list,
         "explain": _cmd_explain,
         "run": _cmd_run,
+        "verify": _cmd_verify,
         "base-image": _cmd_base_image,
     }
     try:
@@ -495,6 +528,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jailbake: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # The machine, not the input: a full disk, a vanished engine or directory.
+        if args.verbose:
+            traceback.print_exc()
+        print(f"jailbake: error: {_describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: one line, and the traceback with -v
+        if args.verbose:
+            traceback.print_exc()
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"jailbake: internal error: {type(exc).__name__}: {detail} "
+            "(run with -v for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _describe_os_error(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    text = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"{text}{where}"
 
 
 if __name__ == "__main__":

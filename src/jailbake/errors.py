@@ -47,10 +47,20 @@ class UnpackError(JailbakeError):
     """An archive holds a member that would escape or misuse the tree."""
 
 
+class CacheError(JailbakeError):
+    """The cache holds bytes that are not what it recorded (a disk or a hand changed them)."""
+
+    exit_code = 1
+
+
 class EngineError(JailbakeError):
     """No container engine answers, or it refused a request."""
 
     exit_code = 3
+
+
+class StepError(JailbakeError):
+    """A build step could not be started."""
 
 
 class BuildError(JailbakeError):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import run
+from .errors import EngineError, StepError
 
 log = logging.getLogger(__name__)
 
@@ -103,24 +104,100 @@ class Executor(Protocol):
         ...
 
 
+UNCONFINED_WARNING = (
+    "host steps run UNCONFINED: as {user}, with the network and write access to "
+    "everything {user} may write, dependencies' cached trees included ({why}; "
+    "install bubblewrap to confine them)"
+)
+
+
+def bwrap_argv(work: Path | None, trees: list[Path], *, as_root: bool) -> list[str]:
+    """bubblewrap around a host step: the host read-only, the step's work directory and
+    nothing else writable, its dependencies read-only, no network, a fresh /tmp."""
+    argv = [
+        "bwrap",
+        *("--ro-bind", "/", "/"),
+        *("--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"),
+    ]
+    if work is not None:
+        argv += ["--bind", str(work), str(work), "--chdir", str(work / "src")]
+    for tree in trees:  # they may lie below /tmp, which the step sees empty
+        argv += ["--ro-bind", str(tree), str(tree)]
+    argv += [
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        *("--hostname", "jailbake"),
+        "--die-with-parent",
+        *(("--cap-drop", "ALL") if as_root else ("--unshare-user",)),
+    ]
+    return argv
+
+
 class HostExecutor:
-    """The container contract in a scratch directory, for development and tests."""
+    """The container contract in a scratch directory on this machine: under bubblewrap
+    when it works here, otherwise unconfined (and said so, once per build)."""
 
     kind = ExecutorKind.HOST
 
+    def __init__(self, *, sandbox: bool = True) -> None:
+        self._want_sandbox = sandbox
+        self._sandbox: bool | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def confined(self) -> bool:
+        """Whether steps run under bubblewrap; probed once."""
+        with self._lock:
+            if self._sandbox is None:
+                why = self._probe()
+                self._sandbox = not why
+                if why:
+                    user = "root" if os.getuid() == 0 else f"uid {os.getuid()}"
+                    log.warning(UNCONFINED_WARNING.format(user=user, why=why))
+            return self._sandbox
+
+    def _probe(self) -> str:
+        """Why steps cannot be confined here ('' if they can)."""
+        if not self._want_sandbox:
+            return "confinement was turned off"
+        if shutil.which("bwrap") is None:
+            return "bubblewrap (bwrap) is not installed"
+        cp = run.run(
+            [*bwrap_argv(None, [], as_root=os.getuid() == 0), "true"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        if cp.returncode != 0:
+            detail = cp.stderr.decode(errors="replace").strip().splitlines()
+            return f"bwrap does not work here: {detail[-1] if detail else cp.returncode}"
+        return ""
+
     def run(self, step: Step) -> int:
+        trees = []
         for name, tree in step.deps:
             (step.work / "deps" / name).symlink_to(tree)
+            trees.append(tree)
         env = _variables(step, step.work)
+        argv: list[str | Path] = ["bash", step.work / "build.sh"]
+        if self.confined:
+            argv = [*bwrap_argv(step.work, trees, as_root=os.getuid() == 0), *argv]
+            env["TMPDIR"] = "/tmp"
         with step.log.open("ab") as logf:
-            cp = run.run(
-                ["bash", step.work / "build.sh"],
-                cwd=step.work / "src",
-                env=env,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                check=False,
-            )
+            try:
+                cp = run.run(
+                    argv,
+                    cwd=step.work / "src",
+                    env=env,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                    input=b"",
+                )
+            except OSError as exc:
+                raise StepError(f"{step.recipe}: cannot start its step: {exc.strerror}") from None
         return cp.returncode
 
     def cancel(self) -> None:
@@ -197,6 +274,15 @@ class DockerExecutor:
         return f"{CONTAINER_UID}:{CONTAINER_UID}"
 
     def run(self, step: Step) -> int:
+        from docker.errors import DockerException
+
+        try:
+            return self._run(step)
+        except DockerException as exc:
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EngineError(f"{step.recipe}: the container engine failed: {detail}") from None
+
+    def _run(self, step: Step) -> int:
         assert step.image, "a docker step needs an image"
         volumes = {str(step.work): {"bind": str(CONTAINER_WORKDIR), "mode": "rw"}}
         for name, tree in step.deps:

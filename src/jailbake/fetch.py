@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import run
+from . import net, run
 from .errors import ChecksumError, FetchError
 from .keys import file_sha256
 from .recipe import Recipe, Source, SourceKind
@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 
 RETRIES = 4
 BACKOFF = 0.5  # seconds before the first retry; doubled for each next one
-TIMEOUT = 30.0
-CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -125,12 +123,13 @@ class Fetcher:
 
     # -- url sources ---------------------------------------------------------------
     def fetch_url(self, recipe: str, source: Source) -> Path:
-        """The cached file of a url source, downloading it if needed."""
+        """The cached file of a url source, downloading it if needed. A cached file is
+        hashed again before it is used: a changed one is removed and fetched anew."""
         blob = self.store.blob_path(source.sha256)
-        if blob.is_file():
+        if self.store.verify_blob(source.sha256):
             return blob
         with self.store.lock(f"fetch-{source.sha256}"):
-            if blob.is_file():
+            if self.store.verify_blob(source.sha256):
                 return blob
             candidates: list[str] = []
             for mirror in self.mirrors:
@@ -217,7 +216,7 @@ class Fetcher:
             have = part.stat().st_size if part.exists() else 0
             headers = {"Range": f"bytes={have}-"} if have else {}
             try:
-                with session.get(url, stream=True, timeout=TIMEOUT, headers=headers) as resp:
+                with net.request(session, "GET", url, net.SOURCE, headers=headers) as resp:
                     if resp.status_code == 404 and missing_ok:
                         return False
                     if resp.status_code == 416:  # nothing left to send: already complete
@@ -239,14 +238,23 @@ class Fetcher:
                             file=sys.stderr,
                         ) as bar,
                     ):
-                        for chunk in resp.iter_content(CHUNK):
-                            out.write(chunk)
-                            bar.update(len(chunk))
+                        net.save(
+                            resp,
+                            out,
+                            net.SOURCE,
+                            already=have if resumed else 0,
+                            progress=bar.update,
+                        )
                     if not self.progress:
                         log.info("fetched %s (%d bytes)", url, part.stat().st_size)
                     return True
             except FetchError:
                 raise
+            except net.NetError as exc:  # a bound broken: trying again would not help
+                if missing_ok:
+                    log.warning("mirror %s: %s", url, exc)
+                    return False
+                raise FetchError(str(exc)) from None
             except requests.RequestException as exc:
                 if attempt == RETRIES:
                     if missing_ok:

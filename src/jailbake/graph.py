@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import CycleError, RecipeError
 from .layer import Layer
-from .recipe import HOST_BUILDER, Recipe, load_recipe
+from .recipe import HOST_BUILDER, NO_BUILDER, Recipe, load_recipe
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Graph:
     overridden: tuple[tuple[str, Path], ...] = ()
 
     def builder_dir(self, recipe: Recipe) -> Path | None:
-        if recipe.builder == HOST_BUILDER:
+        if recipe.builder in (HOST_BUILDER, NO_BUILDER):
             return None
         for docker_dir in reversed(self.layer.docker_dirs):
             if (docker_dir / recipe.builder / "Dockerfile").is_file():

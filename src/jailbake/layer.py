@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import yamlfile
 from .errors import RecipeError
 from .fetch import resolve_mirror
 
@@ -65,6 +66,9 @@ def _kas_config(files: Sequence[Path]) -> tuple[dict[str, Any], Path]:
             )
             _kas_context = True
     handler = IncludeHandler([str(f) for f in files], use_lock=True)
+    top = Path(handler.get_top_repo_path()).resolve()
+    for f in files:
+        _check_layer_file(f, top, ())
     kas_log = logging.getLogger()
     previous = kas_log.level
     kas_log.setLevel(logging.CRITICAL)  # kas logs each schema error; we report one line
@@ -80,7 +84,31 @@ def _kas_config(files: Sequence[Path]) -> tuple[dict[str, Any], Path]:
             "header.includes",
             f"includes from repositories that are not local: {', '.join(missing)}",
         )
-    return config, Path(handler.get_top_repo_path()).resolve()
+    return config, top
+
+
+def _check_layer_file(path: Path, top: Path, chain: tuple[Path, ...]) -> None:
+    """Read path and its local includes and lock file as kas will, but strictly first:
+    kas's loader lets a repeated key silently win and recurses forever on an include loop."""
+    path = path.resolve()
+    if path in chain:
+        loop = " -> ".join(str(p) for p in (*chain[chain.index(path) :], path))
+        raise RecipeError(chain[-1], "header.includes", f"include loop: {loop}")
+    if not path.is_file():
+        return  # kas names the missing file
+    data = yamlfile.load(path)
+    lock = path.parent / f"{path.stem}.lock{path.suffix}"
+    if lock.is_file():
+        yamlfile.load(lock)
+    header = data.get("header") if isinstance(data, dict) else None
+    includes = header.get("includes") if isinstance(header, dict) else None
+    for include in includes if isinstance(includes, list) else ():
+        if isinstance(include, str):
+            # Repository-relative first, then relative to the including file, as kas does.
+            candidate = (top / include).resolve()
+            if not candidate.exists():
+                candidate = (path.parent / include).resolve()
+            _check_layer_file(candidate, top, (*chain, path))
 
 
 def _explain_kas_error(files: Sequence[Path], exc: Exception) -> RecipeError:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import engine, run
+from . import engine, paths, run
 from .errors import EngineError, FetchError
 from .fetch import Fetcher, git_archive_name
 from .graph import Graph
@@ -96,8 +96,7 @@ class MirrorWriter:
         """Copy src to rel via a temporary name, so no partial file has the real name;
         a hard link where src is already in the mirror (the same file by name and by
         digest)."""
-        target = self.dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = self._target(rel)
         tmp = target.with_name(f".{target.name}.part")
         tmp.unlink(missing_ok=True)
         try:
@@ -107,6 +106,10 @@ class MirrorWriter:
         except OSError:
             shutil.copyfile(src, tmp)
         os.replace(tmp, target)
+
+    def _target(self, rel: str) -> Path:
+        """Where rel goes: never through a link in the mirror (one there is replaced)."""
+        return paths.target(self.dest, rel, origin=f"mirror {self.dest}", replace_link=True)
 
     def _have(self, rel: str, sha256: str) -> bool:
         entry = self.entries.get(rel)
@@ -137,8 +140,9 @@ class MirrorWriter:
         if rel in self.entries:
             return
         git_dir = self.fetcher.fetch_git(recipe.name, source)
-        target = self.dest / rel
+        target = self._target(rel)
         tmp = target.with_name(f".{target.name}.part")
+        tmp.unlink(missing_ok=True)
         if git_dir is None:  # served by another mirror's archive
             archive = self.fetcher.mirror_archive(source)
             assert archive is not None
@@ -157,9 +161,9 @@ class MirrorWriter:
         rel = image_file(tag)
         if rel in self.entries:
             return
-        target = self.dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = self._target(rel)
         tmp = target.with_name(f".{target.name}.part")
+        tmp.unlink(missing_ok=True)
         log.info("saving image %s", tag)
         from docker.errors import DockerException
 
@@ -186,6 +190,7 @@ class MirrorWriter:
             "entries": [asdict(self.entries[k]) for k in sorted(self.entries)],
         }
         tmp = self.dest / f".{INDEX}.part"
+        tmp.unlink(missing_ok=True)
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.dest / INDEX)
 

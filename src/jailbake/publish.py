@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import net, paths
 from .artifacts import MANIFEST
 from .errors import JailbakeError
 from .keys import file_sha256
@@ -36,7 +37,6 @@ NONE = "NOASSERTION"
 SBOM = "sbom.spdx.json"
 RETRIES = 4
 BACKOFF = 0.5
-TIMEOUT = 60.0
 
 
 class PublishError(JailbakeError):
@@ -224,7 +224,9 @@ def prepare(artifacts_dir: Path) -> list[tuple[str, str]]:
     manifest = load_manifest(artifacts_dir)
     files: list[tuple[str, str]] = []
     for artifact in manifest["artifacts"]:
-        path = artifacts_dir / artifact["path"]
+        path = paths.check_inside(
+            artifacts_dir, str(artifact["path"]), origin=f"{artifacts_dir / MANIFEST}: artifacts"
+        )
         if not path.is_file():
             raise PublishError(f"{path}: listed in {MANIFEST} but missing; build again")
         actual = file_sha256(path)
@@ -246,11 +248,12 @@ def prepare(artifacts_dir: Path) -> list[tuple[str, str]]:
 def to_directory(artifacts_dir: Path, files: Sequence[tuple[str, str]], dest: Path) -> int:
     """Copy the release into dest; files it already holds unchanged are skipped."""
     copied = 0
+    dest.mkdir(parents=True, exist_ok=True)
     for name, digest in files:
-        target = dest / name
-        if target.is_file() and file_sha256(target) == digest:
+        # A link already in dest is replaced, never followed.
+        target = paths.target(dest, name, origin=f"publish to {dest}", replace_link=True)
+        if target.is_file() and not target.is_symlink() and file_sha256(target) == digest:
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
         shutil.copyfile(artifacts_dir / name, tmp)
         os.replace(tmp, target)
@@ -276,13 +279,17 @@ class Uploader:
             try:
                 data = kwargs.get("data_path")
                 if data is not None:
+                    bounds = net.blob_bounds(Path(data).stat().st_size)
                     with Path(data).open("rb") as f:
-                        resp = self.session.request(method, url, data=f, timeout=TIMEOUT)
+                        resp = net.request(self.session, method, url, bounds, data=f)
                 else:
-                    resp = self.session.request(method, url, timeout=TIMEOUT)
+                    resp = net.request(self.session, method, url, net.RECORD)
                 if resp.status_code < 500 and resp.status_code != 429:
                     return resp
+                resp.close()
                 problem = f"HTTP {resp.status_code} {resp.reason}"
+            except net.NetError as exc:
+                raise PublishError(str(exc)) from None
             except requests.RequestException as exc:
                 problem = str(exc)
             if attempt == RETRIES:
@@ -293,11 +300,15 @@ class Uploader:
 
     def remote_sums(self) -> dict[str, str]:
         """What the server's SHA256SUMS says it holds (nothing if it has none)."""
-        resp = self._request("GET", SUMS)
-        if resp.status_code != 200:
-            return {}
+        with self._request("GET", SUMS) as resp:
+            if resp.status_code != 200:
+                return {}
+            try:
+                text = net.read_all(resp, net.RECORD).decode(errors="replace")
+            except net.NetError as exc:
+                raise PublishError(str(exc)) from None
         held = {}
-        for line in resp.text.splitlines():
+        for line in text.splitlines():
             digest, _, name = line.partition("  ")
             if len(digest) == 64 and name:
                 held[name] = digest
@@ -305,16 +316,19 @@ class Uploader:
 
     def put(self, artifacts_dir: Path, name: str) -> None:
         resp = self._request("PUT", name, data_path=artifacts_dir / name)
+        resp.close()
         if resp.status_code not in (200, 201, 204):
             raise PublishError(f"PUT {self.base}/{name}: HTTP {resp.status_code} {resp.reason}")
 
     def delete(self, name: str) -> None:
         resp = self._request("DELETE", name)
+        resp.close()
         if resp.status_code not in (200, 202, 204, 404):
             raise PublishError(f"DELETE {self.base}/{name}: HTTP {resp.status_code} {resp.reason}")
 
     def exists(self, name: str) -> bool:
-        return self._request("HEAD", name).status_code == 200
+        with self._request("HEAD", name) as resp:
+            return resp.status_code == 200
 
 
 def to_url(artifacts_dir: Path, files: Sequence[tuple[str, str]], url: str) -> int:

@@ -9,8 +9,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
+from . import yamlfile
 from .errors import RecipeError
 from .fields import Fields, kind_of, top_lines, where_of
 from .image.layouts import parse_image, parse_rootfs
@@ -22,6 +21,9 @@ COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+_-]*$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 HOST_BUILDER = "host"
+# No builder named: the recipe runs only where the executor is the host (--executor host);
+# the docker executor refuses it rather than run it on the host unasked.
+NO_BUILDER = ""
 IMAGE_SCRIPT = 'python3 "$WORKDIR/sdtool.py" "$WORKDIR/layout.json"'
 LAYOUT_FILE = "layout.json"
 
@@ -151,13 +153,7 @@ def load_recipe(file: Path, layer_dir: Path) -> Recipe:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise RecipeError(file, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
-    try:
-        data = yaml.load(text, Loader=loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark else str(file)
-        raise RecipeError(where, "", f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    data = yamlfile.parse(text, file)
     ctx = Fields(file, layer_dir, top_lines(text))
     if not isinstance(data, dict):
         raise ctx.error("", f"expected a mapping of recipe fields, got {kind_of(data)}")
@@ -189,8 +185,8 @@ def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
     name = ctx.string(data["name"], "name")
     if not NAME_RE.match(name):
         raise ctx.error("name", f"expected lower-case letters, digits and .+_-, got {name!r}")
-    builder = ctx.string(data.get("builder", HOST_BUILDER), "builder")
-    if not NAME_RE.match(builder):
+    builder = ctx.string(data.get("builder", NO_BUILDER), "builder", allow_empty=True)
+    if builder != NO_BUILDER and not NAME_RE.match(builder):
         raise ctx.error(
             "builder", f"expected 'host' or a directory name under docker/, got {builder!r}"
         )

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from . import net
 from .keys import digest_of, file_sha256
 from .store import ActionResult, Store, normalize_tree, remove_tree
 
@@ -28,9 +29,6 @@ if TYPE_CHECKING:
     import requests
 
 log = logging.getLogger(__name__)
-
-TIMEOUT = 30.0
-CHUNK = 1 << 20
 
 
 class Refused(Exception):
@@ -64,48 +62,50 @@ class RemoteCache:
             if self.unreachable is None:
                 self.unreachable = str(exc)
                 log.warning(
-                    "remote cache %s unreachable (%s); building locally without it", self.base, exc
+                    "remote cache %s unreachable or misbehaving (%s); building locally without it",
+                    self.base,
+                    exc,
                 )
 
     def _available(self) -> bool:
         return self.unreachable is None
 
-    def _get(self, path: str, dest: Path | None = None, limit: int | None = None) -> bytes | None:
-        """The body at path (written to dest, a new file, when given); None if the server
-        lacks it. More than limit bytes is refused."""
+    def _get(self, path: str, dest: Path | None = None, size: int | None = None) -> bytes | None:
+        """The body at path (written to dest, a new file, when given: size bytes of it);
+        None if the server lacks it or is unusable. Records are capped at net.RECORD's
+        limit; every answer has a deadline and a floor rate (net.Bounds)."""
         import requests
 
+        bounds = net.RECORD if size is None else net.blob_bounds(size)
         try:
-            with self._http().get(f"{self.base}/{path}", stream=True, timeout=TIMEOUT) as resp:
+            with net.request(self._http(), "GET", f"{self.base}/{path}", bounds) as resp:
                 if resp.status_code == 404:
                     return None
                 if resp.status_code != 200:
                     raise Refused(f"GET {path}: HTTP {resp.status_code}")
                 if dest is None:
-                    return resp.content
-                written = 0
+                    return net.read_all(resp, bounds)
                 with dest.open("xb") as out:
-                    for chunk in resp.iter_content(CHUNK):
-                        written += len(chunk)
-                        if limit is not None and written > limit:
-                            raise Refused(f"{path}: larger than the {limit} bytes listed")
-                        out.write(chunk)
+                    net.save(resp, out, bounds)
                 return b""
-        except requests.RequestException as exc:
+        except (requests.RequestException, net.NetError) as exc:
             self._gone(exc)
             return None
 
     def _has(self, path: str) -> bool:
-        resp = self._http().head(f"{self.base}/{path}", timeout=TIMEOUT)
-        return resp.status_code == 200
+        with net.request(self._http(), "HEAD", f"{self.base}/{path}", net.RECORD) as resp:
+            return resp.status_code == 200
 
     def _put(self, path: str, source: Path | bytes) -> None:
         url = f"{self.base}/{path}"
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        bounds = net.blob_bounds(size)
         if isinstance(source, bytes):
-            resp = self._http().put(url, data=source, timeout=TIMEOUT)
+            resp = net.request(self._http(), "PUT", url, bounds, data=source)
         else:
             with source.open("rb") as f:
-                resp = self._http().put(url, data=f, timeout=TIMEOUT)
+                resp = net.request(self._http(), "PUT", url, bounds, data=f)
+        resp.close()
         if resp.status_code not in (200, 201, 204):
             raise Refused(f"PUT {path}: HTTP {resp.status_code} {resp.reason}")
 
@@ -122,7 +122,7 @@ class RemoteCache:
             result = self._check_record(key, raw)
             self._fetch_tree(result, source_date_epoch)
             if result.log is not None and not self.store.has_blob(result.log.hash):
-                self._fetch_blob(result.log.hash)
+                self._fetch_blob(result.log.hash, size=result.log.size_bytes)
         except Refused as exc:
             log.warning("remote cache: %s: refused %s; building it locally", recipe, exc)
             return None
@@ -166,13 +166,17 @@ class RemoteCache:
             if entry["type"] == "symlink" and not isinstance(entry.get("target"), str):
                 raise Refused(f"ac/{key}: {rel!r} has no link target")
             seen[rel] = entry["type"]
-        if result.log is not None and not re.fullmatch(r"[0-9a-f]{64}", str(result.log.hash)):
-            raise Refused(f"ac/{key}: the log digest is not a sha256")
+        if result.log is not None and not (
+            re.fullmatch(r"[0-9a-f]{64}", str(result.log.hash))
+            and isinstance(result.log.size_bytes, int)
+            and result.log.size_bytes >= 0
+        ):
+            raise Refused(f"ac/{key}: the log digest is not a sha256 and size")
         return result
 
     def _fetch_blob(self, sha256: str, dest: Path | None = None, size: int | None = None) -> Path:
         target = dest or self.store.temp_path("remote-blob")
-        if self._get(f"cas/{sha256}", target, limit=size) is None:
+        if self._get(f"cas/{sha256}", target, size=size) is None:
             if not self._available():
                 raise Refused("the server went away")
             raise Refused(f"cas/{sha256}: missing")
@@ -231,7 +235,7 @@ class RemoteCache:
                 if not self._has(f"cas/{sha256}"):
                     self._put(f"cas/{sha256}", path)
             self._put(f"ac/{result.key}", result.to_json())
-        except requests.RequestException as exc:
+        except (requests.RequestException, net.NetError) as exc:
             self._gone(exc)
             return
         except Refused as exc:

@@ -10,9 +10,11 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import stat
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .keys import canonical_json, digest_of, file_sha256, tree_manifest
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,30 @@ def make_tree_readonly(root: Path) -> None:
     root.chmod(0o555)
 
 
+def copy_hashed(src: Path, dest: Path) -> str:
+    """Copy the file src to the new file dest; return the sha256 of what was copied."""
+    h = hashlib.sha256()
+    with src.open("rb") as fin, dest.open("xb") as fout:
+        while chunk := fin.read(1 << 20):
+            h.update(chunk)
+            fout.write(chunk)
+    return h.hexdigest()
+
+
+def tree_stamp(root: Path) -> dict[str, list[int]]:
+    """What the file system says of every entry of a tree: type and mode, size, inode,
+    modification and change times. The change time moves on any write, chmod or rename,
+    and nothing short of the clock sets it back: an unchanged stamp means unchanged bytes."""
+    stamp: dict[str, list[int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            rel = os.path.normpath(os.path.relpath(path, root))
+            stamp[rel] = [st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+    return stamp
+
+
 def remove_tree(path: Path) -> None:
     """rm -rf that also removes read-only trees."""
     if not path.exists() and not path.is_symlink():
@@ -95,13 +123,18 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
+SUBDIRS = ("cas", "ac", "trees", "stamps", "tmp", "locks", "git", "logs", "last", "published")
+
+
 class Store:
     """A cache directory shared safely by concurrent builds."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        for sub in ("cas", "ac", "trees", "tmp", "locks", "git", "logs", "last", "published"):
+        for sub in SUBDIRS:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._verified: set[str] = set()
+        self._verified_lock = threading.Lock()
         self._clean_stale_tmp()
 
     # -- temporary space -------------------------------------------------
@@ -143,6 +176,17 @@ class Store:
     def has_blob(self, sha256: str) -> bool:
         return self.blob_path(sha256).is_file()
 
+    def verify_blob(self, sha256: str) -> bool:
+        """Whether the blob is stored with the right content; a wrong one is removed."""
+        path = self.blob_path(sha256)
+        if not path.is_file():
+            return False
+        if file_sha256(path) == sha256:
+            return True
+        log.warning("cache: %s does not hash to its name (changed on disk); removed", path)
+        path.unlink(missing_ok=True)
+        return False
+
     def add_blob(self, tmp: Path, sha256: str | None = None) -> Digest:
         """Move a finished temporary file into the CAS under its digest."""
         actual = file_sha256(tmp)
@@ -158,7 +202,11 @@ class Store:
 
     def add_bytes(self, data: bytes) -> Digest:
         tmp = self.temp_path("blob")
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no partial blob behind
+            raise
         return self.add_blob(tmp)
 
     # -- output trees ----------------------------------------------------------
@@ -170,17 +218,71 @@ class Store:
         manifest = tree_manifest(tmp)
         digest = digest_of(manifest)
         dest = self.tree_path(digest)
-        if dest.is_dir():
+        if dest.is_dir() and self.verify_tree(digest):
             remove_tree(tmp)
-        else:
-            make_tree_readonly(tmp)
-            try:
-                os.rename(tmp, dest)
-            except OSError:
-                if not dest.is_dir():
-                    raise
-                remove_tree(tmp)  # another build stored the same tree first
+            return digest, manifest
+        self.evict_tree(digest)
+        make_tree_readonly(tmp)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+            remove_tree(tmp)  # another build stored the same tree first
+        if not self._stamp_path(digest).is_file():
+            self._write_stamp(digest)
+        with self._verified_lock:
+            self._verified.add(digest)
         return digest, manifest
+
+    # -- checking trees against their digests -------------------------------------------
+    def _stamp_path(self, digest: str) -> Path:
+        return self.root / "stamps" / f"{digest}.json"
+
+    def _write_stamp(self, digest: str) -> None:
+        tmp = self.temp_path("stamp")
+        tmp.write_text(json.dumps(tree_stamp(self.tree_path(digest)), sort_keys=True))
+        os.replace(tmp, self._stamp_path(digest))
+
+    def verify_tree(self, digest: str, *, full: bool = False) -> bool:
+        """Whether the stored tree still hashes to its digest. Cheap when its stamp (see
+        tree_stamp) is unchanged; otherwise, or with full, every file is hashed again."""
+        with self._verified_lock:
+            if digest in self._verified and not full:
+                return True
+        tree = self.tree_path(digest)
+        if not tree.is_dir():
+            return False
+        if not full:
+            try:
+                recorded = json.loads(self._stamp_path(digest).read_text())
+            except (OSError, ValueError):
+                recorded = None
+            if recorded is not None and recorded == tree_stamp(tree):
+                with self._verified_lock:
+                    self._verified.add(digest)
+                return True
+        try:
+            good = digest_of(tree_manifest(tree)) == digest
+        except (OSError, ValueError):
+            good = False
+        if good:
+            self._write_stamp(digest)
+            with self._verified_lock:
+                self._verified.add(digest)
+        return good
+
+    def evict_tree(self, digest: str) -> None:
+        """Remove a tree (and its stamp); results that name it become misses."""
+        with self._verified_lock:
+            self._verified.discard(digest)
+        self._stamp_path(digest).unlink(missing_ok=True)
+        tree = self.tree_path(digest)
+        if os.path.lexists(tree):
+            # Out of the way first, in one rename: no reader sees half a tree.
+            doomed = self.temp_path("evicted")
+            os.rename(tree, doomed)
+            remove_tree(doomed)
 
     # -- action cache --------------------------------------------------------
     def _ac_path(self, key: str) -> Path:
@@ -192,7 +294,17 @@ class Store:
             result = ActionResult.from_json(self._ac_path(key).read_bytes())
         except (OSError, ValueError, TypeError):
             return None
-        if not self.tree_path(result.output_digest).is_dir():
+        digest = result.output_digest
+        if not self.tree_path(digest).is_dir():
+            return None
+        if not self.verify_tree(digest):
+            log.warning(
+                "cache: %s: the output tree %s no longer hashes to its digest (changed on "
+                "disk); removed, it is built again",
+                result.recipe,
+                digest[:16],
+            )
+            self.evict_tree(digest)
             return None
         return result
 

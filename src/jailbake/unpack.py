@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import lzma
 import posixpath
 import tarfile
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -48,8 +50,10 @@ def extract_tar(
             _extract_members(tar, dest, strip, origin)
     except tarfile.FilterError as exc:
         raise UnpackError(f"{origin}: refused member: {exc}") from None
-    except (tarfile.TarError, OSError) as exc:
-        raise UnpackError(f"{origin}: cannot unpack: {exc}") from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        # Decompressors say several lines on damaged data; the first names the fault.
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UnpackError(f"{origin}: cannot unpack: {detail}") from None
 
 
 def _extract_members(tar: tarfile.TarFile, dest: Path, strip: int, origin: str) -> None:

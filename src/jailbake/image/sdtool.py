@@ -66,11 +66,18 @@ def unpack(archive: Path, dest: Path, label: str, owned: dict[str, Owned], prefi
                 fail(f"partition {label}: {archive.name}: {member.name!r} leads out of the tree")
             target = dest / name
             for i in range(1, len(parts)):
-                if (dest / Path(*parts[:i])).is_symlink():
+                parent = dest / Path(*parts[:i])
+                if parent.is_symlink():
                     fail(
                         f"partition {label}: {archive.name}: {member.name!r} "
                         "goes through a symbolic link"
                     )
+                # Archives often hold no entries for parent directories (tar -czf t.tgz
+                # pkg/file): they are made as tar makes them, root's, mode 0755.
+                if not parent.exists():
+                    parent.mkdir(0o755)
+                elif not parent.is_dir():
+                    fail(f"partition {label}: {archive.name}: {member.name!r} is below a file")
             rel = f"{prefix}/{name}".lstrip("/")
             if target.is_symlink() or target.is_file():
                 target.unlink()

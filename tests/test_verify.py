@@ -1,0 +1,145 @@
+"""Cached bytes are checked where they are used: a changed output tree or download is
+never published or built upon, and `jailbake verify` checks the whole cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from conftest import HTTPFiles, Project, make_tarball, sha256
+
+
+def two_recipes(project: Project) -> None:
+    project.recipe(
+        "a",
+        script='mkdir -p "$OUT"; echo good > "$OUT/a.txt"',
+        outputs=[{"path": "a.txt", "publish": True}],
+    )
+    project.recipe(
+        "b",
+        depends=["a"],
+        script='mkdir -p "$OUT"; cat "$DEPS/a/a.txt" > "$OUT/b.txt"',
+        outputs=[{"path": "b.txt", "publish": True}],
+    )
+
+
+def tree_file(project: Project, art: Path, recipe: str, name: str) -> Path:
+    manifest = json.loads((art / "manifest.json").read_text())
+    digest = next(r["output_digest"] for r in manifest["recipes"] if r["name"] == recipe)
+    return project.cache / "trees" / str(digest) / name
+
+
+def flip_byte(path: Path) -> None:
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupted_output_tree_is_rebuilt_not_published(project: Project, tmp_path: Path) -> None:
+    two_recipes(project)
+    project.build(artifacts=tmp_path / "art1")
+    cached = tree_file(project, tmp_path / "art1", "a", "a.txt")
+    flip_byte(cached)
+    os.utime(cached, (1700000000, 1700000000))  # mtime put back: only the ctime tells
+
+    result = project.build(artifacts=tmp_path / "art2")
+    assert result.report["built"] == ["a"], result.stderr
+    assert result.report["reused"] == ["b"]  # same bytes again: b's key is unchanged
+    assert "no longer hashes to its digest" in result.stderr
+    assert (tmp_path / "art2" / "a.txt").read_text() == "good\n"
+    listed = {a["path"]: a["sha256"] for a in result.report["artifacts"]}
+    assert listed["a.txt"] == sha256(b"good\n")
+
+
+def test_a_step_cannot_change_its_dependencies_in_the_cache(
+    project: Project, tmp_path: Path
+) -> None:
+    """Host executor: the dependency's tree is read-only for the step (bubblewrap), and
+    even a change made behind jailbake's back is caught before the tree is used again."""
+    project.recipe(
+        "a",
+        script='mkdir -p "$OUT"; echo good > "$OUT/a.txt"',
+        outputs=[{"path": "a.txt", "publish": True}],
+    )
+    project.recipe(
+        "evil",
+        depends=["a"],
+        script='mkdir -p "$OUT"\n'
+        'if chmod u+w "$DEPS/a/a.txt" 2>/dev/null && echo bad > "$DEPS/a/a.txt"; then\n'
+        '  echo wrote > "$OUT/evil.txt"\n'
+        "else\n"
+        '  echo refused > "$OUT/evil.txt"\n'
+        "fi",
+        outputs=[{"path": "evil.txt", "publish": True}],
+    )
+    result = project.build(artifacts=tmp_path / "art")
+    assert (tmp_path / "art" / "evil.txt").read_text() == "refused\n", result.stderr
+    assert (tmp_path / "art" / "a.txt").read_text() == "good\n"
+    assert "UNCONFINED" not in result.stderr
+
+
+def test_a_corrupted_download_is_fetched_again(
+    project: Project, http: HTTPFiles, tmp_path: Path
+) -> None:
+    tarball = make_tarball({"data.txt": "data\n"})
+    project.recipe(
+        "lib",
+        sources=[{"url": http.add("lib.tar.gz", tarball), "sha256": sha256(tarball)}],
+        script='mkdir -p "$OUT"; cp data.txt "$OUT/"',
+        outputs=[{"path": "data.txt", "publish": True}],
+    )
+    project.run("fetch", "layer.yml", "--cache-dir", str(project.cache), check=True)
+    blob = project.cache / "cas" / sha256(tarball)[:2] / sha256(tarball)
+    flip_byte(blob)
+    result = project.build(artifacts=tmp_path / "art")
+    assert "does not hash to its name" in result.stderr
+    assert http.served.requests == ["/lib.tar.gz", "/lib.tar.gz"]
+    assert (tmp_path / "art" / "data.txt").read_text() == "data\n"
+
+
+def test_verify_finds_and_repairs_every_kind_of_damage(
+    project: Project, http: HTTPFiles, tmp_path: Path
+) -> None:
+    tarball = make_tarball({"data.txt": "data\n"})
+    project.recipe(
+        "lib",
+        sources=[{"url": http.add("lib.tar.gz", tarball), "sha256": sha256(tarball)}],
+        script='mkdir -p "$OUT/d"; cp data.txt "$OUT/d/"',
+        outputs=[{"path": "d", "publish": True}],
+    )
+    two_recipes(project)
+    project.layer(
+        "layer.yml",
+        {
+            "header": {"version": 14},
+            "repos": {"this": {"layers": {"recipes": None}}},
+            "env": {"SOURCE_DATE_EPOCH": "1700000000"},
+            "target": ["lib", "b"],
+        },
+    )
+    art = tmp_path / "art"
+    project.build(artifacts=art)
+    clean = project.run("verify", "--cache-dir", str(project.cache))
+    assert clean.rc == 0 and ": 0 problems" in clean.stderr, clean.stderr
+
+    flip_byte(project.cache / "cas" / sha256(tarball)[:2] / sha256(tarball))
+    flip_byte(tree_file(project, art, "lib", "d/data.txt"))
+    extra = tree_file(project, art, "b", "")
+    extra.chmod(0o755)
+    (extra / "planted.txt").write_text("x")  # a file the tree never had
+    broken = project.run("verify", "--cache-dir", str(project.cache))
+    assert broken.rc == 1
+    problems = broken.stdout.splitlines()
+    assert any(p.startswith(f"blob {sha256(tarball)}") for p in problems), problems
+    assert sum(p.startswith("tree ") for p in problems) == 2, problems
+    assert sum(p.startswith("result ") for p in problems) == 2, problems
+
+    repaired = project.run("verify", "--repair", "--cache-dir", str(project.cache))
+    assert repaired.rc == 0 and "5 problems, 5 removed" in repaired.stderr, repaired.stderr
+    again = project.run("verify", "--cache-dir", str(project.cache))
+    assert again.rc == 0 and ": 0 problems" in again.stderr
+    rebuilt = project.build(artifacts=art)
+    assert sorted(rebuilt.report["built"]) == ["b", "lib"]
+    assert (art / "d" / "data.txt").read_text() == "data\n"
