@@ -133,9 +133,9 @@ def http(tmp_path: Path) -> Iterator[HTTPFiles]:
 
 @pytest.fixture
 def visible_dir() -> Iterator[Path]:
-    """A directory host steps can read: they run under bubblewrap with a /tmp of their
-    own, so pytest's tmp_path is out of their sight."""
-    path = Path(tempfile.mkdtemp(prefix="jailbake-test-", dir="/var/tmp"))
+    """A directory host steps can read: they run under bubblewrap with /tmp, /var/tmp and
+    /run of their own, so pytest's tmp_path is out of their sight."""
+    path = Path(tempfile.mkdtemp(prefix="jailbake-test-", dir="/var/cache"))
     yield path
     shutil.rmtree(path)
 

@@ -6,8 +6,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -453,6 +455,11 @@ def test_host_steps_are_confined_or_say_they_are_not(project: Project, tmp_path:
         pytest.skip("bubblewrap is not installed (Debian: bubblewrap)")
     host_file = tmp_path / "host-file"
     host_file.write_text("x")
+    # Where service sockets live (an engine's, a session bus): a socket on a read-only
+    # mount would still connect.
+    runtime = Path(tempfile.mkdtemp(prefix="jailbake-test-", dir="/run"))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(runtime / "service.sock"))
     project.recipe(
         "probe",
         script='mkdir -p "$OUT"\n'
@@ -460,12 +467,17 @@ def test_host_steps_are_confined_or_say_they_are_not(project: Project, tmp_path:
         "  echo net=$(awk -F: 'NR > 2 {print $1}' /proc/net/dev | tr -d ' ')\n"
         '  touch /etc/jailbake-probe 2>/dev/null && echo "etc=writable" || echo "etc=read-only"\n'
         f'  [ -e {host_file} ] && echo "tmp=shared" || echo "tmp=private"\n'
+        f'  [ -e {runtime}/service.sock ] && echo "run=shared" || echo "run=hidden"\n'
         '} > "$OUT/probe.txt"',
         outputs=[{"path": "probe.txt", "publish": True}],
     )
-    confined = project.build(artifacts=tmp_path / "art")
+    try:
+        confined = project.build(artifacts=tmp_path / "art")
+    finally:
+        sock.close()
+        shutil.rmtree(runtime)
     probe = (tmp_path / "art" / "probe.txt").read_text().split()
-    assert probe == ["net=lo", "etc=read-only", "tmp=private"], probe
+    assert probe == ["net=lo", "etc=read-only", "tmp=private", "run=hidden"], probe
     assert "UNCONFINED" not in confined.stderr
     assert not Path("/etc/jailbake-probe").exists()
 

@@ -103,3 +103,31 @@ def test_a_full_disk_is_one_line_and_stores_nothing(project: Project, tmp_path: 
         assert not (tmp_path / "art" / "manifest.json").exists()
     finally:
         subprocess.run(["umount", str(cache)], check=True)
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ["[1, 2]", '{"artifacts": [{"path": "a.txt"}]}', '{"artifacts": "x"}', "not json"],
+)
+def test_a_damaged_manifest_is_one_line_for_publish(
+    project: Project, tmp_path: Path, manifest: str
+) -> None:
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "manifest.json").write_text(manifest)
+    result = project.run("publish", "--artifacts-dir", str(art), "--to", str(tmp_path / "rel"))
+    assert result.rc == 2
+    assert "manifest.json" in one_line(result.stderr)
+    assert not (tmp_path / "rel").exists()
+
+
+def test_a_damaged_mirror_index_is_one_line(project: Project, tmp_path: Path) -> None:
+    project.recipe("a")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "index.json").write_text('{"entries": [{"path": "x", "bogus": 1}]}')
+    result = project.run(
+        "mirror", "layer.yml", str(mirror), "--no-images", "--cache-dir", str(project.cache)
+    )
+    assert result.rc == 2
+    assert "index.json: not a jailbake mirror index" in one_line(result.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 import threading
 import time
@@ -63,6 +64,13 @@ class Misbehaving:
                     while not self.stop.is_set():
                         conn.sendall(b"x")
                         time.sleep(0.3)
+                elif self.mode == "gzip":  # compressed although identity was asked
+                    body = gzip.compress(b"record" * 1000)
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Encoding: gzip\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                        + body
+                    )
                 elif self.mode == "redirect":
                     conn.sendall(
                         b"HTTP/1.1 302 Found\r\nConnection: close\r\nLocation: "
@@ -163,3 +171,12 @@ def test_the_remote_cache_gives_up_on_a_hostile_server(
     assert "bytes announced, more than" in result.stderr
     assert time.monotonic() - started < 30
     assert s.requests and all(r.startswith("/ac/") for r in s.requests)
+
+
+def test_bodies_are_asked_uncompressed_and_decoded_if_sent_compressed(
+    server: list[Misbehaving],
+) -> None:
+    s = serve(server, "gzip")
+    assert get(f"{s.url}/ac/k", net.RECORD) == b"record" * 1000
+    with pytest.raises(net.TooLarge):  # the cap holds for the decoded bytes
+        get(f"{s.url}/ac/k", net.Bounds(limit=1000, deadline=30))

@@ -137,3 +137,19 @@ def test_target_refuses_every_way_out(tmp_path: Path, rel: str, problem: str) ->
     (tmp_path / "a" / "link").symlink_to("/etc")
     with pytest.raises(paths.UnsafePath, match=problem):
         paths.target(tmp_path, rel, origin="test")
+
+
+def test_a_step_that_replaces_out_with_a_link_moves_nothing_of_the_host(
+    project: Project, tmp_path: Path, visible_dir: Path
+) -> None:
+    (visible_dir / "id_rsa").write_text("host key\n")
+    project.recipe(
+        "thief",
+        script=f'rm -rf "$WORKDIR/out"; ln -s {visible_dir} "$WORKDIR/out"',
+        outputs=[{"path": "id_rsa", "publish": True}],
+    )
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    assert "the step replaced $OUT" in result.stderr.strip().splitlines()[-1]
+    assert (visible_dir / "id_rsa").read_text() == "host key\n"
+    assert not (tmp_path / "art" / "id_rsa").exists()

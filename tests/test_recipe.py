@@ -76,6 +76,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad variable", {"variables": ["1X"]}, "variables[0]", "variable name"),
     ("bad run_as", {"run_as": "admin"}, "run_as", "expected 'builder'"),
     ("source kind", {"sources": [{"sha256": GOOD_SHA}]}, "sources[0]", "expected one of"),
+    ("nul byte", {"environment": {"A": "x\0y"}}, "environment.A", "NUL byte"),
 ]
 
 
@@ -207,3 +208,13 @@ def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
     )
     with pytest.raises(RecipeError, match=r"x-env: unknown key"):
         load_recipe(tmp_path / "r.yml", tmp_path)
+
+
+def test_a_directory_named_like_a_recipe_is_one_line(project: Project) -> None:
+    (project.root / "recipes" / "odd.yml").mkdir()
+    result = project.run("list", "layer.yml", "--executor", "host")
+    assert result.rc == 2
+    assert result.stderr.strip() == (
+        f"jailbake: error: {project.root / 'recipes' / 'odd.yml'}: cannot read it as a recipe: "
+        "Is a directory"
+    )

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
-from conftest import HTTPFiles, Project, make_tarball, sha256
+import pytest
+
+from conftest import SRC, HTTPFiles, Project, make_tarball, sha256
 
 
 def two_recipes(project: Project) -> None:
@@ -143,3 +150,89 @@ def test_verify_finds_and_repairs_every_kind_of_damage(
     rebuilt = project.build(artifacts=art)
     assert sorted(rebuilt.report["built"]) == ["b", "lib"]
     assert (art / "d" / "data.txt").read_text() == "data\n"
+
+
+def test_a_cached_result_whose_output_is_a_link_is_built_again(
+    project: Project, tmp_path: Path
+) -> None:
+    """Results stored before outputs that are links were refused (or offered by a remote
+    cache) are consistent with their digests, and still never published."""
+    from jailbake.store import ActionResult, Store
+
+    project.recipe(
+        "a",
+        script='mkdir -p "$OUT"; echo good > "$OUT/a.txt"',
+        outputs=[{"path": "a.txt", "publish": True}],
+    )
+    art = tmp_path / "art"
+    project.build(artifacts=art)
+    store = Store(project.cache)
+    record = next((project.cache / "ac").rglob("*.json"))
+    old = ActionResult.from_json(record.read_bytes())
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "a.txt").symlink_to("/etc/passwd")
+    digest, manifest = store.add_tree(forged)
+    record.chmod(0o644)
+    store.put_result(ActionResult(**{**old.__dict__, "outputs": manifest, "output_digest": digest}))
+    result = project.build(artifacts=tmp_path / "art2")
+    assert result.report["built"] == ["a"]
+    assert "the cached result's output a.txt is not a file or directory" in result.stderr
+    assert not (tmp_path / "art2" / "a.txt").is_symlink()
+    assert (tmp_path / "art2" / "a.txt").read_text() == "good\n"
+
+
+def _system_python() -> str | None:
+    """An interpreter an ordinary user may run (the test's own may live in /root)."""
+    python = "/usr/bin/python3"
+    if not os.access(python, os.X_OK):
+        return None
+    version = subprocess.run(
+        [python, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
+    ).stdout.strip()
+    return python if version == str(sys.version_info[:2]) else None
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="switches user")
+def test_an_ordinary_user_stores_and_evicts_trees(project: Project, tmp_path: Path) -> None:
+    """Read-only trees move into place and out again without root's rights."""
+    python = _system_python()
+    if python is None:
+        pytest.skip("no system python3 of this test's version for an ordinary user")
+    packages = os.pathsep.join([str(SRC), *site.getsitepackages()])
+    two_recipes(project)
+    home = Path(tempfile.mkdtemp(prefix="jailbake-user-", dir="/var/tmp"))
+    try:
+        shutil.copytree(project.root, home / "proj")
+        subprocess.run(["chown", "-R", "nobody:nogroup", str(home)], check=True)
+        home.chmod(0o755)
+
+        def build(art: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    *("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"),
+                    *(python, "-m", "jailbake.cli", "build", "layer.yml"),
+                    *("--executor", "host", "--cache-dir", str(home / "cache")),
+                    *("--artifacts-dir", str(home / art), "--json"),
+                ],
+                cwd=home / "proj",
+                env={**os.environ, "PYTHONPATH": packages, "HOME": str(home)},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+
+        first = build("art1")
+        assert first.returncode == 0, first.stderr
+        cached = next((home / "cache" / "trees").glob("*/a.txt"))
+        subprocess.run(
+            [*("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"),
+             "sh", "-c", f'chmod u+w "{cached}" && echo bad > "{cached}"'],
+            check=True,
+        )  # fmt: skip
+        second = build("art2")
+        assert second.returncode == 0, second.stderr
+        assert "no longer hashes to its digest" in second.stderr
+        assert (home / "art2" / "a.txt").read_text() == "good\n"
+    finally:
+        shutil.rmtree(home)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -141,7 +142,11 @@ class RecipeBuilder:
         self, recipe: Recipe, deps: Mapping[str, ActionResult]
     ) -> tuple[KeyInfo, ActionResult | None]:
         info = self.key_info(recipe, {n: r.output_digest for n, r in deps.items()})
-        return info, self.store.get_result(info.key)
+        return info, self._cached(recipe, info.key)
+
+    def _cached(self, recipe: Recipe, key: str) -> ActionResult | None:
+        result = self.store.get_result(key)
+        return result and _declared_outputs_ok(recipe, result)
 
     # -- building ---------------------------------------------------------------------
     def build(
@@ -155,13 +160,14 @@ class RecipeBuilder:
         if info is None:
             info, hit = self.lookup(recipe, deps)
         else:
-            hit = self.store.get_result(info.key)
+            hit = self._cached(recipe, info.key)
         if hit is None:
             with self.store.lock(info.key):
-                hit = self.store.get_result(info.key)  # another build may have finished it
+                hit = self._cached(recipe, info.key)  # another build may have finished it
                 if hit is None and self.remote is not None:
                     sde = self.graph.layer.source_date_epoch
                     hit = self.remote.fetch(recipe.name, info.key, sde)
+                    hit = hit and _declared_outputs_ok(recipe, hit)
                     if hit is not None:
                         self.store.record_last(recipe.name, info.key)
                         seconds = time.monotonic() - start
@@ -353,9 +359,17 @@ class RecipeBuilder:
 
     def _collect_outputs(self, recipe: Recipe, work: Path, log_path: Path) -> Path:
         """Move the declared outputs into a tree with normalized modes and times."""
-        tree = work / "tree"
+        out, tree = work / "out", work / "tree"
+        # The step owned its work directory: $OUT itself may have become a link, and a
+        # "tree" it left would be taken for jailbake's own.
+        if not stat.S_ISDIR(os.lstat(out).st_mode) or os.path.lexists(tree):
+            raise BuildError(
+                f"{recipe.name}: the step replaced $OUT or made $WORKDIR/tree; "
+                "outputs are files and directories inside $OUT",
+                1,
+                log_path,
+            )
         tree.mkdir()
-        out = work / "out"
         for output in recipe.outputs:
             # A step may leave links in $OUT; an output reached through one, or one that
             # is a link, would stand for files outside the step.
@@ -377,6 +391,21 @@ class RecipeBuilder:
             os.rename(produced, target)
         normalize_tree(tree, self.graph.layer.source_date_epoch)
         return tree
+
+
+def _declared_outputs_ok(recipe: Recipe, result: ActionResult) -> ActionResult | None:
+    """The result, if each declared output in it is a file or directory: results stored
+    before links were refused, or offered by a remote cache, may hold one that is a link."""
+    types = {e.get("path"): e.get("type") for e in result.outputs}
+    bad = [o.path for o in recipe.outputs if types.get(o.path) not in ("file", "dir")]
+    if bad:
+        log.warning(
+            "%s: the cached result's output %s is not a file or directory; built again",
+            recipe.name,
+            bad[0],
+        )
+        return None
+    return result
 
 
 def _git_export(git_dir: Path, commit: str, dest: Path, origin: str) -> None:

@@ -29,8 +29,9 @@ def _copy(src: Path, dest: Path, sde: int, sha256: str | None = None) -> None:
     """Copy a file or tree with normalized modes and times, then move it into place.
     A file is hashed while it is copied and must have sha256, its digest in the cache."""
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
     try:
-        if sha256 is not None:
+        if sha256 is not None and src.is_file() and not src.is_symlink():
             actual = copy_hashed(src, tmp)
             if actual != sha256:
                 raise CacheError(
@@ -39,31 +40,29 @@ def _copy(src: Path, dest: Path, sde: int, sha256: str | None = None) -> None:
                 )
             tmp.chmod(0o755 if os.access(src, os.X_OK) else 0o644)
             os.utime(tmp, (sde, sde))
-        elif src.is_dir() and not src.is_symlink():
+        elif sha256 is None and src.is_dir() and not src.is_symlink():
             shutil.copytree(src, tmp, symlinks=True)
             normalize_tree(tmp, sde)
-            if dest.is_dir() and not dest.is_symlink():
-                # A directory cannot replace another in one rename: move the old one aside.
-                old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(dest, old)
-                os.rename(tmp, dest)
-                shutil.rmtree(old)
-                return
-        elif src.is_symlink():
-            tmp.symlink_to(os.readlink(src))
         else:
-            shutil.copyfile(src, tmp)
-            tmp.chmod(0o755 if os.access(src, os.X_OK) else 0o644)
-            os.utime(tmp, (sde, sde))
+            raise CacheError(f"{src}: not the file or directory its result records")
+        if dest.is_dir() and not dest.is_symlink():
+            # A directory cannot be replaced in one rename: move the old one aside.
+            os.rename(dest, old)
+        elif tmp.is_dir() and os.path.lexists(dest):
+            dest.unlink()  # a file or link where the directory goes
         os.replace(tmp, dest)
     finally:
-        if os.path.lexists(tmp):
-            shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
+        for leftover in (tmp, old):
+            if os.path.lexists(leftover):
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
 
 
 def _stat_key(path: Path) -> list[int]:
     st = path.lstat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
 def publish(

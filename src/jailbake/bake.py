@@ -95,16 +95,17 @@ def make_executor(kind: ExecutorKind) -> Executor:
 
 
 @contextlib.contextmanager
-def _cancel_on_interrupt(executor: Executor) -> Iterator[None]:
+def _cancel_on_interrupt(*executors: Executor) -> Iterator[None]:
     """Ctrl-C and SIGTERM stop the running steps at once, in the signal handler: the
     scheduler waits for its worker threads before it lets the interrupt through, and
-    a worker waits for its container."""
+    a worker waits for its container or sandbox."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        executor.cancel()
+        for executor in dict.fromkeys(executors):
+            executor.cancel()
         raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -127,14 +128,15 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     mirrors = tuple(resolve_mirror(m, Path.cwd()) for m in options.mirrors)
     mirrors += graph.layer.mirrors
     fetcher = Fetcher(store, mirrors, offline=options.offline)
-    executor = make_executor(options.executor)
+    host = HostExecutor()
+    executor = host if options.executor is ExecutorKind.HOST else make_executor(options.executor)
     remote = (
         RemoteCache(options.remote_cache, store, readonly=options.remote_readonly)
         if options.remote_cache
         else None
     )
     builder = RecipeBuilder(
-        graph, store, fetcher, executor, jobs=options.jobs, host=HostExecutor(), remote=remote
+        graph, store, fetcher, executor, jobs=options.jobs, host=host, remote=remote
     )
     if options.offline:
         missing = fetcher.missing_offline(graph.recipes[n] for n in graph.order)
@@ -149,7 +151,7 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         assert isinstance(executor, DockerExecutor)
         _ = executor.client  # fail early, with how to start an engine
     progress = progress or Progress()
-    with _cancel_on_interrupt(executor), store.temp_dir("schedule") as state:
+    with _cancel_on_interrupt(executor, host), store.temp_dir("schedule") as state:
         outcomes = Scheduler(graph, builder, progress, state).run(options.jobs)
     results = {n: o.result for n, o in outcomes.items()}
     artifacts = publish(graph, store, results, options.artifacts_dir)

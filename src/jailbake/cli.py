@@ -458,8 +458,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(problem)
     removed = f", {report.removed} removed" if args.repair else ""
     print(
-        f"[jailbake] verify {store.root}: {report.blobs} blobs, {report.trees} trees, "
-        f"{report.results} results: {len(report.problems)} problems{removed}",
+        f"[jailbake] verify {store.root}: {report.blobs} blobs, {report.repositories} "
+        f"repositories, {report.trees} trees, {report.results} results: "
+        f"{len(report.problems)} problems{removed}",
         file=sys.stderr,
     )
     return 1 if report.problems and not args.repair else 0

@@ -6,10 +6,12 @@ recipe's environment, with umask 022.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -113,15 +115,18 @@ UNCONFINED_WARNING = (
 
 def bwrap_argv(work: Path | None, trees: list[Path], *, as_root: bool) -> list[str]:
     """bubblewrap around a host step: the host read-only, the step's work directory and
-    nothing else writable, its dependencies read-only, no network, a fresh /tmp."""
+    nothing else writable, its dependencies read-only, no network, a fresh /tmp, and
+    none of the host's service sockets (a socket on a read-only mount still connects)."""
     argv = [
         "bwrap",
         *("--ro-bind", "/", "/"),
-        *("--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"),
+        *("--dev", "/dev", "--proc", "/proc"),
     ]
+    for hidden in _hidden_dirs():
+        argv += ["--tmpfs", hidden]
     if work is not None:
         argv += ["--bind", str(work), str(work), "--chdir", str(work / "src")]
-    for tree in trees:  # they may lie below /tmp, which the step sees empty
+    for tree in trees:  # they may lie below a hidden directory
         argv += ["--ro-bind", str(tree), str(tree)]
     argv += [
         "--unshare-net",
@@ -129,10 +134,27 @@ def bwrap_argv(work: Path | None, trees: list[Path], *, as_root: bool) -> list[s
         "--unshare-ipc",
         "--unshare-uts",
         *("--hostname", "jailbake"),
+        "--new-session",  # no TIOCSTI into the caller's terminal
         "--die-with-parent",
         *(("--cap-drop", "ALL") if as_root else ("--unshare-user",)),
     ]
     return argv
+
+
+def _hidden_dirs() -> list[str]:
+    """Directories a host step sees empty: scratch space, and where the sockets of
+    services live (the container engine's among them)."""
+    candidates = ["/tmp", "/var/tmp", "/run", "/var/run", "/dev/shm"]
+    for var in ("XDG_RUNTIME_DIR", "DOCKER_HOST"):
+        value = os.environ.get(var, "").removeprefix("unix://")
+        if value.startswith("/"):
+            candidates.append(value if var == "XDG_RUNTIME_DIR" else os.path.dirname(value))
+    hidden: list[str] = []
+    for path in candidates:
+        # A link (/var/run -> /run) is hidden through its target; "/" cannot be.
+        if path != "/" and os.path.isdir(path) and not os.path.islink(path):
+            hidden.append(os.path.normpath(path))
+    return sorted(set(hidden), key=lambda p: (p.count("/"), p))
 
 
 class HostExecutor:
@@ -145,6 +167,8 @@ class HostExecutor:
         self._want_sandbox = sandbox
         self._sandbox: bool | None = None
         self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._cancelled = False
 
     @property
     def confined(self) -> bool:
@@ -187,21 +211,29 @@ class HostExecutor:
             env["TMPDIR"] = "/tmp"
         with step.log.open("ab") as logf:
             try:
-                cp = run.run(
-                    argv,
-                    cwd=step.work / "src",
-                    env=env,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    check=False,
-                    input=b"",
-                )
+                proc = run.start(argv, cwd=step.work / "src", env=env, output=logf)
             except OSError as exc:
                 raise StepError(f"{step.recipe}: cannot start its step: {exc.strerror}") from None
-        return cp.returncode
+            with self._lock:
+                self._running.add(proc)
+                cancelled = self._cancelled
+            try:
+                if cancelled:  # interrupted while this step was being set up
+                    proc.kill()
+                return proc.wait()
+            finally:
+                with self._lock:
+                    self._running.discard(proc)
 
     def cancel(self) -> None:
-        """Nothing to do: host steps are in jailbake's process group and get its signal."""
+        """Stop the running steps: confined ones run in a session of their own and do not
+        get the terminal's Ctrl-C."""
+        with self._lock:
+            self._cancelled = True
+            running = list(self._running)
+        for proc in running:
+            with contextlib.suppress(OSError):
+                proc.kill()
 
 
 def _wait(container: Any) -> int:
@@ -219,6 +251,23 @@ def _wait(container: Any) -> int:
             return int(state.get("ExitCode", 1))
         time.sleep(delay)
         delay = min(delay * 2, WAIT_INTERVAL)
+
+
+def _take_log(produced: Path, log_path: Path) -> None:
+    """Append the log a container wrote in its work directory, which the step owned: a
+    link there must not make jailbake read (and publish) a host file."""
+    try:
+        fd = os.open(produced, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return
+    except OSError:  # a link (ELOOP) or worse: not the log jailbake asked for
+        with log_path.open("a") as logf:
+            print(f"jailbake: {STEP_LOG} in the work directory is not a file; ignored", file=logf)
+        return
+    with os.fdopen(fd, "rb") as f, log_path.open("ab") as logf:
+        if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            shutil.copyfileobj(f, logf)
+    produced.unlink()
 
 
 class DockerExecutor:
@@ -324,11 +373,7 @@ class DockerExecutor:
                 raise KeyboardInterrupt
             return _wait(container)
         finally:
-            produced = step.work / STEP_LOG
-            if produced.exists():
-                with step.log.open("ab") as logf, produced.open("rb") as f:
-                    shutil.copyfileobj(f, logf)
-                produced.unlink()
+            _take_log(step.work / STEP_LOG, step.log)
             with self._lock:
                 self._running.pop(container.id, None)
             try:

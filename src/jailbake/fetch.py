@@ -199,6 +199,7 @@ class Fetcher:
                 raise_on_status=False,
                 status_forcelist=(429, 500, 502, 503, 504),
                 allowed_methods=None,
+                respect_retry_after_header=False,  # a server may not set the pace
             )
             session.mount("http://", HTTPAdapter(max_retries=retry))
             session.mount("https://", HTTPAdapter(max_retries=retry))
@@ -286,12 +287,25 @@ class Fetcher:
                 run.run(["git", "init", "--quiet", "--bare", tmp])
                 tmp.rename(git_dir)
             for refspec in ([commit], ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]):
-                cp = run.run(
-                    ["git", "--git-dir", git_dir, "fetch", "--quiet", url, *refspec],
-                    check=False,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                )
+                # git's own floor rate, and the same deadline as any other source.
+                argv: list[str | Path] = [
+                    "git",
+                    *("-c", f"http.lowSpeedLimit={net.SOURCE.min_rate}"),
+                    *("-c", f"http.lowSpeedTime={net.RATE_WINDOW:.0f}"),
+                    *("--git-dir", str(git_dir), "fetch", "--quiet", url, *refspec),
+                ]
+                try:
+                    cp = run.run(
+                        argv,
+                        check=False,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        timeout=net.SOURCE.deadline,
+                    )
+                except subprocess.TimeoutExpired:
+                    raise FetchError(
+                        f"{recipe}: fetching {url} took more than {net.SOURCE.deadline:.0f}s"
+                    ) from None
                 if self._have_commit(url, commit):
                     return git_dir
             detail = cp.stdout.decode(errors="replace").strip().splitlines()

@@ -31,6 +31,8 @@ class Fields:
         text = str(value)
         if not text and not allow_empty:
             raise self.error(field, "expected a non-empty string")
+        if "\0" in text:
+            raise self.error(field, "contains a NUL byte, which no file name or variable can hold")
         return text
 
     def relpath(self, value: Any, field: str, *, allow_empty: bool = False) -> str:

@@ -189,6 +189,8 @@ def load_layers(files: Sequence[Path], environ: Mapping[str, str] | None = None)
     for var, default in sorted((config.get("env") or {}).items()):
         value = environ.get(var, default)
         if value is not None:
+            if "\0" in str(value):
+                raise RecipeError(first, f"env.{var}", "contains a NUL byte")
             env[var] = str(value)
     sde_text = env.setdefault("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
     if not sde_text.isdigit():

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine, paths, run
-from .errors import EngineError, FetchError
+from .errors import EngineError, FetchError, JailbakeError
 from .fetch import Fetcher, git_archive_name
 from .graph import Graph
 from .keys import file_sha256
@@ -86,10 +86,16 @@ class MirrorWriter:
         self.entries: dict[str, Entry] = {}
         index = dest / INDEX
         if index.is_file():
-            for raw in json.loads(index.read_text()).get("entries", []):
-                entry = Entry(**raw)
-                if (dest / entry.path).is_file():
-                    self.entries[entry.path] = entry
+            try:
+                for raw in json.loads(index.read_text()).get("entries", []):
+                    entry = Entry(**raw)
+                    if (dest / entry.path).is_file():
+                        self.entries[entry.path] = entry
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise JailbakeError(
+                    f"{index}: not a jailbake mirror index ({exc}); move it away and run "
+                    "jailbake mirror again"
+                ) from None
         self.added = 0
 
     def _place(self, src: Path, rel: str) -> None:

@@ -30,6 +30,10 @@ class NetError(OSError):
     """A transfer broke one of its bounds, or a redirect went where it may not."""
 
 
+class TooLarge(NetError):
+    """A body over its size cap: that answer is refused, the server may still serve others."""
+
+
 @dataclass(frozen=True)
 class Bounds:
     limit: int | None  # bytes of body at most (None: no cap)
@@ -41,7 +45,10 @@ class Bounds:
 # Pinned sources are checked by sha256 after the download; upstream hosts redirect to
 # their content hosts (github.com -> codeload.github.com), so any https origin will do.
 SOURCE = Bounds(limit=16 << 30, deadline=6 * 3600.0, same_origin=False)
-RECORD = Bounds(limit=4 << 20, deadline=60.0)  # small answers: records, checksum lists
+RECORD = Bounds(limit=4 << 20, deadline=60.0)  # small answers: checksum lists
+# A remote cache record lists every file of an output tree: tens of thousands for a root
+# file system tree.
+CACHE_RECORD = Bounds(limit=64 << 20, deadline=120.0)
 
 
 def blob_bounds(size: int) -> Bounds:
@@ -74,7 +81,8 @@ def request(
         resp = session.request(
             method,
             url,
-            headers=dict(headers or {}),
+            # Bodies are taken as sent: caps and digests apply to the bytes that are stored.
+            headers={"Accept-Encoding": "identity", **(headers or {})},
             data=data,
             stream=True,
             allow_redirects=False,
@@ -100,7 +108,7 @@ def iter_body(resp: requests.Response, bounds: Bounds, *, already: int = 0) -> I
     url = resp.url
     declared = resp.headers.get("Content-Length", "")
     if bounds.limit is not None and declared.isdigit() and already + int(declared) > bounds.limit:
-        raise NetError(f"{url}: {declared} bytes announced, more than {bounds.limit}")
+        raise TooLarge(f"{url}: {declared} bytes announced, more than {bounds.limit}")
     started = time.monotonic()
     # A read blocked in the socket cannot check the clock: at the deadline the socket is
     # shut from this timer, and the read returns.
@@ -112,7 +120,7 @@ def iter_body(resp: requests.Response, bounds: Bounds, *, already: int = 0) -> I
     try:
         while True:
             try:
-                chunk = resp.raw.read1(CHUNK)
+                chunk = resp.raw.read1(CHUNK, decode_content=True)
             except Exception as exc:
                 if time.monotonic() - started >= bounds.deadline:
                     raise NetError(f"{url}: not complete within {bounds.deadline:.0f}s") from None
@@ -127,7 +135,7 @@ def iter_body(resp: requests.Response, bounds: Bounds, *, already: int = 0) -> I
                 return
             got += len(chunk)
             if bounds.limit is not None and already + got > bounds.limit:
-                raise NetError(f"{url}: more than {bounds.limit} bytes; refused")
+                raise TooLarge(f"{url}: more than {bounds.limit} bytes; refused")
             if now - started > bounds.deadline:
                 raise NetError(f"{url}: not complete within {bounds.deadline:.0f}s")
             window.append((now, got))

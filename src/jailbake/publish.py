@@ -49,8 +49,20 @@ def load_manifest(artifacts_dir: Path) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
         raise PublishError(f"{path}: no manifest; build first (jailbake build)") from None
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise PublishError(f"{path}: not a jailbake manifest: {exc}") from None
+    artifacts = data.get("artifacts") if isinstance(data, dict) else None
+    if not isinstance(artifacts, list) or not all(
+        isinstance(a, dict)
+        and isinstance(a.get("path"), str)
+        and isinstance(a.get("sha256"), str)
+        and re.fullmatch(r"[0-9a-f]{64}", a["sha256"])
+        for a in artifacts
+    ):
+        raise PublishError(
+            f"{path}: artifacts: expected a list of {{path, sha256}} entries as jailbake "
+            "writes them; build again"
+        )
     return data
 
 

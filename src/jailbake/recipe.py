@@ -153,6 +153,8 @@ def load_recipe(file: Path, layer_dir: Path) -> Recipe:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise RecipeError(file, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except OSError as exc:
+        raise RecipeError(file, "", f"cannot read it as a recipe: {exc.strerror}") from None
     data = yamlfile.parse(text, file)
     ctx = Fields(file, layer_dir, top_lines(text))
     if not isinstance(data, dict):

@@ -76,7 +76,7 @@ class RemoteCache:
         limit; every answer has a deadline and a floor rate (net.Bounds)."""
         import requests
 
-        bounds = net.RECORD if size is None else net.blob_bounds(size)
+        bounds = net.CACHE_RECORD if size is None else net.blob_bounds(size)
         try:
             with net.request(self._http(), "GET", f"{self.base}/{path}", bounds) as resp:
                 if resp.status_code == 404:
@@ -88,12 +88,14 @@ class RemoteCache:
                 with dest.open("xb") as out:
                     net.save(resp, out, bounds)
                 return b""
+        except net.TooLarge as exc:
+            raise Refused(str(exc)) from None
         except (requests.RequestException, net.NetError) as exc:
             self._gone(exc)
             return None
 
     def _has(self, path: str) -> bool:
-        with net.request(self._http(), "HEAD", f"{self.base}/{path}", net.RECORD) as resp:
+        with net.request(self._http(), "HEAD", f"{self.base}/{path}", net.CACHE_RECORD) as resp:
             return resp.status_code == 200
 
     def _put(self, path: str, source: Path | bytes) -> None:
@@ -191,7 +193,9 @@ class RemoteCache:
 
     def _fetch_tree(self, result: ActionResult, source_date_epoch: int) -> None:
         if self.store.tree_path(result.output_digest).is_dir():
-            return
+            if self.store.verify_tree(result.output_digest):
+                return
+            self.store.evict_tree(result.output_digest)  # damaged here: take the server's
         tree = self.store.temp_path("remote-tree")
         tree.mkdir()
         try:

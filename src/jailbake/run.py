@@ -34,6 +34,7 @@ def run(
     stderr: int | IO[bytes] | None = None,
     check: bool = True,
     input: bytes | None = None,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv with a clean environment (plus env); raise CalledProcessError on failure."""
     args = [str(a) for a in argv]
@@ -46,6 +47,7 @@ def run(
         stderr=stderr,
         check=check,
         input=input,
+        timeout=timeout,
     )
 
 
@@ -61,5 +63,25 @@ def spawn(
         env=clean_env(env),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def start(
+    argv: Sequence[str | Path],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    output: IO[bytes],
+) -> subprocess.Popen[bytes]:
+    """Start argv with a clean environment, no input, and stdout and stderr to output."""
+    args = [str(a) for a in argv]
+    log.debug("start: %s (cwd=%s)", " ".join(args), cwd)
+    return subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=clean_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=output,
         stderr=subprocess.STDOUT,
     )

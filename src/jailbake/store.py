@@ -70,7 +70,7 @@ def normalize_tree(root: Path, mtime: int) -> None:
     os.utime(root, (mtime, mtime))
 
 
-def make_tree_readonly(root: Path) -> None:
+def make_tree_readonly(root: Path, *, root_too: bool = True) -> None:
     for dirpath, dirnames, filenames in os.walk(root):
         for name in filenames:
             p = Path(dirpath) / name
@@ -81,7 +81,8 @@ def make_tree_readonly(root: Path) -> None:
             p = Path(dirpath) / name
             if not p.is_symlink():
                 p.chmod(0o555)
-    root.chmod(0o555)
+    if root_too:
+        root.chmod(0o555)
 
 
 def copy_hashed(src: Path, dest: Path) -> str:
@@ -218,18 +219,17 @@ class Store:
         manifest = tree_manifest(tmp)
         digest = digest_of(manifest)
         dest = self.tree_path(digest)
-        if dest.is_dir() and self.verify_tree(digest):
-            remove_tree(tmp)
-            return digest, manifest
-        self.evict_tree(digest)
-        make_tree_readonly(tmp)
-        try:
+        with self.lock(f"tree-{digest}"):
+            if dest.is_dir():
+                if self.verify_tree(digest):  # another build stored the same tree
+                    remove_tree(tmp)
+                    return digest, manifest
+                self.evict_tree(digest)
+            # Moving a directory to another parent needs write access to it: the top
+            # becomes read-only once it is in place.
+            make_tree_readonly(tmp, root_too=False)
             os.rename(tmp, dest)
-        except OSError:
-            if not dest.is_dir():
-                raise
-            remove_tree(tmp)  # another build stored the same tree first
-        if not self._stamp_path(digest).is_file():
+            dest.chmod(0o555)
             self._write_stamp(digest)
         with self._verified_lock:
             self._verified.add(digest)
@@ -280,6 +280,8 @@ class Store:
         tree = self.tree_path(digest)
         if os.path.lexists(tree):
             # Out of the way first, in one rename: no reader sees half a tree.
+            if tree.is_dir() and not tree.is_symlink():
+                tree.chmod(0o755)  # a directory moves only with write access to it
             doomed = self.temp_path("evicted")
             os.rename(tree, doomed)
             remove_tree(doomed)
@@ -298,13 +300,16 @@ class Store:
         if not self.tree_path(digest).is_dir():
             return None
         if not self.verify_tree(digest):
-            log.warning(
-                "cache: %s: the output tree %s no longer hashes to its digest (changed on "
-                "disk); removed, it is built again",
-                result.recipe,
-                digest[:16],
-            )
-            self.evict_tree(digest)
+            with self.lock(f"tree-{digest}"):
+                if self.verify_tree(digest, full=True):
+                    return result  # replaced by a good copy meanwhile
+                log.warning(
+                    "cache: %s: the output tree %s no longer hashes to its digest (changed "
+                    "on disk); removed, it is built again",
+                    result.recipe,
+                    digest[:16],
+                )
+                self.evict_tree(digest)
             return None
         return result
 

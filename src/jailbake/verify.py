@@ -5,16 +5,19 @@ again when next needed."""
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import run
 from .keys import file_sha256
-from .store import ActionResult, Store
+from .store import ActionResult, Store, remove_tree
 
 
 @dataclass
 class Report:
     blobs: int = 0
+    repositories: int = 0
     trees: int = 0
     results: int = 0
     problems: list[str] = field(default_factory=list)
@@ -22,7 +25,8 @@ class Report:
 
 
 def verify_store(store: Store, *, repair: bool = False) -> Report:
-    """Hash every blob and tree again and check every result record."""
+    """Hash every blob and tree again, fsck every git repository, and check every
+    result record."""
     report = Report()
     for path in sorted((store.root / "cas").glob("*/*")):
         report.blobs += 1
@@ -30,6 +34,20 @@ def verify_store(store: Store, *, repair: bool = False) -> Report:
             report.problems.append(f"blob {path.name}: its content does not hash to its name")
             if repair:
                 path.unlink()
+                report.removed += 1
+    for git_dir in sorted((store.root / "git").glob("*.git")):
+        report.repositories += 1
+        cp = run.run(
+            ["git", "--git-dir", git_dir, "fsck", "--no-dangling", "--no-progress"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        if cp.returncode != 0:
+            detail = (cp.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0]
+            report.problems.append(f"repository {git_dir.name}: git fsck: {detail}")
+            if repair:
+                remove_tree(git_dir)
                 report.removed += 1
     bad_trees: set[str] = set()
     for path in sorted((store.root / "trees").iterdir()):

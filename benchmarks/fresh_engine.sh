@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# What a new machine's engine costs the test command: an engine whose storage starts
+# empty (as CI's does), the builders' base image, then (with "all") every builder
+# image of the shipped layers. Time it whole with a benchmark runner, e.g.
+#   farm-bench -n 3 --warmup 0 --timeout 3600 -- bash benchmarks/fresh_engine.sh all
+# and once with "base" to see how much of it is the builder images. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+storage=$(mktemp -d /var/tmp/jailbake-bench-engine.XXXXXX)
+trap 'scripts/stop-engine "$storage"' EXIT
+eval "$(JAILBAKE_PODMAN_STORAGE=$storage scripts/setup-engine)"
+export DOCKER_HOST
+.venv/bin/jailbake base-image >/dev/null
+if [ "$what" = all ]; then
+    .venv/bin/jailbake builders layers/rpi4-jailhouse.yml layers/qemu-arm64-jailhouse.yml \
+        layers/busybox-initramfs.yml examples/hello/hello.yml >/dev/null
+fi
