@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from jailbake.cli import COMMANDS, _parser
+from jailbake.options import COMMANDS, parser
 
 EXAMPLES = ROOT / "ci-examples"
 
@@ -46,7 +46,7 @@ def test_ci_example_commands_parse(name: str) -> None:
         argv = words[words.index("build.py") + 1 :]
         assert argv and argv[0] in COMMANDS, f"{name}: {line}"
         try:
-            _parser().parse_args(argv)
+            parser().parse_args(argv)
         except SystemExit:
             pytest.fail(f"{name}: {line}: jailbake does not accept these arguments")
         used.add(argv[0])

@@ -49,6 +49,7 @@ class Outcome:
     status: Status
     result: ActionResult
     seconds: float
+    previous: str | None = None  # forced: the output digest the cache held before
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class RecipeBuilder:
         jobs: int = 1,
         host: Executor | None = None,
         remote: RemoteCache | None = None,
+        force: frozenset[str] = frozenset(),
     ) -> None:
         self.graph = graph
         self.store = store
@@ -78,6 +80,7 @@ class RecipeBuilder:
         self.host = host
         self.jobs = jobs
         self.remote = remote
+        self.force = force  # recipes built again even when their key is cached
         self._image_keys: dict[str, str] = {}
         self._images: dict[str, str] = {}
         self._image_lock = threading.Lock()
@@ -161,6 +164,19 @@ class RecipeBuilder:
             info, hit = self.lookup(recipe, deps)
         else:
             hit = self._cached(recipe, info.key)
+        if recipe.name in self.force:
+            with self.store.lock(info.key):
+                previous = self._cached(recipe, info.key)
+                result = self._execute(recipe, deps, info, start)
+                self.store.record_last(recipe.name, info.key)
+            seconds = time.monotonic() - start
+            return Outcome(
+                recipe.name,
+                Status.BUILT,
+                result,
+                seconds,
+                previous.output_digest if previous else None,
+            )
         if hit is None:
             with self.store.lock(info.key):
                 hit = self._cached(recipe, info.key)  # another build may have finished it

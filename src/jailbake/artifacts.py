@@ -15,6 +15,7 @@ from . import paths
 from .errors import CacheError, JailbakeError
 from .graph import Graph
 from .keys import file_sha256
+from .layer import Layer
 from .store import ActionResult, Store, copy_hashed, normalize_tree
 
 
@@ -145,13 +146,19 @@ def check_expected(graph: Graph, published: Iterable[Artifact]) -> None:
 MANIFEST = "manifest.json"
 
 
+def layer_names(layer: Layer) -> list[str]:
+    """The layer files of a build as manifest.json names them: relative to the top
+    repository (the same in every checkout)."""
+    top = layer.top_dir
+    return [str(f.relative_to(top)) if f.is_relative_to(top) else f.name for f in layer.files]
+
+
 def write_manifest(
     graph: Graph, results: dict[str, ActionResult], published: list[Artifact], dest_dir: Path
 ) -> Artifact:
     """manifest.json: every recipe with version, key, output digest and pins, and the artifacts."""
     from . import __version__
 
-    top = graph.layer.top_dir
     recipes = []
     for name in graph.order:
         recipe, result = graph.recipes[name], results[name]
@@ -169,9 +176,7 @@ def write_manifest(
         )
     manifest = {
         "jailbake": __version__,
-        "layers": [
-            str(f.relative_to(top)) if f.is_relative_to(top) else f.name for f in graph.layer.files
-        ],
+        "layers": layer_names(graph.layer),
         "targets": list(graph.targets),
         "source_date_epoch": graph.layer.source_date_epoch,
         "recipes": recipes,

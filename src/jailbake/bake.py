@@ -6,24 +6,23 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from . import engine
-from .action import Outcome, RecipeBuilder, Status
+from .action import RecipeBuilder, Status
 from .artifacts import Artifact, check_expected, publish, write_manifest
-from .errors import FetchError
+from .errors import FetchError, JailbakeError
 from .executors import DockerExecutor, Executor, ExecutorKind, HostExecutor
 from .fetch import Fetcher, resolve_mirror
 from .graph import Graph, build_graph
 from .layer import load_layers
 from .remote import RemoteCache
 from .schedule import Scheduler
+from .status import Progress
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +45,8 @@ class BuildOptions:
     offline: bool = False
     remote_cache: str | None = None  # URL of a Bazel-style HTTP cache
     remote_readonly: bool = False
+    keep_going: bool = False
+    force: tuple[str, ...] = ()  # recipes built again even when cached
 
 
 @dataclass(frozen=True)
@@ -63,29 +64,6 @@ class BuildReport:
             "downloaded": self.downloaded,
             "artifacts": [{"path": a.path, "sha256": a.sha256} for a in self.artifacts],
         }
-
-
-class Progress:
-    """One line per recipe when it starts and when it ends."""
-
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
-        self._lock = threading.Lock()
-
-    def __call__(self, name: str, outcome: Outcome | None) -> None:
-        if outcome is None:
-            line = f"[jailbake] {name}: building"
-        elif outcome.status is Status.REUSED:
-            line = f"[jailbake] {name}: reused ({outcome.result.key[:12]})"
-        elif outcome.status is Status.DOWNLOADED:
-            line = (
-                f"[jailbake] {name}: from the remote cache in {outcome.seconds:.1f}s "
-                f"({outcome.result.key[:12]})"
-            )
-        else:
-            line = f"[jailbake] {name}: built in {outcome.seconds:.1f}s ({outcome.result.key[:12]})"
-        with self._lock:
-            print(line, file=self.stream, flush=True)
 
 
 def make_executor(kind: ExecutorKind) -> Executor:
@@ -135,9 +113,23 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         if options.remote_cache
         else None
     )
+    unknown = sorted(set(options.force) - set(graph.recipes))
+    if unknown:
+        raise JailbakeError(
+            f"--force: {', '.join(unknown)} is not a recipe of this build; "
+            f"its recipes: {', '.join(graph.order)}"
+        )
     builder = RecipeBuilder(
-        graph, store, fetcher, executor, jobs=options.jobs, host=host, remote=remote
+        graph,
+        store,
+        fetcher,
+        executor,
+        jobs=options.jobs,
+        host=host,
+        remote=remote,
+        force=frozenset(options.force),
     )
+    store.remember_executor(graph.layer.files, options.executor.value)
     if options.offline:
         missing = fetcher.missing_offline(graph.recipes[n] for n in graph.order)
         if missing:
@@ -152,7 +144,15 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         _ = executor.client  # fail early, with how to start an engine
     progress = progress or Progress()
     with _cancel_on_interrupt(executor, host), store.temp_dir("schedule") as state:
-        outcomes = Scheduler(graph, builder, progress, state).run(options.jobs)
+        scheduler = Scheduler(
+            graph,
+            builder,
+            progress,
+            state,
+            keep_going=options.keep_going,
+            failed=progress.failed,
+        )
+        outcomes = scheduler.run(options.jobs)
     results = {n: o.result for n, o in outcomes.items()}
     artifacts = publish(graph, store, results, options.artifacts_dir)
     check_expected(graph, artifacts)

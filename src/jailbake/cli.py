@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import json
 import logging
 import os
@@ -13,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
 from .errors import BuildError, JailbakeError
+from .options import COMMANDS, parser
 
 if TYPE_CHECKING:
     from .action import RecipeBuilder
@@ -22,18 +24,6 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 DEFAULT_CONFIGS = ("layers/rpi4-jailhouse.yml",)
-COMMANDS = (
-    "build",
-    "fetch",
-    "builders",
-    "mirror",
-    "publish",
-    "list",
-    "explain",
-    "run",
-    "verify",
-    "base-image",
-)
 
 
 def _default_config() -> str:
@@ -52,190 +42,10 @@ def _configs(spec: str | None) -> tuple[Path, ...]:
     return tuple(split_config(spec or _default_config()))
 
 
-def _parser() -> argparse.ArgumentParser:
-    from .executors import ExecutorKind
-
-    p = argparse.ArgumentParser(
-        prog="jailbake",
-        description="Reproducible image builds from kas layer files and declarative recipes.",
-    )
-    p.add_argument("--version", action="version", version=f"jailbake {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command")
-
-    def cache_dir(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--cache-dir",
-            type=Path,
-            default=None,
-            help="cache directory (default: $JAILBAKE_CACHE_DIR or ~/.cache/jailbake)",
-        )
-
-    def common(sp: argparse.ArgumentParser) -> None:
-        cache_dir(sp)
-        sp.add_argument(
-            "--executor",
-            choices=[e.value for e in ExecutorKind],
-            default=ExecutorKind.DOCKER.value,
-            help="where steps run: fresh containers (default), or this machine: under "
-            "bubblewrap where it works, otherwise UNCONFINED with your rights (root's, for root)",
-        )
-
-    b = sub.add_parser("build", help="build the targets of a layer configuration (default)")
-    b.add_argument(
-        "config",
-        nargs="?",
-        metavar="CONFIG",
-        help="layer file(s), colon-separated; later files override earlier ones",
-    )
-    b.add_argument(
-        "--target",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="recipe to build (repeatable; default: the layer's target)",
-    )
-    b.add_argument(
-        "-j",
-        "--jobs",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="recipes built in parallel, and $JOBS inside each step",
-    )
-    b.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"))
-    b.add_argument(
-        "--mirror",
-        action="append",
-        default=[],
-        metavar="DIR|URL",
-        help="look for sources here first, by sha256 and by file name (repeatable)",
-    )
-    b.add_argument(
-        "--offline",
-        action="store_true",
-        help="never open a connection; fail listing every missing source",
-    )
-    b.add_argument(
-        "--remote-cache",
-        metavar="URL",
-        help="a shared cache speaking Bazel's HTTP cache protocol (/ac/, /cas/)",
-    )
-    b.add_argument(
-        "--remote-cache-readonly",
-        action="store_true",
-        help="use the remote cache's results but never upload (untrusted builds)",
-    )
-    b.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
-    common(b)
-
-    def sources(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--target", action="append", default=[], metavar="NAME")
-        sp.add_argument("-j", "--jobs", type=int, default=4, help="downloads at a time")
-        sp.add_argument("--mirror", action="append", default=[], metavar="DIR|URL")
-        cache_dir(sp)
-
-    fe = sub.add_parser("fetch", help="download every source of the graph into the cache")
-    fe.add_argument("config", nargs="?", metavar="CONFIG")
-    sources(fe)
-
-    bu = sub.add_parser(
-        "builders",
-        help="make every builder image the configurations use (build, or load from a "
-        "mirror), so that later builds need no network for them",
-    )
-    bu.add_argument(
-        "configs",
-        nargs="*",
-        metavar="CONFIG",
-        help="one or more layer configurations (each may be colon-separated)",
-    )
-    bu.add_argument(
-        "--mirror",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="load saved images from this mirror directory instead of building (repeatable)",
-    )
-
-    mi = sub.add_parser(
-        "mirror",
-        help="write every source and builder image of the graph into a mirror directory",
-    )
-    mi.add_argument("args", nargs="+", metavar="[CONFIG] DIR")
-    mi.add_argument(
-        "--no-images", action="store_true", help="sources only, no builder or base images"
-    )
-    sources(mi)
-
-    pu = sub.add_parser(
-        "publish",
-        help="publish the built artifacts with SHA256SUMS, manifest.json and an SPDX SBOM",
-    )
-    pu.add_argument("config", nargs="?", metavar="CONFIG")
-    pu.add_argument(
-        "--to", required=True, metavar="DIR|URL", help="a directory, or a URL to PUT to"
-    )
-    pu.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"))
-
-    ls = sub.add_parser("list", help="every recipe of the graph with version, key and pins")
-    ls.add_argument("config", nargs="?", metavar="CONFIG")
-    ls.add_argument("--json", action="store_true")
-    common(ls)
-
-    ex = sub.add_parser(
-        "explain", help="a recipe's key inputs and what changed since its last build"
-    )
-    ex.add_argument("args", nargs="+", metavar="[CONFIG] RECIPE")
-    common(ex)
-
-    rn = sub.add_parser("run", help="boot the layer's built image under qemu-system-aarch64")
-    rn.add_argument("config", nargs="?", metavar="CONFIG")
-    rn.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"))
-    rn.add_argument("--kernel", help="kernel image (default: the layer's JAILBAKE_QEMU_KERNEL)")
-    rn.add_argument("--initrd", help="initramfs (default: the layer's JAILBAKE_QEMU_INITRD)")
-    rn.add_argument("--append", help="kernel command line")
-    rn.add_argument(
-        "--expect",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="run without a terminal: stop when every TEXT has appeared on the "
-        "console (exit 0), or at --timeout (exit 1)",
-    )
-    rn.add_argument(
-        "--send",
-        action="append",
-        default=[],
-        metavar="PROMPT=>LINE",
-        help="with --expect: type LINE once PROMPT has appeared (repeatable)",
-    )
-    rn.add_argument("--timeout", type=float, default=300.0)
-
-    ve = sub.add_parser(
-        "verify",
-        help="hash every file of the cache again and check its records, as git fsck does",
-    )
-    ve.add_argument(
-        "--repair",
-        action="store_true",
-        help="remove what is wrong; it is built or fetched again when next needed",
-    )
-    cache_dir(ve)
-
-    bi = sub.add_parser(
-        "base-image",
-        help="create the builders' Debian base image with "
-        "mmdebstrap and import it into the engine (needs root)",
-    )
-    bi.add_argument("--suite", default="bookworm")
-    bi.add_argument("--mirror", default=None, help="Debian mirror (default: this machine's)")
-    bi.add_argument("--force", action="store_true", help="recreate it even if present")
-    return p
-
-
 def _cmd_build(args: argparse.Namespace) -> int:
     from .bake import BuildOptions, bake, default_cache_dir
     from .executors import ExecutorKind
+    from .status import plural
 
     options = BuildOptions(
         configs=_configs(args.config),
@@ -248,19 +58,34 @@ def _cmd_build(args: argparse.Namespace) -> int:
         offline=args.offline,
         remote_cache=args.remote_cache,
         remote_readonly=args.remote_cache_readonly,
+        keep_going=args.keep_going,
+        force=tuple(args.force),
     )
     report = bake(options)
     remote = f"{len(report.downloaded)} from the remote cache, " if report.downloaded else ""
     total = len(report.built) + len(report.reused) + len(report.downloaded)
     print(
-        f"[jailbake] {total} recipes: {len(report.built)} built, {len(report.reused)} reused, "
-        f"{remote}{len(report.artifacts)} artifacts in {options.artifacts_dir} "
-        f"({report.seconds:.1f}s)",
+        f"[jailbake] {plural(total, 'recipe')}: {len(report.built)} built, "
+        f"{len(report.reused)} reused, {remote}{plural(len(report.artifacts), 'artifact')} "
+        f"in {options.artifacts_dir} ({report.seconds:.1f}s)",
         file=sys.stderr,
     )
     if args.json:
-        print(json.dumps(report.to_dict(), sort_keys=True))
+        print(json.dumps({"ok": True, **report.to_dict()}, sort_keys=True))
     return 0
+
+
+def _split_config(
+    args: list[str], usage: str, *, most: int | None = 2
+) -> tuple[str | None, list[str]]:
+    """[CONFIG] WORD...: the first word is the configuration if it looks like one (and,
+    for a fixed number of words, if enough follow it)."""
+    first = args[0] if args and _looks_like_config(args[0]) else None
+    config = first if first and (most is None or len(args) == most) else None
+    rest = args[1:] if config else args
+    if most is not None and not 0 < len(args) <= most:
+        raise JailbakeError(f"expected {usage}")
+    return config, rest
 
 
 def _fetcher(args: argparse.Namespace, config: str | None) -> tuple[Graph, Fetcher]:
@@ -302,6 +127,7 @@ def _cmd_builders(args: argparse.Namespace) -> int:
 def _cmd_mirror(args: argparse.Namespace) -> int:
     from . import engine
     from .mirror import write_mirror
+    from .status import human_size, plural
 
     if len(args.args) > 2:
         raise JailbakeError("mirror: expected [CONFIG] DIR")
@@ -315,8 +141,8 @@ def _cmd_mirror(args: argparse.Namespace) -> int:
         client_factory=None if args.no_images else engine.connect,
     )
     print(
-        f"[jailbake] mirror {dest}: {len(writer.entries)} files, {writer.size} bytes "
-        f"({writer.added} added)",
+        f"[jailbake] mirror {dest}: {plural(len(writer.entries), 'file')}, "
+        f"{human_size(writer.size)} ({writer.added} added)",
         file=sys.stderr,
     )
     return 0
@@ -326,12 +152,15 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from .publish import load_manifest, publish_release
 
     if args.config:
-        wanted = [str(p) for p in _configs(args.config)]
+        from .artifacts import layer_names
+        from .layer import load_layers
+
+        wanted = layer_names(load_layers(_configs(args.config)))
         built = load_manifest(args.artifacts_dir).get("layers", [])
-        if [Path(w).name for w in wanted] != [Path(b).name for b in built]:
+        if wanted != built:
             raise JailbakeError(
                 f"publish: {args.artifacts_dir} holds a build of {':'.join(built)}, "
-                f"not of {args.config}; build it first"
+                f"not of {':'.join(wanted)}; build it first"
             )
     files, sent = publish_release(args.artifacts_dir, args.to)
     print(
@@ -351,14 +180,23 @@ def _builder(args: argparse.Namespace, config: str | None) -> tuple[Graph, Recip
 
     graph = load_graph(_configs(config))
     store = Store(args.cache_dir or default_cache_dir())
+    kind = args.executor or store.remembered_executor(graph.layer.files)
+    if kind is None:
+        kind = ExecutorKind.DOCKER.value
+        print(
+            "[jailbake] keys for the docker executor: no build of this configuration in "
+            "this cache says otherwise (--executor chooses)",
+            file=sys.stderr,
+        )
     # Keys need only the executor's kind: no engine is contacted for list and explain.
-    executor = make_executor(ExecutorKind(args.executor))
+    executor = make_executor(ExecutorKind(kind))
     return graph, RecipeBuilder(
         graph, store, Fetcher(store, offline=True), executor, host=HostExecutor()
     )
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from .keys import short_key
     from .query import list_graph
 
     graph, builder = _builder(args, args.config)
@@ -367,9 +205,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps([e.to_dict() for e in entries], indent=2, sort_keys=True))
         return 0
     for e in entries:
-        key = (e.key or "?")[:16]
+        key = short_key(e.key) if e.key else "?"
         state = "cached" if e.cached else "-"
-        print(f"{e.name:24} {e.version:16} {key:16} {state:6} {e.file}")
+        print(f"{e.name:24} {e.version:16} {key:12} {state:6} {e.file}")
         for s in e.sources:
             pin = s.get("sha256") or s.get("commit") or ""
             print(f"    {s.get('url') or s.get('git') or s.get('file')} {pin}".rstrip())
@@ -379,11 +217,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    from .keys import short_key
     from .query import explain
 
-    if len(args.args) > 2:
-        raise JailbakeError("explain: expected [CONFIG] RECIPE")
-    config, name = (args.args[0], args.args[1]) if len(args.args) == 2 else (None, args.args[0])
+    config, (name,) = _split_config(args.args, "explain [CONFIG] RECIPE")
     graph, builder = _builder(args, config)
     if name not in graph.recipes:
         raise JailbakeError(
@@ -399,11 +236,59 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if ex.last_key is None:
         print(f"{name} has not been built with this cache")
     elif ex.last_key == ex.key:
-        print(f"unchanged since the last build ({ex.last_key[:16]})")
+        print(f"unchanged since the last build ({short_key(ex.last_key)})")
     else:
-        print(f"changed since the last build ({ex.last_key[:16]}):")
+        print(f"changed since the last build ({short_key(ex.last_key)}):")
         for field, before, now in ex.changed:
             print(f"  {field}: {json.dumps(before)} -> {json.dumps(now)}")
+    return 0
+
+
+def _recipe_of(graph: Graph, name: str, command: str) -> None:
+    if name not in graph.recipes:
+        raise JailbakeError(
+            f"{command}: unknown recipe {name!r}; known: {', '.join(sorted(graph.recipes))}"
+        )
+
+
+def _cmd_log(args: argparse.Namespace) -> int:
+    from .bake import default_cache_dir, load_graph
+    from .store import Store
+
+    config, (name,) = _split_config(args.args, "log [CONFIG] RECIPE")
+    graph = load_graph(_configs(config))
+    _recipe_of(graph, name, "log")
+    store = Store(args.cache_dir or default_cache_dir())
+    path = store.log_path(name)
+    if path is None:
+        raise JailbakeError(f"log: {name} has no build log in {store.root}; build it first")
+    if args.path:
+        print(path)
+    else:
+        with path.open("rb") as f:
+            sys.stdout.flush()
+            while chunk := f.read(1 << 16):
+                sys.stdout.buffer.write(chunk)
+    return 0
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from .clean import clean_recipes, collect_garbage
+    from .status import human_size, plural
+
+    config, names = _split_config(args.args, "clean [CONFIG] [RECIPE...]", most=None)
+    if bool(names) == bool(args.all):
+        raise JailbakeError("clean: give the recipes whose results to remove, or --all")
+    graph, builder = _builder(args, config)
+    for name in names:
+        _recipe_of(graph, name, "clean")
+    freed = collect_garbage(graph, builder) if args.all else clean_recipes(graph, builder, names)
+    print(
+        f"[jailbake] clean: removed {plural(len(freed.results), 'result')}, "
+        f"{plural(freed.trees, 'tree')}, {plural(freed.blobs, 'download')}, "
+        f"{freed.other} other; {human_size(freed.bytes)} freed",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -486,19 +371,37 @@ def _cmd_base_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_command(argv: list[str]) -> list[str]:
+    """argv with its command: 'build' when none is given. A first word that is neither a
+    command nor a layer file is an unknown command, not a layer file that is missing."""
+    lead = 0
+    while lead < len(argv) and argv[lead] in ("-v", "--verbose"):
+        lead += 1
+    if lead < len(argv) and (argv[lead] in COMMANDS or argv[lead] in ("-h", "--help", "--version")):
+        return argv
+    word = argv[lead] if lead < len(argv) else ""
+    if word and not word.startswith("-") and not _looks_like_config(word):
+        close = difflib.get_close_matches(word, COMMANDS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise JailbakeError(
+            f"unknown command {word!r}{hint} (commands: {', '.join(COMMANDS)}; "
+            "a CONFIG is a layer file such as layers/x.yml)"
+        )
+    return [*argv[:lead], "build", *argv[lead:]]
+
+
+def _looks_like_config(word: str) -> bool:
+    return ":" in word or word.endswith((".yml", ".yaml", ".json")) or Path(word).is_file()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `jailbake` and `python3 build.py`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (
-        argv[0] not in COMMANDS
-        and argv[0] not in ("-h", "--help", "--version")
-        and not (argv[0] in ("-v", "--verbose") and len(argv) > 1 and argv[1] in COMMANDS)
-    ):
-        if not argv or argv[0] not in ("-v", "--verbose"):
-            argv = ["build", *argv]
-        else:
-            argv = [argv[0], "build", *argv[1:]]
-    args = _parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser().parse_args(_with_command(raw))
+    except JailbakeError as exc:
+        print(f"jailbake: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     # A CI job cancelled with SIGTERM stops its step containers like Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(
@@ -512,39 +415,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         "publish": _cmd_publish,
         "list": _cmd_list,
         "explain": _cmd_explain,
+        "log": _cmd_log,
+        "clean": _cmd_clean,
         "run": _cmd_run,
         "verify": _cmd_verify,
         "base-image": _cmd_base_image,
     }
     try:
-        return commands[args.command](args)
+        code = commands[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except BuildError as exc:
         if exc.tail:
             print(f"--- last lines of {exc.log_path} ---\n{exc.tail}\n---", file=sys.stderr)
-        print(f"jailbake: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, str(exc), exc.exit_code)
     except JailbakeError as exc:
-        print(f"jailbake: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        print("jailbake: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args, "interrupted", 130, prefix="jailbake: ")
+    except BrokenPipeError:
+        # The reader went away (jailbake list | head -1): stop quietly, as cat does.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:
         # The machine, not the input: a full disk, a vanished engine or directory.
         if args.verbose:
             traceback.print_exc()
-        print(f"jailbake: error: {_describe_os_error(exc)}", file=sys.stderr)
-        return 1
+        return _fail(args, _describe_os_error(exc), 1)
     except Exception as exc:  # a bug: one line, and the traceback with -v
         if args.verbose:
             traceback.print_exc()
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        print(
-            f"jailbake: internal error: {type(exc).__name__}: {detail} "
-            "(run with -v for the traceback)",
-            file=sys.stderr,
+        return _fail(
+            args,
+            f"{type(exc).__name__}: {detail} (run with -v for the traceback)",
+            1,
+            prefix="jailbake: internal error: ",
         )
-        return 1
+
+
+def _fail(args: argparse.Namespace, message: str, code: int, prefix: str = "") -> int:
+    """One line on stderr; with --json also the JSON line a script waits for."""
+    print(f"{prefix or 'jailbake: error: '}{message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        with contextlib.suppress(OSError):
+            print(json.dumps({"ok": False, "error": message, "exit": code}), flush=True)
+    return code
 
 
 def _describe_os_error(exc: OSError) -> str:

@@ -72,11 +72,11 @@ class Fetcher:
         self._session: requests.Session | None = None
 
     # -- what is missing ---------------------------------------------------------
-    def _git_dir(self, url: str) -> Path:
+    def git_dir(self, url: str) -> Path:
         return self.store.root / "git" / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".git")
 
     def _have_commit(self, url: str, commit: str) -> bool:
-        git_dir = self._git_dir(url)
+        git_dir = self.git_dir(url)
         if not git_dir.is_dir():
             return False
         cp = run.run(
@@ -269,7 +269,7 @@ class Fetcher:
     def fetch_git(self, recipe: str, source: Source) -> Path | None:
         """The bare repository holding the commit, or None when a mirror archive serves it."""
         url, commit = source.location, source.commit
-        git_dir = self._git_dir(url)
+        git_dir = self.git_dir(url)
         if self._have_commit(url, commit):
             return git_dir
         with self.store.lock(f"git-{git_dir.name}"):

@@ -102,3 +102,10 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     else:
         out[prefix] = obj
     return out
+
+
+KEY_PREFIX = 12  # characters of a key or digest shown to people
+
+
+def short_key(key: str) -> str:
+    return key[:KEY_PREFIX]

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SUMS = "SHA256SUMS"
 NONE = "NOASSERTION"
 SBOM = "sbom.spdx.json"
+RETRY_STATUS = (429, 500, 502, 503, 504)  # "try again"; 501 and the like will not change
 RETRIES = 4
 BACKOFF = 0.5
 
@@ -296,7 +297,7 @@ class Uploader:
                         resp = net.request(self.session, method, url, bounds, data=f)
                 else:
                     resp = net.request(self.session, method, url, net.RECORD)
-                if resp.status_code < 500 and resp.status_code != 429:
+                if resp.status_code not in RETRY_STATUS:
                     return resp
                 resp.close()
                 problem = f"HTTP {resp.status_code} {resp.reason}"

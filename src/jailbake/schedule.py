@@ -48,14 +48,23 @@ class Scheduler:
     """Runs a graph's recipes as doit tasks, -j of them at a time."""
 
     def __init__(
-        self, graph: Graph, builder: RecipeBuilder, report: Report, state_dir: Path
+        self,
+        graph: Graph,
+        builder: RecipeBuilder,
+        report: Report,
+        state_dir: Path,
+        *,
+        keep_going: bool = False,
+        failed: Callable[[str, Exception], None] | None = None,
     ) -> None:
         self.graph = graph
         self.builder = builder
         self.report = report
+        self.failed = failed
         self.state_dir = state_dir
+        self.keep_going = keep_going
         self.outcomes: dict[str, Outcome] = {}
-        self.errors: list[BaseException] = []
+        self.errors: list[tuple[str, BaseException]] = []
         self._keys: dict[str, KeyInfo] = {}
         self._lock = threading.Lock()
 
@@ -69,10 +78,9 @@ class Scheduler:
             recipe = self.graph.recipes[name]
             info, hit = self.builder.lookup(recipe, self._deps(name))
         except BaseException as exc:
-            with self._lock:
-                self.errors.append(exc)
+            self._failure(name, exc)
             return False
-        if hit is None:
+        if hit is None or name in self.builder.force:
             log.debug("%s: run: key %s is not in the cache", name, info.key[:16])
             with self._lock:
                 self._keys[name] = info  # the action builds under this key
@@ -84,9 +92,15 @@ class Scheduler:
         self.report(name, outcome)
         return True
 
+    def _failure(self, name: str, exc: BaseException) -> None:
+        with self._lock:
+            self.errors.append((name, exc))
+        if self.failed is not None and isinstance(exc, Exception):
+            self.failed(name, exc)
+
     def _action(self, name: str) -> bool:
         with self._lock:
-            if self.errors:
+            if self.errors and not self.keep_going:
                 return False
         self.report(name, None)
         try:
@@ -94,8 +108,7 @@ class Scheduler:
                 info = self._keys.pop(name, None)
             outcome = self.builder.build(self.graph.recipes[name], self._deps(name), info)
         except BaseException as exc:
-            with self._lock:
-                self.errors.append(exc)
+            self._failure(name, exc)
             return False
         with self._lock:
             self.outcomes[name] = outcome
@@ -144,7 +157,9 @@ class Scheduler:
             str(max(1, jobs)),
             "--parallel-type",
             "thread",
-            *self.graph.order,
+            *(["--continue"] if self.keep_going else []),
+            # Targets in the order given: each one's dependencies, then it, then the next.
+            *self.graph.targets,
         ]
         streams = sys.stdout, sys.stderr
         try:
@@ -152,10 +167,33 @@ class Scheduler:
         finally:
             sys.stdout, sys.stderr = streams
         if self.errors:
-            raise self.errors[0]
+            interrupt = next((e for _, e in self.errors if not isinstance(e, Exception)), None)
+            if interrupt is not None:
+                raise interrupt
+            if not self.keep_going:
+                raise self.errors[0][1]
+            raise Failures(self.errors, self._not_built())
         if rc != 0:
             raise JailbakeError(f"the scheduler stopped with status {rc}")
-        missing = [n for n in self.graph.order if n not in self.outcomes]
+        missing = self._not_built()
         if missing:
             raise JailbakeError(f"recipes not built: {', '.join(missing)}")
         return self.outcomes
+
+    def _not_built(self) -> list[str]:
+        failed = {name for name, _ in self.errors}
+        return [n for n in self.graph.order if n not in self.outcomes and n not in failed]
+
+
+class Failures(JailbakeError):
+    """Recipes that failed in a --keep-going build, and those left unbuilt for them."""
+
+    def __init__(self, errors: list[tuple[str, BaseException]], not_built: list[str]) -> None:
+        self.errors = errors
+        self.not_built = not_built
+        parts = []
+        for name, exc in errors:
+            log_path = getattr(exc, "log_path", None)
+            parts.append(f"{name} (log: {log_path})" if log_path else f"{name} ({exc})")
+        skipped = f"; not built because of them: {', '.join(not_built)}" if not_built else ""
+        super().__init__(f"{len(errors)} failed: {'; '.join(parts)}{skipped}")

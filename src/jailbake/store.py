@@ -16,7 +16,7 @@ import shutil
 import stat
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,19 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
-SUBDIRS = ("cas", "ac", "trees", "stamps", "tmp", "locks", "git", "logs", "last", "published")
+SUBDIRS = (
+    "cas",
+    "ac",
+    "trees",
+    "stamps",
+    "tmp",
+    "locks",
+    "git",
+    "logs",
+    "last",
+    "configs",
+    "published",
+)
 
 
 class Store:
@@ -332,6 +344,40 @@ class Store:
         """Where this cache notes what it last published into artifacts_dir."""
         name = hashlib.sha256(str(artifacts_dir.resolve()).encode()).hexdigest()[:24]
         return self.root / "published" / f"{name}.json"
+
+    def _config_state(self, configs: Sequence[Path]) -> Path:
+        names = "\n".join(str(Path(c).resolve()) for c in configs)
+        return self.root / "configs" / hashlib.sha256(names.encode()).hexdigest()[:24]
+
+    def remember_executor(self, configs: Sequence[Path], executor: str) -> None:
+        """Note which executor built these layer files, for list and explain."""
+        if self.remembered_executor(configs) == executor:
+            return
+        tmp = self.temp_path("config")
+        tmp.write_text(executor)
+        os.replace(tmp, self._config_state(configs))
+
+    def remembered_executor(self, configs: Sequence[Path]) -> str | None:
+        try:
+            return self._config_state(configs).read_text().strip() or None
+        except OSError:
+            return None
+
+    def log_path(self, recipe: str) -> Path | None:
+        """The log of the recipe's last build: in logs/, else the copy its result keeps."""
+        key = self.last_key(recipe)
+        if key is None:
+            return None
+        path = self.root / "logs" / f"{recipe}-{key[:16]}.log"
+        if path.is_file():
+            return path
+        try:
+            result = ActionResult.from_json(self._ac_path(key).read_bytes())
+        except (OSError, ValueError, TypeError):
+            return None
+        if result.log is not None and self.has_blob(result.log.hash):
+            return self.blob_path(result.log.hash)
+        return None
 
     def last_key(self, recipe: str) -> str | None:
         try:

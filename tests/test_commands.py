@@ -1,0 +1,240 @@
+"""The commands a user lives in: keep-going, force, clean, log, and the small things of
+the command line (pipes, --json, unknown words, abbreviations, help)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import SRC, Project
+
+FAIL = 'echo "about to fail"; exit 3'
+
+
+def test_keep_going_builds_everything_a_failure_does_not_block(
+    project: Project, tmp_path: Path
+) -> None:
+    project.recipe("bad", script=FAIL)
+    project.recipe("after-bad", depends=["bad"])
+    project.recipe("good")
+    project.recipe("worse", script=FAIL)
+    result = project.build(
+        "-k", "-j", "1", "--target", "bad", "--target", "after-bad", "--target", "good",
+        "--target", "worse", artifacts=tmp_path / "art", check=False,
+    )  # fmt: skip
+    assert result.rc == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("jailbake: error: 2 failed: bad (log: ")
+    assert "worse (log: " in last and "not built because of them: after-bad" in last
+    assert "[jailbake] bad: FAILED (log: " in result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["ok"] is False
+    again = project.build("--target", "good", artifacts=tmp_path / "art")
+    assert again.report["reused"] == ["good"]
+
+
+def test_targets_start_in_the_order_given(project: Project, tmp_path: Path) -> None:
+    project.recipe("bad", script=FAIL)
+    project.recipe("good")
+    result = project.build(
+        "-j", "1", "--target", "good", "--target", "bad", artifacts=tmp_path / "art", check=False
+    )
+    assert result.rc == 2
+    assert "[jailbake] good: built in" in result.stderr
+    assert result.stderr.index("good: building") < result.stderr.index("bad: building")
+
+
+def test_force_builds_again_and_compares(project: Project, tmp_path: Path) -> None:
+    project.recipe("same")
+    project.recipe("clock", script='mkdir -p "$OUT"; date +%s%N > "$OUT/clock.txt"')
+    project.build(artifacts=tmp_path / "art")
+    result = project.build("--force", "same", "--force", "clock", artifacts=tmp_path / "art")
+    assert sorted(result.report["built"]) == ["clock", "same"]
+    assert "same: built in" in result.stderr
+    assert "output identical to the cached one" in result.stderr
+    assert (
+        "clock: built in" in result.stderr and "output DIFFERS from the cached one" in result.stderr
+    )
+    unknown = project.build("--force", "nope", artifacts=tmp_path / "art", check=False)
+    assert unknown.rc == 2 and "--force: nope is not a recipe" in unknown.stderr
+
+
+def test_every_recipe_line_says_what_happened_and_how_long(
+    project: Project, tmp_path: Path
+) -> None:
+    project.recipe("a")
+    project.build(artifacts=tmp_path / "art")
+    again = project.build(artifacts=tmp_path / "art")
+    assert "[jailbake] a: reused in 0.0s (" in again.stderr
+    assert "[jailbake] 1 recipe: 0 built, 1 reused, 1 artifact in" in again.stderr
+
+
+def test_clean_removes_one_recipes_result(project: Project, tmp_path: Path) -> None:
+    project.recipe("base")
+    project.recipe("top", depends=["base"])
+    project.build(artifacts=tmp_path / "art")
+    cleaned = project.run("clean", "layer.yml", "top", "--executor", "host",
+                          "--cache-dir", str(project.cache))  # fmt: skip
+    assert cleaned.rc == 0, cleaned.stderr
+    assert "removed 1 result, 1 tree" in cleaned.stderr
+    rebuilt = project.build(artifacts=tmp_path / "art")
+    assert rebuilt.report["built"] == ["top"] and rebuilt.report["reused"] == ["base"]
+    wrong = project.run("clean", "layer.yml", "nope", "--cache-dir", str(project.cache))
+    assert wrong.rc == 2 and "clean: unknown recipe 'nope'" in wrong.stderr
+
+
+def test_clean_all_keeps_only_what_the_graph_uses(project: Project, tmp_path: Path) -> None:
+    project.recipe("a", script='mkdir -p "$OUT"; head -c 300000 /dev/zero > "$OUT/a.txt"')
+    project.build(artifacts=tmp_path / "art")
+    project.recipe("a", script='mkdir -p "$OUT"; echo small > "$OUT/a.txt"')
+    project.build(artifacts=tmp_path / "art")
+    assert len(list((project.cache / "trees").iterdir())) == 2
+    gc = project.run("clean", "--all", "layer.yml", "--cache-dir", str(project.cache))
+    assert gc.rc == 0, gc.stderr
+    assert "removed 1 result, 1 tree" in gc.stderr and "KiB freed" in gc.stderr
+    assert len(list((project.cache / "trees").iterdir())) == 1
+    again = project.build(artifacts=tmp_path / "art")
+    assert again.report["built"] == []
+
+
+def test_log_prints_the_last_build_log(project: Project, tmp_path: Path) -> None:
+    project.recipe(
+        "talk", script='echo "hello from the step"; mkdir -p "$OUT"; touch "$OUT/talk.txt"'
+    )
+    project.build(artifacts=tmp_path / "art")
+    shown = project.run("log", "layer.yml", "talk", "--cache-dir", str(project.cache))
+    assert shown.rc == 0 and "hello from the step" in shown.stdout
+    path = project.run("log", "layer.yml", "talk", "--path", "--cache-dir", str(project.cache))
+    assert Path(path.stdout.strip()).read_text() == shown.stdout
+    never = project.run("log", "layer.yml", "talk", "--cache-dir", str(tmp_path / "empty"))
+    assert never.rc == 2 and "has no build log" in never.stderr
+
+
+def test_list_into_a_closed_pipe_is_quiet(project: Project) -> None:
+    for i in range(200):
+        project.recipe(f"r{i:03}")
+    cp = subprocess.run(
+        f"{sys.executable} -m jailbake.cli list layer.yml --executor host "
+        f"--cache-dir {project.cache} | head -1",
+        shell=True,
+        cwd=project.root,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert cp.stdout.startswith("r000")
+    assert cp.stderr == ""
+
+
+def test_json_ends_with_a_json_line_on_failure(project: Project, tmp_path: Path) -> None:
+    project.recipe("bad", script=FAIL)
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["ok"] is False and "bad: build failed with exit status 3" in report["error"]
+    project.recipe("bad")
+    assert project.build(artifacts=tmp_path / "art").report["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["buidl", "layer.yml"], "unknown command 'buidl'; did you mean 'build'?"),
+        (["list", "layer.yml", "--exec", "host"], "unrecognized arguments: --exec"),
+        (["frobnicate"], "unknown command 'frobnicate'"),
+    ],
+)
+def test_mistyped_words_are_refused(project: Project, argv: list[str], expect: str) -> None:
+    result = project.run(*argv)
+    assert result.rc == 2
+    assert expect in result.stderr
+
+
+def test_verbose_is_accepted_after_the_command(project: Project) -> None:
+    project.recipe("a")
+    result = project.run("list", "layer.yml", "-v", "--executor", "host")
+    assert result.rc == 0 and "[jailbake]" in result.stderr  # debug lines
+
+
+def test_list_and_explain_use_the_executor_of_the_last_build(
+    project: Project, tmp_path: Path
+) -> None:
+    project.recipe("a")
+    project.build(artifacts=tmp_path / "art")  # --executor host
+    explained = project.run("explain", "layer.yml", "a", "--cache-dir", str(project.cache))
+    assert explained.rc == 0, explained.stderr
+    assert "unchanged since the last build" in explained.stdout
+    listed = project.run("list", "layer.yml", "--cache-dir", str(project.cache))
+    assert " cached " in listed.stdout
+    fresh = project.run("list", "layer.yml", "--cache-dir", str(tmp_path / "other"))
+    assert "keys for the docker executor" in fresh.stderr
+
+
+def test_every_option_has_help() -> None:
+    from jailbake.options import parser
+
+    def actions(p: Any) -> list[Any]:
+        found = []
+        for action in p._actions:
+            if action.choices and isinstance(action.choices, dict):
+                for sub in action.choices.values():
+                    found += actions(sub)
+            elif action.dest not in ("help", "command"):
+                found.append((p.prog, action))
+        return found
+
+    missing = [f"{prog} {a.dest}" for prog, a in actions(parser()) if not a.help]
+    assert missing == []
+
+
+def test_publish_compares_layer_files_by_path(project: Project, tmp_path: Path) -> None:
+    project.recipe("a", outputs=[{"path": "a.txt", "publish": True}])
+    (project.root / "other").mkdir()
+    project.layer(
+        "other/layer.yml",
+        {
+            "header": {"version": 14},
+            "repos": {"this": {"layers": {"recipes": None}}},
+            "env": {"SOURCE_DATE_EPOCH": "1700000000"},
+        },
+    )
+    project.build(artifacts=tmp_path / "art")
+    result = project.run(
+        "publish", "other/layer.yml", "--artifacts-dir", str(tmp_path / "art"),
+        "--to", str(tmp_path / "rel"),
+    )  # fmt: skip
+    assert result.rc == 2
+    assert "holds a build of layer.yml, not of other/layer.yml" in result.stderr
+
+
+def test_publish_does_not_retry_what_a_server_cannot_do(project: Project, tmp_path: Path) -> None:
+    puts: list[str] = []
+
+    class NoPut(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def do_PUT(self) -> None:
+            puts.append(self.path)
+            self.send_error(501)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NoPut)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        project.recipe("a", outputs=[{"path": "a.txt", "publish": True}])
+        project.build(artifacts=tmp_path / "art")
+        url = f"http://127.0.0.1:{server.server_address[1]}/rel"
+        result = project.run("publish", "--artifacts-dir", str(tmp_path / "art"), "--to", url)
+    finally:
+        server.shutdown()
+    assert result.rc == 2 and "HTTP 501" in result.stderr
+    assert len(puts) == 1
