@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
 import json
 import os
+import pty
+import select
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
+import termios
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -426,3 +431,41 @@ def webdav(tmp_path: Path) -> Iterator[WebDAV]:
     yield server
     server.stop()
     shutil.rmtree(root)
+
+
+def in_pty(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    send: Sequence[tuple[str, str]] = (),
+    columns: int = 100,
+    timeout: float = 120,
+) -> tuple[int, list[str]]:
+    """Run argv on a real pseudo-terminal, typing each text of send once its prompt has
+    appeared; its exit status and everything it wrote, in the pieces it came in."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the program, on the terminal
+        os.chdir(cwd)
+        os.execve(argv[0], argv, dict(env))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
+    pieces: list[str] = []
+    todo = list(send)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            pieces.append(data.decode(errors="replace"))
+        if todo and todo[0][0] in "".join(pieces):
+            os.write(fd, todo.pop(0)[1].encode())
+    else:
+        os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), pieces

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -28,7 +28,7 @@ from .image.rootfs import assemble
 from .keys import digest_of, path_digest, step_key, step_key_inputs
 from .recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
 from .remote import RemoteCache
-from .store import ActionResult, Store, normalize_tree
+from .store import ActionResult, Store, normalize_tree, remove_tree
 from .unpack import extract_tar
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class RecipeBuilder:
         host: Executor | None = None,
         remote: RemoteCache | None = None,
         force: frozenset[str] = frozenset(),
+        on_step: Callable[[str, Path], None] | None = None,
+        keep_failed: bool = False,
     ) -> None:
         self.graph = graph
         self.store = store
@@ -81,12 +83,14 @@ class RecipeBuilder:
         self.jobs = jobs
         self.remote = remote
         self.force = force  # recipes built again even when their key is cached
+        self.on_step = on_step  # told where each step's log can be read while it runs
+        self.keep_failed = keep_failed  # a failed step's work directory is kept for a shell
         self._image_keys: dict[str, str] = {}
         self._images: dict[str, str] = {}
         self._image_lock = threading.Lock()
 
     # -- keys -----------------------------------------------------------------
-    def _executor_for(self, recipe: Recipe) -> Executor:
+    def executor_for(self, recipe: Recipe) -> Executor:
         if recipe.builder == HOST_BUILDER and self.host is not None:
             return self.host
         return self.executor
@@ -95,7 +99,7 @@ class RecipeBuilder:
         if recipe.rootfs is not None:
             return {"executor": "jailbake", "writer": writer_digest()}
         writer = {"writer": writer_digest()} if recipe.image else {}
-        if self._executor_for(recipe).kind is ExecutorKind.HOST:
+        if self.executor_for(recipe).kind is ExecutorKind.HOST:
             return {"executor": "host", **writer}
         if recipe.builder == NO_BUILDER:
             raise RecipeError(
@@ -197,6 +201,10 @@ class RecipeBuilder:
         self.store.record_last(recipe.name, info.key)
         return Outcome(recipe.name, Status.REUSED, hit, time.monotonic() - start)
 
+    def image_for(self, recipe: Recipe) -> str | None:
+        """The builder image recipe's step runs in (None on the host)."""
+        return None if recipe.rootfs else self._image(recipe, self.executor_for(recipe))
+
     def _image(self, recipe: Recipe, executor: Executor) -> str | None:
         if executor.kind is not ExecutorKind.DOCKER:
             return None
@@ -217,39 +225,73 @@ class RecipeBuilder:
                     )
             return self._images[recipe.builder]
 
+    def prepare_step(
+        self,
+        recipe: Recipe,
+        deps: Mapping[str, ActionResult],
+        info: KeyInfo,
+        work: Path,
+        log_path: Path,
+    ) -> Step:
+        """Lay out work as the recipe's step finds it (sources unpacked and patched, the
+        script, an image's layout) and describe the step: its variables, dependencies,
+        builder image and user."""
+        executor = self.executor_for(recipe)
+        image = None if recipe.rootfs else self._image(recipe, executor)
+        self._prepare_sources(recipe, work / "src")
+        write_script(work, recipe.script)
+        if recipe.image:
+            layout = recipe.image.layout(self.graph.layer.source_date_epoch)
+            (work / LAYOUT_FILE).write_text(json.dumps(layout, indent=2, sort_keys=True))
+            shutil.copyfile(Path(sdtool.__file__), work / "sdtool.py")
+        return self.step_for(recipe, deps, info, work, log_path, image)
+
+    def step_for(
+        self,
+        recipe: Recipe,
+        deps: Mapping[str, ActionResult],
+        info: KeyInfo,
+        work: Path,
+        log_path: Path,
+        image: str | None,
+    ) -> Step:
+        """The step of recipe in an already laid out work directory."""
+        env = dict(recipe.environment)
+        env.update(info.inputs["variables"])
+        self._check_env_sizes(recipe, env)
+        return Step(
+            recipe=recipe.name,
+            work=work,
+            deps=tuple(
+                (n, self.store.tree_path(deps[n].output_digest)) for n in sorted(recipe.depends)
+            ),
+            env=tuple(sorted(env.items())),
+            log=log_path,
+            image=image,
+            jobs=self.jobs,
+            root=recipe.run_as_root,
+        )
+
     def _execute(
         self, recipe: Recipe, deps: Mapping[str, ActionResult], info: KeyInfo, start: float
     ) -> ActionResult:
-        executor = self._executor_for(recipe)
-        image = None if recipe.rootfs else self._image(recipe, executor)
+        executor = self.executor_for(recipe)
         log_path = self.store.root / "logs" / f"{recipe.name}-{info.key[:16]}.log"
         log_path.unlink(missing_ok=True)
         with self.store.temp_dir(recipe.name) as work:
-            self._prepare_sources(recipe, work / "src")
-            write_script(work, recipe.script)
-            if recipe.image:
-                layout = recipe.image.layout(self.graph.layer.source_date_epoch)
-                (work / LAYOUT_FILE).write_text(json.dumps(layout, indent=2, sort_keys=True))
-                shutil.copyfile(Path(sdtool.__file__), work / "sdtool.py")
-            env = dict(recipe.environment)
-            env.update(info.inputs["variables"])
-            self._check_env_sizes(recipe, env)
-            step = Step(
-                recipe=recipe.name,
-                work=work,
-                deps=tuple(
-                    (n, self.store.tree_path(deps[n].output_digest)) for n in sorted(recipe.depends)
-                ),
-                env=tuple(sorted(env.items())),
-                log=log_path,
-                image=image,
-                jobs=self.jobs,
-                root=recipe.run_as_root,
-            )
-            rc = self._write_rootfs(recipe, step) if recipe.rootfs else executor.run(step)
-            if rc != 0:
-                raise BuildError(recipe.name, rc, log_path, _tail(log_path))
-            tree = self._collect_outputs(recipe, work, log_path)
+            step = self.prepare_step(recipe, deps, info, work, log_path)
+            try:
+                if self.on_step is not None:
+                    live = step.log if recipe.rootfs else executor.live_log(step)
+                    self.on_step(recipe.name, live)
+                rc = self._write_rootfs(recipe, step) if recipe.rootfs else executor.run(step)
+                if rc != 0:
+                    raise BuildError(recipe.name, rc, log_path, _tail(log_path))
+                tree = self._collect_outputs(recipe, work, log_path)
+            except BuildError as exc:
+                if self.keep_failed:
+                    raise self._keep(work, recipe, info, exc) from None
+                raise
             try:
                 # Hashing the tree also refuses device nodes and fifos, before it is stored.
                 digest, manifest = self.store.add_tree(tree)
@@ -268,6 +310,14 @@ class RecipeBuilder:
         )
         self.store.put_result(result)
         return result
+
+    def _keep(self, work: Path, recipe: Recipe, info: KeyInfo, exc: BuildError) -> BuildError:
+        """Move a failed step's work directory out of the scratch space, for a shell."""
+        kept = self.store.failed_dir(recipe.name, info.key)
+        remove_tree(kept)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(work, kept)
+        return BuildError(exc.step, exc.rc, exc.log_path, exc.tail, kept=kept, recipe=recipe.name)
 
     def _check_env_sizes(self, recipe: Recipe, env: Mapping[str, str]) -> None:
         """The kernel refuses to start a program with a variable over MAX_ARG_STRLEN, or

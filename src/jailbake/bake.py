@@ -47,6 +47,7 @@ class BuildOptions:
     remote_readonly: bool = False
     keep_going: bool = False
     force: tuple[str, ...] = ()  # recipes built again even when cached
+    keep_failed: bool = False  # a failed step's work directory is kept for a shell
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,10 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         host=host,
         remote=remote,
         force=frozenset(options.force),
+        keep_failed=options.keep_failed,
     )
+    progress = progress or Progress()
+    builder.on_step = progress.step_log
     store.remember_executor(graph.layer.files, options.executor.value)
     if options.offline:
         missing = fetcher.missing_offline(graph.recipes[n] for n in graph.order)
@@ -142,8 +146,20 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     ):
         assert isinstance(executor, DockerExecutor)
         _ = executor.client  # fail early, with how to start an engine
-    progress = progress or Progress()
-    with _cancel_on_interrupt(executor, host), store.temp_dir("schedule") as state:
+    to_build: frozenset[str] = frozenset()
+    estimates: dict[str, float] = {}
+    if progress.live:  # an ETA needs what the cache holds and what earlier builds took
+        from .query import list_graph
+
+        to_build = frozenset(e.name for e in list_graph(graph, builder) if not e.cached)
+        estimates = {n: d for n in graph.order if (d := store.last_duration(n)) is not None}
+    with (
+        _cancel_on_interrupt(executor, host),
+        store.temp_dir("schedule") as state,
+        progress.watching(
+            len(graph.order), jobs=options.jobs, estimates=estimates, to_build=to_build
+        ),
+    ):
         scheduler = Scheduler(
             graph,
             builder,

@@ -105,7 +105,9 @@ def collect_garbage(graph: Graph, builder: RecipeBuilder) -> Freed:
     }
     log_names = {f"{r.recipe}-{r.key[:16]}.log" for r in kept}
     trees = {p.name for p in (store.root / "trees").iterdir()}
+    failed = store.root / "failed"
     for path in [
+        *(failed.iterdir() if failed.is_dir() else ()),
         *(p for p in (store.root / "git").iterdir() if p.name not in repos),
         *(p for p in (store.root / "logs").iterdir() if p.name not in log_names),
         *(p for p in (store.root / "stamps").iterdir() if p.stem not in trees),

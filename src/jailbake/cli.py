@@ -60,6 +60,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         remote_readonly=args.remote_cache_readonly,
         keep_going=args.keep_going,
         force=tuple(args.force),
+        keep_failed=args.keep_failed,
     )
     report = bake(options)
     remote = f"{len(report.downloaded)} from the remote cache, " if report.downloaded else ""
@@ -272,6 +273,15 @@ def _cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shell(args: argparse.Namespace) -> int:
+    from .shell import open_shell
+
+    config, (name,) = _split_config(args.args, "shell [CONFIG] RECIPE")
+    graph, builder = _builder(args, config)
+    _recipe_of(graph, name, "shell")
+    return open_shell(graph, builder, name, command=args.shell_command, workdir=args.workdir)
+
+
 def _cmd_clean(args: argparse.Namespace) -> int:
     from .clean import clean_recipes, collect_garbage
     from .status import human_size, plural
@@ -416,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": _cmd_list,
         "explain": _cmd_explain,
         "log": _cmd_log,
+        "shell": _cmd_shell,
         "clean": _cmd_clean,
         "run": _cmd_run,
         "verify": _cmd_verify,
@@ -428,6 +439,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BuildError as exc:
         if exc.tail:
             print(f"--- last lines of {exc.log_path} ---\n{exc.tail}\n---", file=sys.stderr)
+        if exc.kept is not None:
+            config = f" {args.config}" if getattr(args, "config", None) else ""
+            print(
+                f"[jailbake] kept the failed step's work directory; step into it with:\n"
+                f"    jailbake shell{config} {exc.recipe} --workdir {exc.kept} "
+                f"--executor {args.executor}",
+                file=sys.stderr,
+            )
         return _fail(args, str(exc), exc.exit_code)
     except JailbakeError as exc:
         return _fail(args, str(exc), exc.exit_code)

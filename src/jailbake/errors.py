@@ -66,10 +66,21 @@ class StepError(JailbakeError):
 class BuildError(JailbakeError):
     """A build step failed."""
 
-    def __init__(self, step: str, rc: int, log_path: Path | None, tail: str = "") -> None:
+    def __init__(
+        self,
+        step: str,
+        rc: int,
+        log_path: Path | None,
+        tail: str = "",
+        *,
+        kept: Path | None = None,
+        recipe: str = "",
+    ) -> None:
         self.step = step
+        self.recipe = recipe or step
         self.rc = rc
         self.log_path = log_path
         self.tail = tail
+        self.kept = kept  # the failed step's work directory, kept for a shell
         where = f" (log: {log_path})" if log_path else ""
         super().__init__(f"{step}: build failed with exit status {rc}{where}")

@@ -10,9 +10,11 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import run
+from . import console, run
 from .errors import EngineError, StepError
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,21 @@ def process_identity(pid: int) -> str:
 
 
 SCRIPT_PREAMBLE = 'set -eux\numask 022\ncd "$SRC"\n'
+
+
+def shell_script(command: str | None) -> str:
+    """What `jailbake shell` runs: the step's umask and directory, then the user's
+    command or an interactive shell."""
+    # A non-interactive bash drops PS1: the interactive one gets it on its command line.
+    interactive = 'exec env PS1="$JAILBAKE_PS1" bash --norc --noprofile -i'
+    return f'umask 022; cd "$SRC"; {command or interactive}'
+
+
+def _shell_variables(step: Step) -> dict[str, str]:
+    return {
+        "JAILBAKE_PS1": f"[jailbake {step.recipe}] \\w\\$ ",
+        "TERM": os.environ.get("TERM", "dumb"),
+    }
 
 
 class ExecutorKind(StrEnum):
@@ -101,6 +118,14 @@ class Executor(Protocol):
         """Run step's build.sh; return its exit status. Output goes to step.log."""
         ...
 
+    def live_log(self, step: Step) -> Path:
+        """Where the step's output can be read while it runs."""
+        ...
+
+    def shell(self, step: Step, command: str | None) -> int:
+        """Run command (or an interactive shell) in the step's environment."""
+        ...
+
     def cancel(self) -> None:
         """Stop every step still running (the build was interrupted)."""
         ...
@@ -113,7 +138,9 @@ UNCONFINED_WARNING = (
 )
 
 
-def bwrap_argv(work: Path | None, trees: list[Path], *, as_root: bool) -> list[str]:
+def bwrap_argv(
+    work: Path | None, trees: list[Path], *, as_root: bool, new_session: bool = True
+) -> list[str]:
     """bubblewrap around a host step: the host read-only, the step's work directory and
     nothing else writable, its dependencies read-only, no network, a fresh /tmp, and
     none of the host's service sockets (a socket on a read-only mount still connects)."""
@@ -134,7 +161,7 @@ def bwrap_argv(work: Path | None, trees: list[Path], *, as_root: bool) -> list[s
         "--unshare-ipc",
         "--unshare-uts",
         *("--hostname", "jailbake"),
-        "--new-session",  # no TIOCSTI into the caller's terminal
+        *(["--new-session"] if new_session else []),  # no TIOCSTI into the caller's terminal
         "--die-with-parent",
         *(("--cap-drop", "ALL") if as_root else ("--unshare-user",)),
     ]
@@ -224,6 +251,32 @@ class HostExecutor:
             finally:
                 with self._lock:
                     self._running.discard(proc)
+
+    def live_log(self, step: Step) -> Path:
+        return step.log
+
+    def shell(self, step: Step, command: str | None) -> int:
+        """A shell (or command) in the step's environment, on the user's terminal."""
+        trees = []
+        for name, tree in step.deps:
+            link = step.work / "deps" / name
+            if not os.path.lexists(link):
+                link.symlink_to(tree)
+            trees.append(tree)
+        env = {**_variables(step, step.work), **_shell_variables(step)}
+        argv: list[str | Path] = ["bash", "-c", shell_script(command)]
+        if self.confined:
+            as_root = os.getuid() == 0
+            # The user's own shell: it keeps the terminal (no session of its own).
+            argv = [*bwrap_argv(step.work, trees, as_root=as_root, new_session=False), *argv]
+            env["TMPDIR"] = "/tmp"
+        # Ctrl-C belongs to the shell and what runs in it, not to jailbake waiting for it
+        # (a handler, unlike SIG_IGN, is not inherited by the shell).
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+        try:
+            return run.run(argv, cwd=step.work / "src", env=env, check=False).returncode
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def cancel(self) -> None:
         """Stop the running steps: confined ones run in a session of their own and do not
@@ -331,11 +384,12 @@ class DockerExecutor:
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EngineError(f"{step.recipe}: the container engine failed: {detail}") from None
 
-    def _run(self, step: Step) -> int:
-        assert step.image, "a docker step needs an image"
+    def _container_args(self, step: Step) -> dict[str, Any]:
+        """The container of a step: its mounts, user, variables, no network, and the
+        capabilities its recipe may have."""
         volumes = {str(step.work): {"bind": str(CONTAINER_WORKDIR), "mode": "rw"}}
         for name, tree in step.deps:
-            (step.work / "deps" / name).mkdir()
+            (step.work / "deps" / name).mkdir(exist_ok=True)
             volumes[str(tree)] = {"bind": str(CONTAINER_WORKDIR / "deps" / name), "mode": "ro"}
         user = "0:0" if step.root else self._user(step.work)
         # Root steps (e.g. mmdebstrap --mode=root) keep the engine's default capabilities
@@ -343,6 +397,25 @@ class DockerExecutor:
         # Podman's) to unpack root file systems with device nodes; the engine's device
         # rules still refuse to open any device the container was not given.
         caps = {"cap_add": list(ROOT_STEP_CAPS)} if step.root else {"cap_drop": ["ALL"]}
+        return {
+            "environment": _variables(step, CONTAINER_WORKDIR),
+            "hostname": "jailbake",
+            "labels": {
+                "org.jailbake.recipe": step.recipe,
+                LABEL_HOST: socket.gethostname(),
+                LABEL_PID: str(os.getpid()),
+                LABEL_PROCESS: process_identity(os.getpid()),
+            },
+            "network_mode": "none",
+            "user": user,
+            "volumes": volumes,
+            "working_dir": str(CONTAINER_WORKDIR / "src"),
+            "security_opt": ["no-new-privileges"],
+            **caps,
+        }
+
+    def _run(self, step: Step) -> int:
+        assert step.image, "a docker step needs an image"
         # The step writes its log into its work directory (readable live from the host);
         # following the engine's log stream would add a polling delay to every step.
         inner_log = CONTAINER_WORKDIR / STEP_LOG
@@ -350,20 +423,7 @@ class DockerExecutor:
             step.image,
             ["bash", "-c", f"exec bash {CONTAINER_WORKDIR / 'build.sh'} >{inner_log} 2>&1"],
             detach=True,
-            environment=_variables(step, CONTAINER_WORKDIR),
-            hostname="jailbake",
-            labels={
-                "org.jailbake.recipe": step.recipe,
-                LABEL_HOST: socket.gethostname(),
-                LABEL_PID: str(os.getpid()),
-                LABEL_PROCESS: process_identity(os.getpid()),
-            },
-            network_mode="none",
-            user=user,
-            volumes=volumes,
-            working_dir=str(CONTAINER_WORKDIR / "src"),
-            **caps,
-            security_opt=["no-new-privileges"],
+            **self._container_args(step),
         )
         with self._lock:
             self._running[container.id] = container
@@ -380,6 +440,47 @@ class DockerExecutor:
                 container.remove(force=True)
             except Exception as exc:  # the engine may have removed it already
                 log.debug("removing container: %s", exc)
+
+    def live_log(self, step: Step) -> Path:
+        return step.work / STEP_LOG  # the container writes it; jailbake appends it at the end
+
+    def shell(self, step: Step, command: str | None) -> int:
+        """A shell (or command) in the step's container, on the user's terminal."""
+        from docker.errors import DockerException
+
+        try:
+            return self._shell(step, command)
+        except DockerException as exc:
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EngineError(f"{step.recipe}: the container engine failed: {detail}") from None
+
+    def _shell(self, step: Step, command: str | None) -> int:
+        assert step.image, "a docker step needs an image"
+        interactive = command is None and sys.stdin.isatty() and sys.stdout.isatty()
+        args = self._container_args(step)
+        args["environment"].update(_shell_variables(step))
+        container = self.client.containers.create(
+            step.image,
+            ["bash", "-c", shell_script(command)],
+            stdin_open=interactive,
+            tty=interactive,
+            **args,
+        )
+        try:
+            sock = self.client.api.attach_socket(
+                container.id,
+                params={"stdin": int(interactive), "stdout": 1, "stderr": 1, "stream": 1},
+            )
+            container.start()
+            if interactive:
+                with contextlib.suppress(Exception):  # a courtesy: the shell works without
+                    rows, columns = console.terminal_size()
+                    container.resize(height=rows, width=columns)
+            console.pump(sock, interactive=interactive)
+            return int(container.wait().get("StatusCode", 1))
+        finally:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
 
     def cancel(self) -> None:
         """Remove the running step containers: they are not jailbake's children, and

@@ -17,6 +17,7 @@ COMMANDS = (
     "list",
     "explain",
     "log",
+    "shell",
     "clean",
     "run",
     "verify",
@@ -145,6 +146,12 @@ def parser() -> argparse.ArgumentParser:
         help="build this recipe again even if its result is cached, and say whether the "
         "new output is identical (repeatable)",
     )
+    b.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="keep a failed step's work directory and print the 'jailbake shell' command "
+        "that opens it",
+    )
     _artifacts_dir(b)
     b.add_argument(
         "--mirror",
@@ -251,6 +258,28 @@ def parser() -> argparse.ArgumentParser:
     lo.add_argument("args", nargs="+", metavar="[CONFIG] RECIPE", help="configuration and recipe")
     lo.add_argument("--path", action="store_true", help="print only where the log is")
     _cache_dir(lo)
+
+    sh = _subparser(
+        sub,
+        "shell",
+        "a shell in a recipe's build environment: its builder, sources, dependencies, "
+        "variables and $OUT, without network",
+    )
+    sh.add_argument("args", nargs="+", metavar="[CONFIG] RECIPE", help="configuration and recipe")
+    sh.add_argument(
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="open a failed step's kept work directory (build --keep-failed prints it)",
+    )
+    sh.add_argument(
+        "-c",
+        "--command",
+        dest="shell_command",
+        metavar="CMD",
+        help="run CMD there instead of an interactive shell; its exit status is the shell's",
+    )
+    _executor(sh, remembered=True)
 
     cl = _subparser(
         sub,

@@ -1,14 +1,33 @@
-"""What a build tells the person watching it: a line when a recipe starts, and one when
-it ends saying what happened and how long it took."""
+"""What a build tells the person watching it.
+
+Every recipe gets a line when it starts and one when it ends, saying what happened
+and how long it took. On a terminal, beneath those lines, a block redrawn in place:
+a progress bar for the build (recipes done of all, elapsed, and an ETA from the
+durations earlier builds of the same recipes took) and a line per running recipe
+with its elapsed time and the last line of its log. Without a terminal (CI), a
+step that runs longer than a minute gets a heartbeat line, at most one a minute.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import sys
 import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from .action import Outcome, Status
 from .keys import short_key
+
+REFRESH = 0.5  # seconds between redraws of the live block
+HEARTBEAT = float(os.environ.get("JAILBAKE_HEARTBEAT_SECONDS", "60"))
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def plural(count: int, noun: str) -> str:
@@ -21,6 +40,15 @@ def human_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def human_time(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def describe(outcome: Outcome) -> str:
@@ -43,24 +71,189 @@ def describe(outcome: Outcome) -> str:
     return text
 
 
+def last_line(path: Path | None) -> str:
+    """The last line a running step wrote to its log, printable."""
+    if path is None:
+        return ""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    traced = ""
+    for line in reversed(re.split(r"[\r\n]", tail)):
+        text = _CONTROL.sub("", line).strip()
+        if text.startswith("+"):  # bash's trace of the script (set -x): what it says is news
+            traced = traced or text
+        elif text:
+            return text
+    return traced
+
+
+@dataclass
+class _Running:
+    started: float
+    log: Path | None = None
+    beat: float = 0.0  # when the last heartbeat was printed
+
+
+@dataclass
+class _Plan:
+    total: int = 0
+    estimates: Mapping[str, float] = field(default_factory=dict)  # seconds, by recipe
+    jobs: int = 1
+    to_build: frozenset[str] = frozenset()  # not in the cache when the build started
+
+
 class Progress:
-    """One line per recipe when it starts and when it ends."""
+    """Start and end lines for every recipe; the live block on a terminal, heartbeats
+    without one."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, *, live: bool | None = None) -> None:
         self.stream = stream
+        self.live = stream.isatty() if live is None else live
         self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+        self._finished: set[str] = set()
+        self._done = 0
+        self._plan = _Plan()
+        self._started = time.monotonic()
+        self._drawn = 0  # lines of the live block on the screen now
+        self._stop = threading.Event()
 
-    def _print(self, line: str) -> None:
-        with self._lock:
-            print(line, file=self.stream, flush=True)
-
+    # -- events from the scheduler ------------------------------------------------------
     def __call__(self, name: str, outcome: Outcome | None) -> None:
-        if outcome is None:
-            self._print(f"[jailbake] {name}: building")
-        else:
-            self._print(f"[jailbake] {name}: {describe(outcome)}")
+        with self._lock:
+            if outcome is None:
+                self._running[name] = _Running(time.monotonic())
+                self._print(f"[jailbake] {name}: building")
+            else:
+                self._running.pop(name, None)
+                self._finished.add(name)
+                self._done += 1
+                self._print(f"[jailbake] {name}: {describe(outcome)}")
+
+    def step_log(self, name: str, path: Path) -> None:
+        """Where the running step of name writes its log."""
+        with self._lock:
+            if name in self._running:
+                self._running[name].log = path
 
     def failed(self, name: str, exc: Exception) -> None:
         log_path = getattr(exc, "log_path", None)
         where = f" (log: {log_path})" if log_path else f": {exc}"
-        self._print(f"[jailbake] {name}: FAILED{where}")
+        with self._lock:
+            started = self._running.pop(name, None)
+            took = f" after {time.monotonic() - started.started:.1f}s" if started else ""
+            self._finished.add(name)
+            self._done += 1
+            self._print(f"[jailbake] {name}: FAILED{took}{where}")
+
+    # -- the display ------------------------------------------------------------------
+    @contextmanager
+    def watching(
+        self,
+        total: int,
+        *,
+        jobs: int = 1,
+        estimates: Mapping[str, float] | None = None,
+        to_build: frozenset[str] = frozenset(),
+    ) -> Iterator[None]:
+        """Show the live block (or heartbeats) while the build runs."""
+        self._plan = _Plan(total, estimates or {}, max(1, jobs), to_build)
+        self._started = time.monotonic()
+        ticker = threading.Thread(target=self._tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            ticker.join()
+            with self._lock:
+                self._clear()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(REFRESH if self.live else 1.0):
+            with self._lock:
+                if self.live:
+                    self._clear()
+                    self._draw()
+                else:
+                    self._heartbeats()
+
+    def _print(self, line: str) -> None:
+        """An event line: above the live block, which is drawn again beneath it."""
+        if self.live:
+            self._clear()
+        print(line, file=self.stream, flush=not self.live)
+        if self.live:
+            self._draw()
+
+    def _heartbeats(self) -> None:
+        now = time.monotonic()
+        for name, run in sorted(self._running.items()):
+            if now - run.started >= HEARTBEAT and now - max(run.beat, run.started) >= HEARTBEAT:
+                run.beat = now
+                said = last_line(run.log)
+                tail = f": {said}" if said else ""
+                print(
+                    f"[jailbake] {name}: still building after {human_time(now - run.started)}"
+                    f"{tail}",
+                    file=self.stream,
+                    flush=True,
+                )
+
+    def _clear(self) -> None:
+        if self._drawn:
+            self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
+            self._drawn = 0
+
+    def _draw(self) -> None:
+        width = max(20, shutil.get_terminal_size((100, 24)).columns - 1)
+        now = time.monotonic()
+        lines = [self._bar(now, width)]
+        for name, run in sorted(self._running.items(), key=lambda kv: kv[1].started):
+            head = f"  {name:<20} {human_time(now - run.started):>7}  "
+            lines.append((head + last_line(run.log))[:width])
+        self.stream.write("".join(f"{line}\n" for line in lines))
+        self.stream.flush()
+        self._drawn = len(lines)
+
+    def _bar(self, now: float, width: int) -> str:
+        from tqdm import tqdm
+
+        plan = self._plan
+        elapsed = now - self._started
+        eta = self._eta(now)
+        postfix = f"ETA {human_time(eta)}" if eta is not None else ""
+        return str(
+            tqdm.format_meter(
+                self._done,
+                max(plan.total, self._done),
+                elapsed,
+                ncols=width,
+                prefix="[jailbake] ",
+                bar_format="{desc}{n_fmt}/{total_fmt} recipes |{bar}| {elapsed}{postfix}",
+                postfix=postfix,
+            )
+        )
+
+    def _eta(self, now: float) -> float | None:
+        """Seconds left, by what earlier builds of the running and waiting recipes took;
+        None when no earlier build says."""
+        plan = self._plan
+        running = [
+            max(0.0, plan.estimates[name] - (now - run.started))
+            for name, run in self._running.items()
+            if name in plan.estimates
+        ]
+        waiting = [
+            plan.estimates[name]
+            for name in plan.to_build - set(self._running) - self._finished
+            if name in plan.estimates
+        ]
+        if not running and not waiting:
+            return None
+        return max(max(running, default=0.0), sum(running + waiting) / plan.jobs)

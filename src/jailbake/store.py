@@ -363,6 +363,19 @@ class Store:
         except OSError:
             return None
 
+    def failed_dir(self, recipe: str, key: str) -> Path:
+        """Where build --keep-failed keeps a failed step's work directory."""
+        return self.root / "failed" / f"{recipe}-{key[:16]}"
+
+    def last_duration(self, recipe: str) -> float | None:
+        """Seconds the recipe's last build took, as its result records."""
+        key = self.last_key(recipe)
+        try:
+            duration = json.loads(self._ac_path(key).read_bytes())["duration"] if key else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return float(duration) if isinstance(duration, int | float) else None
+
     def log_path(self, recipe: str) -> Path | None:
         """The log of the recipe's last build: in logs/, else the copy its result keeps."""
         key = self.last_key(recipe)

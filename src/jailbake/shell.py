@@ -1,0 +1,62 @@
+"""`jailbake shell`: stepping into a recipe's build environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .action import RecipeBuilder
+from .errors import JailbakeError
+from .graph import Graph
+from .store import ActionResult
+
+
+def dependency_results(graph: Graph, builder: RecipeBuilder, name: str) -> dict[str, ActionResult]:
+    """The cached results of name's dependencies, which its step mounts."""
+    results: dict[str, ActionResult | None] = {}
+    for other in graph.order:
+        recipe = graph.recipes[other]
+        deps = {d: results.get(d) for d in recipe.depends}
+        if other == name:
+            missing = sorted(d for d, r in deps.items() if r is None)
+            if missing:
+                raise JailbakeError(
+                    f"shell: {name} needs {', '.join(missing)} built first "
+                    f"(jailbake build CONFIG --target {missing[0]})"
+                )
+            return {d: r for d, r in deps.items() if r is not None}
+        if all(r is not None for r in deps.values()):
+            _, results[other] = builder.lookup(recipe, {d: r for d, r in deps.items() if r})
+        else:
+            results[other] = None
+    raise JailbakeError(f"shell: {name} is not a recipe of this build")
+
+
+def open_shell(
+    graph: Graph,
+    builder: RecipeBuilder,
+    name: str,
+    *,
+    command: str | None = None,
+    workdir: Path | None = None,
+) -> int:
+    """Run command, or an interactive shell, where name's step runs: its builder, its
+    sources unpacked and patched (or a kept failed step's directory), its dependencies
+    read-only, its variables, no network. Returns the shell's exit status."""
+    recipe = graph.recipes[name]
+    if recipe.rootfs is not None:
+        raise JailbakeError(
+            f"shell: {name} is a rootfs recipe, assembled by jailbake itself: it has no step"
+        )
+    deps = dependency_results(graph, builder, name)
+    info = builder.key_info(recipe, {n: r.output_digest for n, r in deps.items()})
+    executor = builder.executor_for(recipe)
+    log_path = builder.store.root / "logs" / f"{name}-shell.log"
+    if workdir is not None:
+        if not (workdir / "build.sh").is_file() or not (workdir / "src").is_dir():
+            raise JailbakeError(f"shell: {workdir} is not a step's work directory")
+        image = builder.image_for(recipe)
+        step = builder.step_for(recipe, deps, info, workdir.resolve(), log_path, image)
+        return executor.shell(step, command)
+    with builder.store.temp_dir(f"shell-{name}") as work:
+        step = builder.prepare_step(recipe, deps, info, work, log_path)
+        return executor.shell(step, command)
