@@ -443,7 +443,8 @@ def in_pty(
     timeout: float = 120,
 ) -> tuple[int, list[str]]:
     """Run argv on a real pseudo-terminal, typing each text of send once its prompt has
-    appeared; its exit status and everything it wrote, in the pieces it came in."""
+    appeared in what came after the text typed before; its exit status and everything it
+    wrote, in the pieces it came in."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: the program, on the terminal
         os.chdir(cwd)
@@ -451,6 +452,7 @@ def in_pty(
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
     pieces: list[str] = []
     todo = list(send)
+    since = 0  # where the output after the last typed text starts
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], 0.5)
@@ -462,7 +464,9 @@ def in_pty(
             if not data:
                 break
             pieces.append(data.decode(errors="replace"))
-        if todo and todo[0][0] in "".join(pieces):
+        text = "".join(pieces)
+        if todo and todo[0][0] in text[since:]:
+            since = len(text)
             os.write(fd, todo.pop(0)[1].encode())
     else:
         os.kill(pid, 9)

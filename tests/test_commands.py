@@ -4,6 +4,7 @@ the command line (pipes, --json, unknown words, abbreviations, help)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def test_clean_removes_one_recipes_result(project: Project, tmp_path: Path) -> N
     rebuilt = project.build(artifacts=tmp_path / "art")
     assert rebuilt.report["built"] == ["top"] and rebuilt.report["reused"] == ["base"]
     wrong = project.run("clean", "layer.yml", "nope", "--cache-dir", str(project.cache))
-    assert wrong.rc == 2 and "clean: unknown recipe 'nope'" in wrong.stderr
+    assert wrong.rc == 2 and "unknown recipe 'nope'; the layers have: base, top" in wrong.stderr
 
 
 def test_clean_all_keeps_only_what_the_graph_uses(project: Project, tmp_path: Path) -> None:
@@ -239,3 +240,81 @@ def test_publish_does_not_retry_what_a_server_cannot_do(project: Project, tmp_pa
         server.shutdown()
     assert result.rc == 2 and "HTTP 501" in result.stderr
     assert len(puts) == 1
+
+
+def test_keep_going_past_a_recipe_whose_key_cannot_be_computed(
+    project: Project, tmp_path: Path
+) -> None:
+    fifo_dir = project.root / "recipes" / "files" / "fdir"
+    fifo_dir.mkdir(parents=True)
+    os.mkfifo(fifo_dir / "pipe")
+    path = project.recipe("f", sources=[{"file": "files/fdir"}])
+    project.recipe("e")
+    result = project.build("-k", "--target", "f", "--target", "e", artifacts=tmp_path / "art",
+                           check=False)  # fmt: skip
+    assert result.rc == 2
+    assert "[jailbake] e: built in" in result.stderr
+    assert result.stderr.count("f: FAILED") == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"jailbake: error: 1 failed: f ({path}:") and "sources:" in last
+    alone = project.build("--target", "f", artifacts=tmp_path / "art", check=False)
+    assert alone.rc == 2 and "a layer file cannot be hashed" in alone.stderr
+
+
+def test_log_shows_the_last_attempt_even_a_failed_one(project: Project, tmp_path: Path) -> None:
+    project.recipe("c", script='echo first-run; mkdir -p "$OUT"; touch "$OUT/c.txt"')
+    project.build(artifacts=tmp_path / "art")
+    project.recipe("c", script="echo second-run-fails; exit 1")
+    project.build(artifacts=tmp_path / "art", check=False)
+    shown = project.run("log", "layer.yml", "c", "--cache-dir", str(project.cache))
+    assert "second-run-fails" in shown.stdout and "first-run" not in shown.stdout
+
+
+def test_commands_know_recipes_outside_the_layer_target(project: Project, tmp_path: Path) -> None:
+    project.layer(
+        "layer.yml",
+        {
+            "header": {"version": 14},
+            "repos": {"this": {"layers": {"recipes": None}}},
+            "env": {"SOURCE_DATE_EPOCH": "1700000000"},
+            "target": ["a"],
+        },
+    )
+    project.recipe("a")
+    project.recipe("e", script='echo from-e; mkdir -p "$OUT"; touch "$OUT/e.txt"')
+    project.build("--target", "e", artifacts=tmp_path / "art")
+    cache = ("--cache-dir", str(project.cache))
+    assert "from-e" in project.run("log", "layer.yml", "e", *cache).stdout
+    assert project.run("explain", "layer.yml", "e", *cache).rc == 0
+    assert project.run("shell", "layer.yml", "e", "-c", "true", *cache).rc == 0
+    assert "removed 1 result" in project.run("clean", "layer.yml", "e", *cache).stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["log", "nonexistent", "a"], ["explain", "missing.yml", "a"]],
+)
+def test_a_missing_layer_file_before_a_recipe_is_one_line(
+    project: Project, argv: list[str]
+) -> None:
+    result = project.run(*argv)
+    assert result.rc == 2
+    assert result.stderr.strip().splitlines() == [
+        f"jailbake: error: {argv[1]}: layer file not found"
+    ]
+
+
+def test_json_line_even_for_bad_arguments(project: Project) -> None:
+    result = project.run("build", "layer.yml", "--json", "--jobs", "many")
+    assert result.rc == 2
+    assert json.loads(result.stdout.strip().splitlines()[-1])["ok"] is False
+    result = project.run("bogus", "--json")
+    assert result.rc == 2 and json.loads(result.stdout.strip())["ok"] is False
+
+
+def test_fit_counts_terminal_columns() -> None:
+    from jailbake.status import fit
+
+    assert fit("a\tbcdef", 6) == "a   bc"
+    assert fit("漢字漢字", 5) == "漢字"
+    assert fit("plain", 10) == "plain"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import Project
-from jailbake.errors import CycleError, RecipeError
+from jailbake.errors import CycleError, JailbakeError, RecipeError
 from jailbake.graph import build_graph
 from jailbake.layer import load_layers
 
@@ -52,8 +52,20 @@ def test_unknown_dependency(project: Project) -> None:
 
 def test_unknown_target(project: Project) -> None:
     project.recipe("a")
-    with pytest.raises(RecipeError, match=r"layer\.yml: target: unknown recipe 'zz'; known: a"):
+    # Asked for on the command line: the layer file is not at fault.
+    with pytest.raises(JailbakeError, match=r"^unknown recipe 'zz'; the layers have: a$"):
         graph_of(project, "zz")
+    # Named by the layer: its file and field are.
+    project.layer(
+        "layer.yml",
+        {
+            "header": {"version": 14},
+            "repos": {"this": {"layers": {"recipes": None}}},
+            "target": ["zz"],
+        },
+    )
+    with pytest.raises(RecipeError, match=r"layer\.yml: target: unknown recipe 'zz'; known: a"):
+        graph_of(project)
 
 
 def test_variable_must_be_in_layer_env(project: Project) -> None:

@@ -3,6 +3,7 @@ pipe (CI) plain lines and heartbeats."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
@@ -84,7 +85,7 @@ def test_the_terminal_shows_a_bar_and_each_running_recipe(project: Project) -> N
     assert lines.index(bar) > max(i for i, line in enumerate(lines) if "quick:" in line)
     final = shots[-1].splitlines()
     assert not any("recipes |" in line or line.startswith("  slow") for line in final)
-    assert any(line.startswith("[jailbake] slow: built in 4.") for line in final), final
+    assert any(re.match(r"\[jailbake\] slow: built in \d+\.\ds", line) for line in final), final
     assert [line for line in final if line][-1].startswith(
         "[jailbake] 2 recipes: 2 built, 0 reused"
     )
@@ -92,24 +93,27 @@ def test_the_terminal_shows_a_bar_and_each_running_recipe(project: Project) -> N
 
 def test_the_bar_estimates_from_earlier_builds(project: Project) -> None:
     project.recipe("slow", script=SLOW)
-    project.build()
+    first = project.build()
+    took = float(re.search(r"slow: built in (\d+\.\d)s", first.stderr).group(1))  # type: ignore[union-attr]
     rc, shots = build_in_pty(project, "--force", "slow")
     assert rc == 0, shots[-1]
     etas = [re.search(r"ETA (\d+)s", s) for s in shots]
     seen = [int(m.group(1)) for m in etas if m]
-    assert seen and max(seen) in (3, 4), seen  # the last build took about 4 s
-    assert min(seen) <= 2
+    assert seen and max(seen) in (int(took) - 1, int(took)), (seen, took)
+    assert seen == sorted(seen, reverse=True)  # counting down
+    assert min(seen) <= took - 2
 
 
 def test_without_a_terminal_a_long_step_sends_heartbeats(project: Project) -> None:
     project.recipe("slow", script=SLOW)
     result = project.build(env={"JAILBAKE_HEARTBEAT_SECONDS": "1.5"})
     beats = re.findall(r"\[jailbake\] slow: still building after (\d+)s: (.*)", result.stderr)
-    assert 2 <= len(beats) <= 3, result.stderr
-    assert ("1", "compiling part one") in beats or ("2", "compiling part one") in beats
-    assert beats[-1][1] == "linking the image"
+    assert len(beats) >= 2, result.stderr
+    seconds = [int(b[0]) for b in beats]
+    assert seconds[0] >= 1 and all(b - a >= 1 for a, b in itertools.pairwise(seconds)), beats
+    assert beats[0][1] == "compiling part one" and beats[-1][1] == "linking the image"
     assert "\x1b[" not in result.stderr
-    assert re.search(r"\[jailbake\] slow: built in 4\.\ds", result.stderr)
+    assert re.search(r"\[jailbake\] slow: built in \d+\.\ds", result.stderr)
 
 
 def test_a_failed_recipe_says_how_long_it_ran(project: Project, tmp_path: Path) -> None:

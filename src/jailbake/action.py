@@ -123,17 +123,12 @@ class RecipeBuilder:
         }
 
     def key_info(self, recipe: Recipe, dep_digests: Mapping[str, str]) -> KeyInfo:
-        files = {
-            f"sources/{s.location}": path_digest(s.path)
-            for s in recipe.sources
-            if s.kind is SourceKind.FILE and s.path
-        }
-        files.update({f"patches/{p.rel}": path_digest(p.path) for p in recipe.patches})
-        if recipe.rootfs:
-            files.update({f"rootfs/{f.rel}": path_digest(f.source) for f in recipe.rootfs.files})
-            if recipe.rootfs.device_table:
-                table = recipe.layer_dir / recipe.rootfs.device_table
-                files[f"rootfs/{recipe.rootfs.device_table}"] = path_digest(table)
+        try:
+            files = _layer_file_digests(recipe)
+        except (ValueError, OSError) as exc:  # a fifo or device in a file source, say
+            raise RecipeError(
+                recipe.where("sources"), "sources", f"a layer file cannot be hashed: {exc}"
+            ) from None
         variables = dict(self.graph.layer.variables())
         wanted = {"SOURCE_DATE_EPOCH", *recipe.variables}
         inputs = step_key_inputs(
@@ -457,6 +452,22 @@ class RecipeBuilder:
             os.rename(produced, target)
         normalize_tree(tree, self.graph.layer.source_date_epoch)
         return tree
+
+
+def _layer_file_digests(recipe: Recipe) -> dict[str, str]:
+    """Digests of the layer's own files a recipe uses: file sources, patches, rootfs files."""
+    files = {
+        f"sources/{s.location}": path_digest(s.path)
+        for s in recipe.sources
+        if s.kind is SourceKind.FILE and s.path
+    }
+    files.update({f"patches/{p.rel}": path_digest(p.path) for p in recipe.patches})
+    if recipe.rootfs:
+        files.update({f"rootfs/{f.rel}": path_digest(f.source) for f in recipe.rootfs.files})
+        if recipe.rootfs.device_table:
+            table = recipe.layer_dir / recipe.rootfs.device_table
+            files[f"rootfs/{recipe.rootfs.device_table}"] = path_digest(table)
+    return files
 
 
 def _declared_outputs_ok(recipe: Recipe, result: ActionResult) -> ActionResult | None:

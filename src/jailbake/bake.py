@@ -151,13 +151,21 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     if progress.live:  # an ETA needs what the cache holds and what earlier builds took
         from .query import list_graph
 
-        to_build = frozenset(e.name for e in list_graph(graph, builder) if not e.cached)
+        try:
+            cached = {e.name for e in list_graph(graph, builder) if e.cached}
+        except JailbakeError:  # the build reports it, for its recipe, in its turn
+            cached = set()
+        to_build = frozenset(n for n in graph.order if n not in cached or n in builder.force)
         estimates = {n: d for n in graph.order if (d := store.last_duration(n)) is not None}
     with (
         _cancel_on_interrupt(executor, host),
         store.temp_dir("schedule") as state,
         progress.watching(
-            len(graph.order), jobs=options.jobs, estimates=estimates, to_build=to_build
+            len(graph.order),
+            jobs=options.jobs,
+            estimates=estimates,
+            to_build=to_build,
+            depends={n: graph.recipes[n].depends for n in graph.order},
         ),
     ):
         scheduler = Scheduler(

@@ -8,6 +8,7 @@ import difflib
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import traceback
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import BuildError, JailbakeError
+from .errors import BuildError, Failures, JailbakeError
 from .options import COMMANDS, parser
 
 if TYPE_CHECKING:
@@ -79,14 +80,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _split_config(
     args: list[str], usage: str, *, most: int | None = 2
 ) -> tuple[str | None, list[str]]:
-    """[CONFIG] WORD...: the first word is the configuration if it looks like one (and,
-    for a fixed number of words, if enough follow it)."""
-    first = args[0] if args and _looks_like_config(args[0]) else None
-    config = first if first and (most is None or len(args) == most) else None
-    rest = args[1:] if config else args
-    if most is not None and not 0 < len(args) <= most:
-        raise JailbakeError(f"expected {usage}")
-    return config, rest
+    """[CONFIG] WORD...: with a fixed number of words, the first of a full set is the
+    configuration; otherwise the first is, if it looks like one."""
+    if most is not None:
+        if not 0 < len(args) <= most:
+            raise JailbakeError(f"expected {usage}")
+        return (args[0], args[1:]) if len(args) == most else (None, args)
+    if args and _looks_like_config(args[0]):
+        return args[0], args[1:]
+    return None, args
 
 
 def _fetcher(args: argparse.Namespace, config: str | None) -> tuple[Graph, Fetcher]:
@@ -172,14 +174,16 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _builder(args: argparse.Namespace, config: str | None) -> tuple[Graph, RecipeBuilder]:
+def _builder(
+    args: argparse.Namespace, config: str | None, targets: Sequence[str] = ()
+) -> tuple[Graph, RecipeBuilder]:
     from .action import RecipeBuilder
     from .bake import default_cache_dir, load_graph, make_executor
     from .executors import ExecutorKind, HostExecutor
     from .fetch import Fetcher
     from .store import Store
 
-    graph = load_graph(_configs(config))
+    graph = load_graph(_configs(config), tuple(targets))
     store = Store(args.cache_dir or default_cache_dir())
     kind = args.executor or store.remembered_executor(graph.layer.files)
     if kind is None:
@@ -222,7 +226,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from .query import explain
 
     config, (name,) = _split_config(args.args, "explain [CONFIG] RECIPE")
-    graph, builder = _builder(args, config)
+    graph, builder = _builder(args, config, (name,))
     if name not in graph.recipes:
         raise JailbakeError(
             f"explain: unknown recipe {name!r}; known: {', '.join(sorted(graph.recipes))}"
@@ -257,7 +261,7 @@ def _cmd_log(args: argparse.Namespace) -> int:
     from .store import Store
 
     config, (name,) = _split_config(args.args, "log [CONFIG] RECIPE")
-    graph = load_graph(_configs(config))
+    graph = load_graph(_configs(config), (name,))
     _recipe_of(graph, name, "log")
     store = Store(args.cache_dir or default_cache_dir())
     path = store.log_path(name)
@@ -277,7 +281,7 @@ def _cmd_shell(args: argparse.Namespace) -> int:
     from .shell import open_shell
 
     config, (name,) = _split_config(args.args, "shell [CONFIG] RECIPE")
-    graph, builder = _builder(args, config)
+    graph, builder = _builder(args, config, (name,))
     _recipe_of(graph, name, "shell")
     return open_shell(graph, builder, name, command=args.shell_command, workdir=args.workdir)
 
@@ -289,13 +293,11 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     config, names = _split_config(args.args, "clean [CONFIG] [RECIPE...]", most=None)
     if bool(names) == bool(args.all):
         raise JailbakeError("clean: give the recipes whose results to remove, or --all")
-    graph, builder = _builder(args, config)
-    for name in names:
-        _recipe_of(graph, name, "clean")
+    graph, builder = _builder(args, config, names)
     freed = collect_garbage(graph, builder) if args.all else clean_recipes(graph, builder, names)
     print(
         f"[jailbake] clean: removed {plural(len(freed.results), 'result')}, "
-        f"{plural(freed.trees, 'tree')}, {plural(freed.blobs, 'download')}, "
+        f"{plural(freed.trees, 'tree')}, {plural(freed.blobs, 'blob')} (downloads, logs), "
         f"{freed.other} other; {human_size(freed.bytes)} freed",
         file=sys.stderr,
     )
@@ -407,11 +409,15 @@ def _looks_like_config(word: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `jailbake` and `python3 build.py`."""
     raw = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in raw
     try:
         args = parser().parse_args(_with_command(raw))
     except JailbakeError as exc:
-        print(f"jailbake: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(argparse.Namespace(json=wants_json), str(exc), exc.exit_code)
+    except SystemExit as exc:  # argparse said why on stderr
+        if exc.code not in (0, None) and wants_json:
+            print(json.dumps({"ok": False, "error": "bad arguments", "exit": exc.code}))
+        raise
     # A CI job cancelled with SIGTERM stops its step containers like Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(
@@ -439,14 +445,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BuildError as exc:
         if exc.tail:
             print(f"--- last lines of {exc.log_path} ---\n{exc.tail}\n---", file=sys.stderr)
-        if exc.kept is not None:
-            config = f" {args.config}" if getattr(args, "config", None) else ""
-            print(
-                f"[jailbake] kept the failed step's work directory; step into it with:\n"
-                f"    jailbake shell{config} {exc.recipe} --workdir {exc.kept} "
-                f"--executor {args.executor}",
-                file=sys.stderr,
-            )
+        _kept_hint(args, exc)
+        return _fail(args, str(exc), exc.exit_code)
+    except Failures as exc:
+        for _, error in exc.errors:
+            if isinstance(error, BuildError):
+                _kept_hint(args, error)
         return _fail(args, str(exc), exc.exit_code)
     except JailbakeError as exc:
         return _fail(args, str(exc), exc.exit_code)
@@ -472,6 +476,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             1,
             prefix="jailbake: internal error: ",
         )
+
+
+def _kept_hint(args: argparse.Namespace, exc: BuildError) -> None:
+    """How to step into a failed step that build --keep-failed kept."""
+    if exc.kept is None:
+        return
+    words = ["jailbake", "shell"]
+    if getattr(args, "config", None):
+        words.append(args.config)
+    words += [exc.recipe, "--workdir", str(exc.kept), "--executor", args.executor]
+    if args.cache_dir:
+        words += ["--cache-dir", str(args.cache_dir)]
+    print(
+        f"[jailbake] {exc.recipe}: kept the failed step's work directory; step into it "
+        f"with:\n    {shlex.join(words)}",
+        file=sys.stderr,
+    )
 
 
 def _fail(args: argparse.Namespace, message: str, code: int, prefix: str = "") -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import socket
 import sys
 import termios
 import tty
@@ -29,18 +30,19 @@ def _demux(buffer: bytes) -> bytes:
     return buffer
 
 
-def pump(sock: Any, *, interactive: bool) -> None:
-    """Copy the terminal's keys to the attached socket and its output back, until the
-    container closes it. interactive: a tty on both sides, put in raw mode meanwhile."""
+def pump(sock: Any, *, interactive: bool, forward_stdin: bool) -> None:
+    """Copy stdin to the attached socket and its output back, until the container
+    closes it. interactive: a tty on both sides, put in raw mode meanwhile."""
     raw = getattr(sock, "_sock", sock)
     stdin = sys.stdin.fileno()
     saved = termios.tcgetattr(stdin) if interactive else None
     if interactive:
         tty.setraw(stdin)
     pending = b""
+    reading = forward_stdin
     try:
         while True:
-            watched = [raw, stdin] if interactive else [raw]
+            watched = [raw, stdin] if reading else [raw]
             ready, _, _ = select.select(watched, [], [])
             if raw in ready:
                 data = raw.recv(65536)
@@ -50,10 +52,14 @@ def pump(sock: Any, *, interactive: bool) -> None:
                     _write(sys.stdout.buffer, data)
                 else:
                     pending = _demux(pending + data)
-            if interactive and stdin in ready:
+            if reading and stdin in ready:
                 keys = os.read(stdin, 65536)
                 if keys:
                     raw.sendall(keys)
+                else:  # the end of a piped script: the shell sees it too
+                    reading = False
+                    with contextlib.suppress(OSError):
+                        raw.shutdown(socket.SHUT_WR)
     finally:
         if saved is not None:
             with contextlib.suppress(termios.error):

@@ -84,3 +84,17 @@ class BuildError(JailbakeError):
         self.kept = kept  # the failed step's work directory, kept for a shell
         where = f" (log: {log_path})" if log_path else ""
         super().__init__(f"{step}: build failed with exit status {rc}{where}")
+
+
+class Failures(JailbakeError):
+    """Recipes that failed in a --keep-going build, and those left unbuilt for them."""
+
+    def __init__(self, errors: list[tuple[str, BaseException]], not_built: list[str]) -> None:
+        self.errors = errors
+        self.not_built = not_built
+        parts = []
+        for name, exc in errors:
+            log_path = exc.log_path if isinstance(exc, BuildError) else None
+            parts.append(f"{name} (log: {log_path})" if log_path else f"{name} ({exc})")
+        skipped = f"; not built because of them: {', '.join(not_built)}" if not_built else ""
+        super().__init__(f"{len(errors)} failed: {'; '.join(parts)}{skipped}")

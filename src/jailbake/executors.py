@@ -462,23 +462,27 @@ class DockerExecutor:
         container = self.client.containers.create(
             step.image,
             ["bash", "-c", shell_script(command)],
-            stdin_open=interactive,
+            stdin_open=command is None,  # a shell reads its commands, a terminal or not
             tty=interactive,
             **args,
         )
+        sock = None
         try:
             sock = self.client.api.attach_socket(
                 container.id,
-                params={"stdin": int(interactive), "stdout": 1, "stderr": 1, "stream": 1},
+                params={"stdin": int(command is None), "stdout": 1, "stderr": 1, "stream": 1},
             )
             container.start()
             if interactive:
                 with contextlib.suppress(Exception):  # a courtesy: the shell works without
                     rows, columns = console.terminal_size()
                     container.resize(height=rows, width=columns)
-            console.pump(sock, interactive=interactive)
+            console.pump(sock, interactive=interactive, forward_stdin=command is None)
             return int(container.wait().get("StatusCode", 1))
         finally:
+            if sock is not None:
+                with contextlib.suppress(Exception):
+                    sock.close()
             with contextlib.suppress(Exception):
                 container.remove(force=True)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CycleError, RecipeError
+from .errors import CycleError, JailbakeError, RecipeError
 from .layer import Layer
 from .recipe import HOST_BUILDER, NO_BUILDER, Recipe, load_recipe
 
@@ -121,13 +121,13 @@ def build_graph(layer: Layer, targets: Iterable[str] = ()) -> Graph:
     """Load the layer's recipes and validate the part of the graph the targets need."""
     recipes, overridden = collect_recipes(layer)
     wanted = tuple(targets) or layer.targets or tuple(sorted(recipes))
+    known = ", ".join(sorted(recipes)) or "none"
     for t in wanted:
-        if t not in recipes:
-            raise RecipeError(
-                layer.files[-1],
-                "target",
-                f"unknown recipe {t!r}; known: {', '.join(sorted(recipes)) or 'none'}",
-            )
+        if t in recipes:
+            continue
+        if targets:  # asked for on the command line, not by the layer
+            raise JailbakeError(f"unknown recipe {t!r}; the layers have: {known}")
+        raise RecipeError(layer.files[-1], "target", f"unknown recipe {t!r}; known: {known}")
     variables = layer.variables()
     needed: dict[str, Recipe] = {}
     todo = list(wanted)

@@ -292,7 +292,8 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument(
         "--all",
         action="store_true",
-        help="remove every result, tree, download and log the graph does not use",
+        help="remove every result, tree, download and log this configuration does not "
+        "use: in a cache shared with other configurations, theirs too",
     )
     _executor(cl, remembered=True)
 

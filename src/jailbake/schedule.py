@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .action import KeyInfo, Outcome, RecipeBuilder, Status
-from .errors import JailbakeError
+from .errors import Failures, JailbakeError
 from .graph import Graph
 from .store import ActionResult
 
@@ -102,6 +102,8 @@ class Scheduler:
         with self._lock:
             if self.errors and not self.keep_going:
                 return False
+            if any(failed == name for failed, _ in self.errors):
+                return False  # its key could not be computed: said once already
         self.report(name, None)
         try:
             with self._lock:
@@ -183,17 +185,3 @@ class Scheduler:
     def _not_built(self) -> list[str]:
         failed = {name for name, _ in self.errors}
         return [n for n in self.graph.order if n not in self.outcomes and n not in failed]
-
-
-class Failures(JailbakeError):
-    """Recipes that failed in a --keep-going build, and those left unbuilt for them."""
-
-    def __init__(self, errors: list[tuple[str, BaseException]], not_built: list[str]) -> None:
-        self.errors = errors
-        self.not_built = not_built
-        parts = []
-        for name, exc in errors:
-            log_path = getattr(exc, "log_path", None)
-            parts.append(f"{name} (log: {log_path})" if log_path else f"{name} ({exc})")
-        skipped = f"; not built because of them: {', '.join(not_built)}" if not_built else ""
-        super().__init__(f"{len(errors)} failed: {'; '.join(parts)}{skipped}")

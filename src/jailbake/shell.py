@@ -52,10 +52,19 @@ def open_shell(
     executor = builder.executor_for(recipe)
     log_path = builder.store.root / "logs" / f"{name}-shell.log"
     if workdir is not None:
-        if not (workdir / "build.sh").is_file() or not (workdir / "src").is_dir():
-            raise JailbakeError(f"shell: {workdir} is not a step's work directory")
+        workdir = workdir.resolve()
+        kept = (builder.store.root / "failed").resolve()
+        if (
+            workdir.parent != kept
+            or not workdir.name.startswith(f"{name}-")
+            or not (workdir / "build.sh").is_file()
+        ):
+            raise JailbakeError(
+                f"shell: --workdir {workdir} is not a work directory of {name} that build "
+                f"--keep-failed kept in {kept}"
+            )
         image = builder.image_for(recipe)
-        step = builder.step_for(recipe, deps, info, workdir.resolve(), log_path, image)
+        step = builder.step_for(recipe, deps, info, workdir, log_path, image)
         return executor.shell(step, command)
     with builder.store.temp_dir(f"shell-{name}") as work:
         step = builder.prepare_step(recipe, deps, info, work, log_path)

@@ -10,12 +10,14 @@ step that runs longer than a minute gets a heartbeat line, at most one a minute.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +28,16 @@ from .action import Outcome, Status
 from .keys import short_key
 
 REFRESH = 0.5  # seconds between redraws of the live block
-HEARTBEAT = float(os.environ.get("JAILBAKE_HEARTBEAT_SECONDS", "60"))
+
+
+def _heartbeat() -> float:
+    try:
+        return max(0.1, float(os.environ.get("JAILBAKE_HEARTBEAT_SECONDS", "60")))
+    except ValueError:
+        return 60.0
+
+
+HEARTBEAT = _heartbeat()
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -71,6 +82,21 @@ def describe(outcome: Outcome) -> str:
     return text
 
 
+def fit(text: str, width: int) -> str:
+    """text cut to width terminal columns (tabs expanded, wide characters counted twice),
+    so that no line of the live block wraps."""
+    out, used = [], 0
+    for char in text.expandtabs(4):
+        cells = 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+        if unicodedata.combining(char):
+            cells = 0
+        if used + cells > width:
+            break
+        out.append(char)
+        used += cells
+    return "".join(out)
+
+
 def last_line(path: Path | None) -> str:
     """The last line a running step wrote to its log, printable."""
     if path is None:
@@ -105,6 +131,19 @@ class _Plan:
     estimates: Mapping[str, float] = field(default_factory=dict)  # seconds, by recipe
     jobs: int = 1
     to_build: frozenset[str] = frozenset()  # not in the cache when the build started
+    depends: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+class _AboveTheBlock(logging.Handler):
+    """Log records printed as event lines, so that the live block stays whole."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+        self.setFormatter(logging.Formatter("[jailbake] %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.progress.say(self.format(record))
 
 
 class Progress:
@@ -113,8 +152,10 @@ class Progress:
 
     def __init__(self, stream: TextIO = sys.stderr, *, live: bool | None = None) -> None:
         self.stream = stream
-        self.live = stream.isatty() if live is None else live
-        self._lock = threading.Lock()
+        if live is None:
+            live = stream.isatty() and os.environ.get("TERM", "") not in ("", "dumb")
+        self.live = live
+        self._lock = threading.RLock()
         self._running: dict[str, _Running] = {}
         self._finished: set[str] = set()
         self._done = 0
@@ -160,15 +201,22 @@ class Progress:
         jobs: int = 1,
         estimates: Mapping[str, float] | None = None,
         to_build: frozenset[str] = frozenset(),
+        depends: Mapping[str, tuple[str, ...]] | None = None,
     ) -> Iterator[None]:
         """Show the live block (or heartbeats) while the build runs."""
-        self._plan = _Plan(total, estimates or {}, max(1, jobs), to_build)
+        self._plan = _Plan(total, estimates or {}, max(1, jobs), to_build, depends or {})
         self._started = time.monotonic()
         ticker = threading.Thread(target=self._tick, daemon=True)
         ticker.start()
+        # Log records (warnings from deep inside a build) go above the block too.
+        root = logging.getLogger()
+        handlers = root.handlers[:]
+        if self.live:
+            root.handlers = [_AboveTheBlock(self)]
         try:
             yield
         finally:
+            root.handlers = handlers
             self._stop.set()
             ticker.join()
             with self._lock:
@@ -182,6 +230,11 @@ class Progress:
                     self._draw()
                 else:
                     self._heartbeats()
+
+    def say(self, line: str) -> None:
+        """A line of its own, above the live block."""
+        with self._lock:
+            self._print(line)
 
     def _print(self, line: str) -> None:
         """An event line: above the live block, which is drawn again beneath it."""
@@ -210,13 +263,27 @@ class Progress:
             self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
             self._drawn = 0
 
+    def _size(self) -> tuple[int, int]:
+        """(columns, rows) of the terminal the block is drawn on."""
+        try:
+            size = os.get_terminal_size(self.stream.fileno())
+            return size.columns, size.lines
+        except (OSError, ValueError, AttributeError):
+            fallback = shutil.get_terminal_size((100, 24))
+            return fallback.columns, fallback.lines
+
     def _draw(self) -> None:
-        width = max(20, shutil.get_terminal_size((100, 24)).columns - 1)
+        columns, rows = self._size()
+        width = max(20, columns - 1)
         now = time.monotonic()
-        lines = [self._bar(now, width)]
-        for name, run in sorted(self._running.items(), key=lambda kv: kv[1].started):
+        lines = [fit(self._bar(now, width), width)]
+        running = sorted(self._running.items(), key=lambda kv: kv[1].started)
+        room = max(1, rows - 3)  # a block taller than the screen could not be taken back
+        for name, run in running[:room]:
             head = f"  {name:<20} {human_time(now - run.started):>7}  "
-            lines.append((head + last_line(run.log))[:width])
+            lines.append(fit(head + last_line(run.log), width))
+        if len(running) > room:
+            lines[-1] = fit(f"  ... and {len(running) - room + 1} more", width)
         self.stream.write("".join(f"{line}\n" for line in lines))
         self.stream.flush()
         self._drawn = len(lines)
@@ -256,4 +323,21 @@ class Progress:
         ]
         if not running and not waiting:
             return None
-        return max(max(running, default=0.0), sum(running + waiting) / plan.jobs)
+        return max(self._critical_path(now), sum(running + waiting) / plan.jobs)
+
+    def _critical_path(self, now: float) -> float:
+        """The longest chain of recipes still to build, by their estimates: no number
+        of jobs makes a chain shorter."""
+        plan = self._plan
+        left = {n: plan.estimates.get(n, 0.0) for n in plan.to_build - self._finished}
+        for name, run in self._running.items():
+            left[name] = max(0.0, plan.estimates.get(name, 0.0) - (now - run.started))
+        longest: dict[str, float] = {}
+
+        def chain(name: str) -> float:
+            if name not in longest:
+                before = [chain(d) for d in plan.depends.get(name, ()) if d in left]
+                longest[name] = left[name] + max(before, default=0.0)
+            return longest[name]
+
+        return max((chain(n) for n in left), default=0.0)

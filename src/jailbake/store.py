@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import threading
@@ -377,13 +378,15 @@ class Store:
         return float(duration) if isinstance(duration, int | float) else None
 
     def log_path(self, recipe: str) -> Path | None:
-        """The log of the recipe's last build: in logs/, else the copy its result keeps."""
+        """The log of the recipe's last build, failed ones included: the newest in logs/,
+        else the copy its last result keeps."""
+        name = re.compile(re.escape(recipe) + r"-[0-9a-f]{16}\.log")
+        logs = [p for p in (self.root / "logs").iterdir() if name.fullmatch(p.name)]
+        if logs:
+            return max(logs, key=lambda p: p.stat().st_mtime_ns)
         key = self.last_key(recipe)
         if key is None:
             return None
-        path = self.root / "logs" / f"{recipe}-{key[:16]}.log"
-        if path.is_file():
-            return path
         try:
             result = ActionResult.from_json(self._ac_path(key).read_bytes())
         except (OSError, ValueError, TypeError):
