@@ -215,6 +215,5 @@ def test_a_directory_named_like_a_recipe_is_one_line(project: Project) -> None:
     result = project.run("list", "layer.yml", "--executor", "host")
     assert result.rc == 2
     assert result.stderr.strip() == (
-        f"jailbake: error: {project.root / 'recipes' / 'odd.yml'}: cannot read it as a recipe: "
-        "Is a directory"
+        f"jailbake: error: {project.root / 'recipes' / 'odd.yml'}: cannot read it: Is a directory"
     )

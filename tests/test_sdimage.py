@@ -44,6 +44,10 @@ def tool(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
 
+def debugfs_stat(image: Path, path: str) -> str:
+    return tool("debugfs", "-R", f"stat {path}", str(image))
+
+
 def partition(img: Path, start: int, size: int, dest: Path) -> Path:
     with img.open("rb") as f, dest.open("wb") as out:
         f.seek(start * 512)
@@ -373,30 +377,31 @@ def test_archive_contents_keep_owners_modes_links_and_devices(
     root = partition(tmp_path / "art" / "card.img", 2048, 8 * 2048, tmp_path / "root.img")
     subprocess.run(["e2fsck", "-fn", str(root)], check=True, capture_output=True)
 
-    def stat(path: str) -> str:
-        return tool("debugfs", "-R", f"stat {path}", str(root))
-
-    assert "Mode:  04755" in stat("/usr/bin/su") and "Links: 2" in stat("/usr/bin/su")
-    assert "User:     0   Group:    42" in stat("/etc/shadow") and "Mode:  0640" in stat(
-        "/etc/shadow"
+    assert "Mode:  04755" in debugfs_stat(root, "/usr/bin/su") and "Links: 2" in debugfs_stat(
+        root, "/usr/bin/su"
     )
+    assert "User:     0   Group:    42" in debugfs_stat(
+        root, "/etc/shadow"
+    ) and "Mode:  0640" in debugfs_stat(root, "/etc/shadow")
     # /root keeps its mode though a directory content adds /root/.ssh below it.
-    assert "Type: directory" in stat("/root") and "Mode:  0700" in stat("/root")
+    assert "Type: directory" in debugfs_stat(root, "/root") and "Mode:  0700" in debugfs_stat(
+        root, "/root"
+    )
     # Two names of one inode: one owner, the set-id bit kept for that owner only.
     for name in ("/home/user/tool", "/home/user/z-tool"):
-        tool_stat = stat(name)
+        tool_stat = debugfs_stat(root, name)
         assert "User:  1000   Group:  1000" in tool_stat and "Mode:  04750" in tool_stat
-    assert "User:  1000   Group:  1000" in stat("/home/user") and "Mode:  0750" in stat(
-        "/home/user"
-    )
-    null = stat("/dev/null")
+    assert "User:  1000   Group:  1000" in debugfs_stat(
+        root, "/home/user"
+    ) and "Mode:  0750" in debugfs_stat(root, "/home/user")
+    null = debugfs_stat(root, "/dev/null")
     assert "Type: character special" in null and "Mode:  0666" in null
     assert "Device major/minor number: 01:03" in null
-    assert "Type: FIFO" in stat("/dev/initctl")
-    assert "User:     3   Group:     3" in stat("/etc/system-a\\x2db.slice")
-    assert 'Fast link dest: "usr/bin"' in stat("/bin")
+    assert "Type: FIFO" in debugfs_stat(root, "/dev/initctl")
+    assert "User:     3   Group:     3" in debugfs_stat(root, "/etc/system-a\\x2db.slice")
+    assert 'Fast link dest: "usr/bin"' in debugfs_stat(root, "/bin")
     # A directory content laid over the archive replaces its file, owned by root.
-    motd = stat("/etc/motd")
+    motd = debugfs_stat(root, "/etc/motd")
     assert "User:     0   Group:     0" in motd and "Mode:  0644" in motd
     assert tool("debugfs", "-R", "cat /etc/motd", str(root)) == "ours\n"
 
@@ -459,15 +464,12 @@ def test_archive_contents_without_parent_directory_entries(
     root = partition(tmp_path / "art" / "card.img", 2048, 8 * 2048, tmp_path / "root.img")
     subprocess.run(["e2fsck", "-fn", str(root)], check=True, capture_output=True)
 
-    def stat(path: str) -> str:
-        return tool("debugfs", "-R", f"stat {path}", str(root))
-
     for implicit in ("/pkg", "/pkg/sub", "/pkg/links", "/dev2/sub"):
-        made = stat(implicit)
+        made = debugfs_stat(root, implicit)
         assert "Type: directory" in made and "Mode:  0755" in made, implicit
         assert "User:     0   Group:     0" in made, implicit
     assert tool("debugfs", "-R", "cat /pkg/sub/file", str(root)) == "deep\n"
-    assert "User:     5   Group:     5" in stat("/pkg/sub/file")
-    assert "Links: 2" in stat("/pkg/hard/again")
-    assert 'Fast link dest: "../sub/file"' in stat("/pkg/links/to-file")
-    assert "Type: character special" in stat("/dev2/sub/null")
+    assert "User:     5   Group:     5" in debugfs_stat(root, "/pkg/sub/file")
+    assert "Links: 2" in debugfs_stat(root, "/pkg/hard/again")
+    assert 'Fast link dest: "../sub/file"' in debugfs_stat(root, "/pkg/links/to-file")
+    assert "Type: character special" in debugfs_stat(root, "/dev2/sub/null")

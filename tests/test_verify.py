@@ -31,6 +31,21 @@ def two_recipes(project: Project) -> None:
     )
 
 
+def lib_from_tarball(project: Project, http: HTTPFiles, output: str) -> bytes:
+    """A recipe 'lib' unpacking a served tarball, publishing data.txt as output (a file,
+    or a directory holding it); returns the tarball."""
+    tarball = make_tarball({"data.txt": "data\n"})
+    place = '"$OUT/"' if output == "data.txt" else f'"$OUT/{output}/"'
+    mkdir = '"$OUT"' if output == "data.txt" else f'"$OUT/{output}"'
+    project.recipe(
+        "lib",
+        sources=[{"url": http.add("lib.tar.gz", tarball), "sha256": sha256(tarball)}],
+        script=f"mkdir -p {mkdir}; cp data.txt {place}",
+        outputs=[{"path": output, "publish": True}],
+    )
+    return tarball
+
+
 def tree_file(project: Project, art: Path, recipe: str, name: str) -> Path:
     manifest = json.loads((art / "manifest.json").read_text())
     digest = next(r["output_digest"] for r in manifest["recipes"] if r["name"] == recipe)
@@ -90,13 +105,7 @@ def test_a_step_cannot_change_its_dependencies_in_the_cache(
 def test_a_corrupted_download_is_fetched_again(
     project: Project, http: HTTPFiles, tmp_path: Path
 ) -> None:
-    tarball = make_tarball({"data.txt": "data\n"})
-    project.recipe(
-        "lib",
-        sources=[{"url": http.add("lib.tar.gz", tarball), "sha256": sha256(tarball)}],
-        script='mkdir -p "$OUT"; cp data.txt "$OUT/"',
-        outputs=[{"path": "data.txt", "publish": True}],
-    )
+    tarball = lib_from_tarball(project, http, "data.txt")
     project.run("fetch", "layer.yml", "--cache-dir", str(project.cache), check=True)
     blob = project.cache / "cas" / sha256(tarball)[:2] / sha256(tarball)
     flip_byte(blob)
@@ -109,13 +118,7 @@ def test_a_corrupted_download_is_fetched_again(
 def test_verify_finds_and_repairs_every_kind_of_damage(
     project: Project, http: HTTPFiles, tmp_path: Path
 ) -> None:
-    tarball = make_tarball({"data.txt": "data\n"})
-    project.recipe(
-        "lib",
-        sources=[{"url": http.add("lib.tar.gz", tarball), "sha256": sha256(tarball)}],
-        script='mkdir -p "$OUT/d"; cp data.txt "$OUT/d/"',
-        outputs=[{"path": "d", "publish": True}],
-    )
+    tarball = lib_from_tarball(project, http, "d")
     two_recipes(project)
     project.layer(
         "layer.yml",

@@ -10,7 +10,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import yamlfile
-from .errors import RecipeError
 from .fields import Fields, kind_of, top_lines, where_of
 from .image.layouts import parse_image, parse_rootfs
 from .image.rootfs import RootfsSpec
@@ -149,12 +148,7 @@ _FILE_KEYS = {"file", "dest"}
 
 def load_recipe(file: Path, layer_dir: Path) -> Recipe:
     """Load and validate one recipe file that lives in layer_dir."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise RecipeError(file, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    except OSError as exc:
-        raise RecipeError(file, "", f"cannot read it as a recipe: {exc.strerror}") from None
+    text = yamlfile.read(file)
     data = yamlfile.parse(text, file)
     ctx = Fields(file, layer_dir, top_lines(text))
     if not isinstance(data, dict):

@@ -55,12 +55,16 @@ def parse(text: str, file: Path | str) -> Any:
         raise RecipeError(where, "", f"not valid YAML: {problem}") from None
 
 
-def load(path: Path) -> Any:
-    """parse() of a file, which must be UTF-8 text."""
+def read(path: Path) -> str:
+    """A YAML file's text, which must be UTF-8; one RecipeError naming it otherwise."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise RecipeError(path, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except OSError as exc:
         raise RecipeError(path, "", f"cannot read it: {exc.strerror}") from None
-    return parse(text, path)
+
+
+def load(path: Path) -> Any:
+    """parse() of a file."""
+    return parse(read(path), path)
