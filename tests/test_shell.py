@@ -85,7 +85,9 @@ def test_an_interactive_shell_on_a_terminal(project: Project, tmp_path: Path) ->
 
 
 def test_keep_failed_keeps_the_step_to_step_into(project: Project, tmp_path: Path) -> None:
-    project.recipe("bad", builder="host", script="echo half-done > made-before.txt; exit 4")
+    project.recipe(
+        "bad", builder="host", script="echo half-done > made-before.txt; pwd > ran-in.txt; exit 4"
+    )
     result = project.build("--keep-failed", artifacts=tmp_path / "art", check=False)
     assert result.rc == 2
     command = re.search(
@@ -97,6 +99,11 @@ def test_keep_failed_keeps_the_step_to_step_into(project: Project, tmp_path: Pat
     assert (kept / "src" / "made-before.txt").read_text() == "half-done\n"
     rc, out, err = shell(project, "bad", "--workdir", str(kept), "-c", "cat made-before.txt")
     assert rc == 0 and out == "half-done\n", err
+    # The shell finds it where the step ran: absolute paths the build wrote still hold.
+    rc, out, err = shell(project, "bad", "--workdir", str(kept), "-c", 'pwd; echo "$SRC"')
+    ran_in = (kept / "src" / "ran-in.txt").read_text()
+    assert rc == 0 and out == ran_in * 2, (out, ran_in, err)
+    assert not ran_in.startswith(str(kept))
     elsewhere = tmp_path / "bad-elsewhere"
     shutil.copytree(kept, elsewhere, symlinks=True)
     rc, _, err = shell(project, "bad", "--workdir", str(elsewhere), "-c", "true")

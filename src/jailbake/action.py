@@ -34,6 +34,7 @@ from .unpack import extract_tar
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
 MAX_ARG_STRLEN = 131072  # Linux: 32 pages
+RAN_AT = ".jailbake-ran-at"  # in a kept work directory: where its step ran
 ENV_RESERVE = 64 << 10  # room for the variables and arguments jailbake itself gives a step
 
 
@@ -311,6 +312,7 @@ class RecipeBuilder:
         kept = self.store.failed_dir(recipe.name, info.key)
         remove_tree(kept)
         kept.parent.mkdir(parents=True, exist_ok=True)
+        (work / RAN_AT).write_text(str(work))
         os.rename(work, kept)
         return BuildError(exc.step, exc.rc, exc.log_path, exc.tail, kept=kept, recipe=recipe.name)
 

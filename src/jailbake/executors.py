@@ -84,6 +84,9 @@ class Step:
     log: Path
     image: str | None = None
     jobs: int = 1
+    # Where the step ran, when its work directory has moved since (a kept failed step):
+    # a confined host shell sees it there again, so absolute paths in build files hold.
+    ran_at: Path | None = None
     root: bool = False  # uid 0 inside the container (still unprivileged on the host side)
 
 
@@ -139,7 +142,12 @@ UNCONFINED_WARNING = (
 
 
 def bwrap_argv(
-    work: Path | None, trees: list[Path], *, as_root: bool, new_session: bool = True
+    work: Path | None,
+    trees: list[Path],
+    *,
+    as_root: bool,
+    new_session: bool = True,
+    work_at: Path | None = None,
 ) -> list[str]:
     """bubblewrap around a host step: the host read-only, the step's work directory and
     nothing else writable, its dependencies read-only, no network, a fresh /tmp, and
@@ -152,7 +160,10 @@ def bwrap_argv(
     for hidden in _hidden_dirs():
         argv += ["--tmpfs", hidden]
     if work is not None:
-        argv += ["--bind", str(work), str(work), "--chdir", str(work / "src")]
+        at = work_at or work
+        if work_at is not None:  # a place to mount it on, whatever the host holds there
+            argv += ["--tmpfs", str(work_at.parent)]
+        argv += ["--bind", str(work), str(at), "--chdir", str(at / "src")]
     for tree in trees:  # they may lie below a hidden directory
         argv += ["--ro-bind", str(tree), str(tree)]
     argv += [
@@ -263,12 +274,26 @@ class HostExecutor:
             if not os.path.lexists(link):
                 link.symlink_to(tree)
             trees.append(tree)
-        env = {**_variables(step, step.work), **_shell_variables(step)}
+        at = step.ran_at if step.ran_at is not None and self.confined else step.work
+        if step.ran_at is not None and at != step.ran_at:
+            log.warning(
+                "%s: the step ran in %s; unconfined, the shell opens it where it is kept, "
+                "and absolute paths in its build files still point there",
+                step.recipe,
+                step.ran_at,
+            )
+        env = {**_variables(step, at), **_shell_variables(step)}
         argv: list[str | Path] = ["bash", "-c", shell_script(command)]
         if self.confined:
-            as_root = os.getuid() == 0
             # The user's own shell: it keeps the terminal (no session of its own).
-            argv = [*bwrap_argv(step.work, trees, as_root=as_root, new_session=False), *argv]
+            sandbox = bwrap_argv(
+                step.work,
+                trees,
+                as_root=os.getuid() == 0,
+                new_session=False,
+                work_at=step.ran_at,
+            )
+            argv = [*sandbox, *argv]
             env["TMPDIR"] = "/tmp"
         # Ctrl-C belongs to the shell and what runs in it, not to jailbake waiting for it
         # (a handler, unlike SIG_IGN, is not inherited by the shell).

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from .action import RecipeBuilder
+from .action import RAN_AT, RecipeBuilder
 from .errors import JailbakeError
 from .graph import Graph
 from .store import ActionResult
@@ -65,6 +66,9 @@ def open_shell(
             )
         image = builder.image_for(recipe)
         step = builder.step_for(recipe, deps, info, workdir, log_path, image)
+        ran_at = workdir / RAN_AT
+        if ran_at.is_file():
+            step = dataclasses.replace(step, ran_at=Path(ran_at.read_text().strip()))
         return executor.shell(step, command)
     with builder.store.temp_dir(f"shell-{name}") as work:
         step = builder.prepare_step(recipe, deps, info, work, log_path)
