@@ -329,6 +329,17 @@ def builder_images(docker_engine: None) -> None:
         pytest.fail(f"jailbake builders failed:\n{made.stderr[-3000:]}")
 
 
+TRACE = "build-trace.json"  # beside the artifacts; records times, so it differs per build
+
+
+def artifact_names(art: Path) -> list[str]:
+    """The files of an artifacts directory that two builds must make identical: all but
+    the build's trace, which must be there."""
+    names = sorted(p.name for p in art.iterdir())
+    assert TRACE in names, names
+    return [n for n in names if n != TRACE]
+
+
 def copy_checkout(dest: Path) -> Path:
     """The jailbake checkout's layer files, recipes and docker/ copied into dest as a git repo."""
     ignore = shutil.ignore_patterns(

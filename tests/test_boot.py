@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, copy_checkout, jailbake
+from conftest import SRC, artifact_names, copy_checkout, jailbake
 from jailbake.qemu import Machine, boot
 
 pytestmark = [pytest.mark.usefixtures("builder_images"), pytest.mark.slow]
@@ -86,7 +86,7 @@ def two_builds(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> list[P
 
 def test_busybox_initramfs_and_card_are_byte_identical(two_builds: list[Path]) -> None:
     first, second = two_builds
-    assert sorted(p.name for p in first.iterdir()) == ARTIFACTS
+    assert artifact_names(first) == ARTIFACTS
     for name in ARTIFACTS:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 

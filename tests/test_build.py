@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SRC, HTTPFiles, Project, copy_checkout, jailbake, make_tarball, sha256
+from conftest import (
+    ROOT,
+    SRC,
+    HTTPFiles,
+    Project,
+    artifact_names,
+    copy_checkout,
+    jailbake,
+    make_tarball,
+    sha256,
+)
 
 
 def keys_of(project: Project) -> dict[str, str]:
@@ -191,7 +201,7 @@ def test_two_checkouts_build_identical_bytes(tmp_path: Path) -> None:
             tz,
         )
         outs.append(art)
-    names = sorted(p.name for p in outs[0].iterdir())
+    names = artifact_names(outs[0])
     assert names == [
         "hello",
         "hello-rootfs.cpio.gz",
@@ -394,7 +404,7 @@ def test_unchanged_artifacts_are_not_copied_again(
     result = project.build(artifacts=art)
     assert result.report["built"] == []
     assert (art / "app.txt").read_text() == "data\n"
-    assert sorted(p.name for p in art.iterdir()) == ["app.txt", "manifest.json"]
+    assert sorted(p.name for p in art.iterdir()) == ["app.txt", "build-trace.json", "manifest.json"]
 
 
 def test_special_files_in_outputs_are_refused(project: Project, tmp_path: Path) -> None:

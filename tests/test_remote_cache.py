@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, Result, WebDAV, copy_checkout, jailbake
+from conftest import Project, Result, WebDAV, artifact_names, copy_checkout, jailbake
 
 HELLO = ["hello", "hello-motd", "hello-rootfs", "hello-boot", "hello-initramfs", "hello-sdcard"]
 
@@ -37,8 +37,8 @@ def report(result: Result) -> dict[str, list[str]]:
 
 
 def same_artifacts(a: Path, b: Path) -> None:
-    names = sorted(p.name for p in a.iterdir())
-    assert names == sorted(p.name for p in b.iterdir())
+    names = artifact_names(a)
+    assert names == artifact_names(b)
     for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 

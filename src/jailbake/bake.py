@@ -8,9 +8,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from . import engine
 from .action import RecipeBuilder, Status
@@ -24,8 +25,10 @@ from .remote import RemoteCache
 from .schedule import Scheduler
 from .status import Progress
 from .store import Store
+from .trace import Tracer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def default_cache_dir() -> Path:
@@ -95,6 +98,18 @@ def _cancel_on_interrupt(*executors: Executor) -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def _both(
+    first: Callable[[str, T], None], second: Callable[[str, T], None]
+) -> Callable[[str, T], None]:
+    """One event for two listeners: the progress display and the trace."""
+
+    def both(name: str, event: T) -> None:
+        first(name, event)
+        second(name, event)
+
+    return both
+
+
 def load_graph(configs: Sequence[Path], targets: Sequence[str] = ()) -> Graph:
     return build_graph(load_layers(configs), targets)
 
@@ -133,6 +148,7 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     )
     progress = progress or Progress()
     builder.on_step = progress.step_log
+    tracer = Tracer()
     store.remember_executor(graph.layer.files, options.executor.value)
     if options.offline:
         missing = fetcher.missing_offline(graph.recipes[n] for n in graph.order)
@@ -171,16 +187,17 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         scheduler = Scheduler(
             graph,
             builder,
-            progress,
+            _both(progress, tracer),
             state,
             keep_going=options.keep_going,
-            failed=progress.failed,
+            failed=_both(progress.failed, tracer.failed),
         )
         outcomes = scheduler.run(options.jobs)
     results = {n: o.result for n, o in outcomes.items()}
     artifacts = publish(graph, store, results, options.artifacts_dir)
     check_expected(graph, artifacts)
     artifacts.append(write_manifest(graph, results, artifacts, options.artifacts_dir))
+    tracer.write(options.artifacts_dir, list(graph.targets))
     built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
     reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
     downloaded = [n for n in graph.order if outcomes[n].status is Status.DOWNLOADED]

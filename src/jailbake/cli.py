@@ -249,6 +249,19 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from .dot import graph_dot, write_graph
+
+    graph, builder = _builder(args, args.config, args.target)
+    text = graph_dot(graph, builder)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        write_graph(text, args.output)
+        print(f"[jailbake] graph of {len(graph.order)} recipes in {args.output}", file=sys.stderr)
+    return 0
+
+
 def _recipe_of(graph: Graph, name: str, command: str) -> None:
     if name not in graph.recipes:
         raise JailbakeError(
@@ -431,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "publish": _cmd_publish,
         "list": _cmd_list,
         "explain": _cmd_explain,
+        "graph": _cmd_graph,
         "log": _cmd_log,
         "shell": _cmd_shell,
         "clean": _cmd_clean,

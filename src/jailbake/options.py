@@ -16,6 +16,7 @@ COMMANDS = (
     "publish",
     "list",
     "explain",
+    "graph",
     "log",
     "shell",
     "clean",
@@ -253,6 +254,29 @@ def parser() -> argparse.ArgumentParser:
     ex = _subparser(sub, "explain", "a recipe's key inputs and what changed since its last build")
     ex.add_argument("args", nargs="+", metavar="[CONFIG] RECIPE", help="configuration and recipe")
     _executor(ex, remembered=True)
+
+    gr = _subparser(
+        sub,
+        "graph",
+        "the recipe graph as Graphviz DOT (or SVG): versions, cache states, targets",
+    )
+    _config(gr)
+    gr.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only what these recipes need (repeatable; default: the layer's target)",
+    )
+    gr.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write to FILE: DOT, or SVG when it ends in .svg (needs Graphviz's dot); "
+        "default: DOT on stdout",
+    )
+    _executor(gr, remembered=True)
 
     lo = _subparser(sub, "log", "print the log of a recipe's last build")
     lo.add_argument("args", nargs="+", metavar="[CONFIG] RECIPE", help="configuration and recipe")

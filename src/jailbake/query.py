@@ -37,20 +37,32 @@ class Entry:
         }
 
 
+def cached_results(
+    graph: Graph, builder: RecipeBuilder, until: str | None = None
+) -> tuple[dict[str, str | None], dict[str, ActionResult | None]]:
+    """Each recipe's key, where its dependencies' outputs are in the cache, and its
+    cached result; in graph order, stopping before until."""
+    keys: dict[str, str | None] = {}
+    results: dict[str, ActionResult | None] = {}
+    for name in graph.order:
+        if name == until:
+            break
+        recipe = graph.recipes[name]
+        deps = {d: results.get(d) for d in recipe.depends}
+        keys[name] = results[name] = None
+        if all(r is not None for r in deps.values()):
+            info, results[name] = builder.lookup(recipe, {d: r for d, r in deps.items() if r})
+            keys[name] = info.key
+    return keys, results
+
+
 def list_graph(graph: Graph, builder: RecipeBuilder) -> list[Entry]:
     """Every recipe with its key, where its dependencies' outputs are in the cache."""
-    results: dict[str, ActionResult | None] = {}
+    keys, results = cached_results(graph, builder)
     entries = []
     for name in graph.order:
         recipe = graph.recipes[name]
-        key: str | None = None
-        deps = {d: results.get(d) for d in recipe.depends}
-        if all(r is not None for r in deps.values()):
-            info, hit = builder.lookup(recipe, {d: r for d, r in deps.items() if r is not None})
-            key = info.key
-            results[name] = hit
-        else:
-            results[name] = None
+        key = keys[name]
         sources = [
             {k: v for k, v in s.pin().items() if k in ("url", "sha256", "git", "commit", "file")}
             for s in recipe.sources

@@ -8,28 +8,21 @@ from pathlib import Path
 from .action import RAN_AT, RecipeBuilder
 from .errors import JailbakeError
 from .graph import Graph
+from .query import cached_results
 from .store import ActionResult
 
 
 def dependency_results(graph: Graph, builder: RecipeBuilder, name: str) -> dict[str, ActionResult]:
     """The cached results of name's dependencies, which its step mounts."""
-    results: dict[str, ActionResult | None] = {}
-    for other in graph.order:
-        recipe = graph.recipes[other]
-        deps = {d: results.get(d) for d in recipe.depends}
-        if other == name:
-            missing = sorted(d for d, r in deps.items() if r is None)
-            if missing:
-                raise JailbakeError(
-                    f"shell: {name} needs {', '.join(missing)} built first "
-                    f"(jailbake build CONFIG --target {missing[0]})"
-                )
-            return {d: r for d, r in deps.items() if r is not None}
-        if all(r is not None for r in deps.values()):
-            _, results[other] = builder.lookup(recipe, {d: r for d, r in deps.items() if r})
-        else:
-            results[other] = None
-    raise JailbakeError(f"shell: {name} is not a recipe of this build")
+    _, results = cached_results(graph, builder, until=name)
+    deps = {d: results.get(d) for d in graph.recipes[name].depends}
+    missing = sorted(d for d, r in deps.items() if r is None)
+    if missing:
+        raise JailbakeError(
+            f"shell: {name} needs {', '.join(missing)} built first "
+            f"(jailbake build CONFIG --target {missing[0]})"
+        )
+    return {d: r for d, r in deps.items() if r is not None}
 
 
 def open_shell(
