@@ -329,6 +329,18 @@ def builder_images(docker_engine: None) -> None:
         pytest.fail(f"jailbake builders failed:\n{made.stderr[-3000:]}")
 
 
+def path_without(program: str, where: Path) -> str:
+    """A PATH with every program of the usual directories but one, as on a machine that
+    lacks it: a directory of links under where."""
+    bin_dir = where / f"bin-without-{program}"
+    bin_dir.mkdir()
+    for d in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for tool in Path(d).iterdir():
+            if tool.name != program and not (bin_dir / tool.name).exists():
+                (bin_dir / tool.name).symlink_to(tool)
+    return str(bin_dir)
+
+
 TRACE = "build-trace.json"  # beside the artifacts; records times, so it differs per build
 
 
