@@ -342,14 +342,91 @@ def path_without(program: str, where: Path) -> str:
 
 
 TRACE = "build-trace.json"  # beside the artifacts; records times, so it differs per build
+REPORT = "build-report.html"  # drawn from the trace
 
 
 def artifact_names(art: Path) -> list[str]:
     """The files of an artifacts directory that two builds must make identical: all but
-    the build's trace, which must be there."""
+    the build's trace and report, which must be there."""
     names = sorted(p.name for p in art.iterdir())
-    assert TRACE in names, names
-    return [n for n in names if n != TRACE]
+    assert TRACE in names and REPORT in names, names
+    return [n for n in names if n not in (TRACE, REPORT)]
+
+
+@dataclass
+class RenderedPage:
+    """What a real browser made of a page: its DOM after the page's own script ran."""
+
+    bars: list[str]  # recipe names of the timeline's bars
+    visible_bars: int  # bars the page's script measured with a non-zero size
+    rendered: bool  # the page's script ran to its end
+    charts: dict[str, int]  # chart id -> points of its line
+    rows: list[str]  # recipe names of the table
+    dom: str
+
+
+def render_in_chromium(page: Path, screenshot: Path) -> RenderedPage:
+    """Open page in headless Chromium (Debian's); return its DOM, save a screenshot."""
+    from html.parser import HTMLParser
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing; scripts/test installs it")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    argv = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--no-first-run", "--window-size=1280,1000"]  # fmt: skip
+    with tempfile.TemporaryDirectory() as profile:
+        argv.append(f"--user-data-dir={profile}")
+        dom = subprocess.run(
+            [*argv, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+        ).stdout
+        subprocess.run(
+            [*argv, f"--screenshot={screenshot}", page.as_uri()],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+
+    class Parser(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.out = RenderedPage([], 0, False, {}, [], dom)
+            self.chart: str | None = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = {k: v or "" for k, v in attrs}
+            classes = a.get("class", "").split()
+            if tag == "body":
+                self.out.visible_bars = int(a.get("data-visible-bars", "0"))
+                self.out.rendered = a.get("data-rendered") == "yes"
+            elif tag == "g" and "bar" in classes:
+                self.out.bars.append(a["data-name"])
+            elif tag == "tr" and "data-name" in a:
+                self.out.rows.append(a["data-name"])
+            elif tag == "svg" and "chart" in classes:
+                self.chart = a["id"]
+                self.out.charts[self.chart] = 0
+            elif tag == "polyline" and self.chart:
+                self.out.charts[self.chart] = len(a.get("points", "").split())
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "svg":
+                self.chart = None
+
+    parser = Parser()
+    parser.feed(dom)
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return parser.out
+
+
+def screenshot_path(name: str, tmp_path: Path) -> Path:
+    """Where a test's screenshot goes: $JAILBAKE_SCREENSHOTS when set (to keep it)."""
+    keep = os.environ.get("JAILBAKE_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        return Path(keep) / name
+    return tmp_path / name
 
 
 def copy_checkout(dest: Path) -> Path:

@@ -6,6 +6,7 @@ same bytes); scripts/test-assets collects it and Debian's arm64 kernel.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, artifact_names, copy_checkout, jailbake
+from conftest import (
+    SRC,
+    artifact_names,
+    copy_checkout,
+    jailbake,
+    render_in_chromium,
+    screenshot_path,
+)
 from jailbake.qemu import Machine, boot
 
 pytestmark = [pytest.mark.usefixtures("builder_images"), pytest.mark.slow]
@@ -89,6 +97,22 @@ def test_busybox_initramfs_and_card_are_byte_identical(two_builds: list[Path]) -
     assert artifact_names(first) == ARTIFACTS
     for name in ARTIFACTS:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_build_report_of_the_layer_renders_in_chromium(
+    two_builds: list[Path], tmp_path: Path
+) -> None:
+    art = two_builds[0]
+    manifest = json.loads((art / "manifest.json").read_text())
+    recipes = sorted(r["name"] for r in manifest["recipes"])
+    page = render_in_chromium(
+        art / "build-report.html", screenshot_path("busybox-report.png", tmp_path)
+    )
+    assert page.rendered and sorted(page.bars) == recipes and page.visible_bars == len(recipes)
+    assert sorted(page.rows) == recipes
+    # busybox compiles for tens of seconds: the CPU chart has a point per second of it.
+    assert page.charts["cpu-chart"] >= 20 and page.charts["memory-chart"] >= 10
+    assert 'class="span artifact" data-name="rootfs.cpio.gz"' in page.dom
 
 
 def test_initramfs_boots_to_a_shell(two_builds: list[Path], assets: Path, tmp_path: Path) -> None:

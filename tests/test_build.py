@@ -405,7 +405,12 @@ def test_unchanged_artifacts_are_not_copied_again(
     result = project.build(artifacts=art)
     assert result.report["built"] == []
     assert (art / "app.txt").read_text() == "data\n"
-    assert sorted(p.name for p in art.iterdir()) == ["app.txt", "build-trace.json", "manifest.json"]
+    assert sorted(p.name for p in art.iterdir()) == [
+        "app.txt",
+        "build-report.html",
+        "build-trace.json",
+        "manifest.json",
+    ]
 
 
 def test_special_files_in_outputs_are_refused(project: Project, tmp_path: Path) -> None:

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from conftest import Project, Result, copy_checkout, jailbake
+from conftest import (
+    Project,
+    Result,
+    copy_checkout,
+    jailbake,
+    render_in_chromium,
+    screenshot_path,
+)
 from jailbake import engine
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
@@ -46,6 +53,13 @@ def test_hello_example_builds_in_containers(tmp_path: Path) -> None:
     ]
     run = subprocess.run([str(art / "hello")], capture_output=True, text=True, check=True)
     assert run.stdout == "Hello from jailbake\n"
+    shot = screenshot_path("hello-report.png", tmp_path)
+    page = render_in_chromium(art / "build-report.html", shot)
+    assert page.rendered and sorted(page.bars) == sorted(result.report["built"])
+    assert page.visible_bars == 6 and page.charts["cpu-chart"] > 0
+    # The source tarball's download and the builder image are drawn within their steps.
+    assert 'class="span fetch" data-name="hello-1.0.tar.gz"' in page.dom
+    assert 'class="span image" data-name="debian-build"' in page.dom
     again = build()
     assert again.report["built"] == []
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import Project
+from conftest import HTTPFiles, Project, make_tarball, sha256
 
 
 def events(art: Path) -> list[dict[str, Any]]:
@@ -43,3 +43,38 @@ def test_a_failed_build_leaves_no_trace_in_the_artifacts(project: Project, tmp_p
     project.recipe("bad", script="exit 1")
     project.build(artifacts=tmp_path / "art", check=False)
     assert not (tmp_path / "art" / "build-trace.json").exists()
+
+
+def test_downloads_copies_and_the_machine_load_are_in_the_trace(
+    project: Project, http: HTTPFiles, tmp_path: Path
+) -> None:
+    tarball = make_tarball({"data.txt": "x" * 5000})
+    url = http.add("pkg-1.0.tar.gz", tarball)
+    project.recipe(
+        "pkg",
+        sources=[{"url": url, "sha256": sha256(tarball)}],
+        script='sleep 1.2; mkdir -p "$OUT"; cp data.txt "$OUT/"',
+        outputs=[{"path": "data.txt", "publish": "data.txt"}],
+    )
+    art = tmp_path / "art"
+    project.build(artifacts=art, env={"JAILBAKE_SAMPLE_SECONDS": "0.25"})
+    trace = json.loads((art / "build-trace.json").read_text())
+    spans = {e["cat"]: e for e in trace["traceEvents"] if e["ph"] == "X"}
+    step, fetch, copy = spans["built"], spans["fetch"], spans["artifact"]
+    # The download is drawn inside its recipe, on its slot; the copy on the artifacts track.
+    assert fetch["name"] == "pkg-1.0.tar.gz" and fetch["args"]["bytes"] == len(tarball)
+    assert fetch["tid"] == step["tid"] and step["ts"] <= fetch["ts"]
+    assert fetch["ts"] + fetch["dur"] <= step["ts"] + step["dur"]
+    assert copy["name"] == "data.txt" and copy["args"]["bytes"] == 5000
+    assert copy["ts"] >= step["ts"] + step["dur"]
+    cpu = [e for e in trace["traceEvents"] if e["ph"] == "C" and e["name"] == "CPU"]
+    memory = [e for e in trace["traceEvents"] if e["ph"] == "C" and e["name"] == "memory"]
+    assert len(cpu) >= 4 and len(memory) == len(cpu) + 1  # every 0.25 s over 1.2 s
+    assert all(0 <= e["args"]["busy %"] <= 100 for e in cpu)
+    assert all(0 < e["args"]["used MiB"] < e["args"]["total MiB"] for e in memory)
+    assert trace["otherData"]["critical_path"]["recipes"] == ["pkg"]
+
+    # Nothing to fetch or copy again: the trace says so.
+    project.build(artifacts=art)
+    trace = json.loads((art / "build-trace.json").read_text())
+    assert {e["cat"] for e in trace["traceEvents"] if e["ph"] == "X"} == {"reused"}

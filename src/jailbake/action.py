@@ -86,6 +86,8 @@ class RecipeBuilder:
         self.force = force  # recipes built again even when their key is cached
         self.on_step = on_step  # told where each step's log can be read while it runs
         self.keep_failed = keep_failed  # a failed step's work directory is kept for a shell
+        # Told of work within a step: (kind, name, start, recipe=..., **details).
+        self.on_span: Callable[..., None] | None = None
         self._image_keys: dict[str, str] = {}
         self._images: dict[str, str] = {}
         self._image_lock = threading.Lock()
@@ -211,6 +213,7 @@ class RecipeBuilder:
                 assert context is not None
                 client = getattr(executor, "client", None)
                 mirrors = self.fetcher.mirrors
+                start = time.monotonic()
                 with self.store.lock(f"image-{key}"):
                     self._images[recipe.builder] = engine.ensure_image(
                         client,
@@ -219,6 +222,9 @@ class RecipeBuilder:
                         load=lambda tag: mirror.load_image(client, mirrors, tag),
                         offline=self.fetcher.offline,
                     )
+                if self.on_span is not None:
+                    image = self._images[recipe.builder]
+                    self.on_span("image", recipe.builder, start, recipe=recipe.name, tag=image)
             return self._images[recipe.builder]
 
     def prepare_step(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,17 @@ def _stat_key(path: Path) -> list[int]:
 
 
 def publish(
-    graph: Graph, store: Store, results: dict[str, ActionResult], dest_dir: Path
+    graph: Graph,
+    store: Store,
+    results: dict[str, ActionResult],
+    dest_dir: Path,
+    on_copy: Callable[[str, float, int], None] | None = None,
 ) -> list[Artifact]:
     """Copy every published output of the graph's recipes into dest_dir.
 
     A file already published with the same content, and untouched since (same size,
     time and inode), is left as it is: a build with nothing changed copies nothing.
+    on_copy is told of each copy made: (artifact, start time, bytes).
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     sde = graph.layer.source_date_epoch
@@ -107,12 +113,20 @@ def publish(
                 ):
                     published.append(Artifact(output.publish, sha, name))
                     continue
+                start = time.monotonic()
                 _copy(tree / output.path, dest, sde, sha)
                 state[output.publish] = [sha, *_stat_key(dest)]
+                if on_copy is not None:
+                    on_copy(output.publish, start, dest.stat().st_size)
                 published.append(Artifact(output.publish, sha, name))
                 continue
             state.pop(output.publish, None)
+            start = time.monotonic()
             _copy(tree / output.path, dest, sde)
+            if on_copy is not None:
+                size = sum(e.get("size", 0) for e in result.outputs if e["type"] == "file"
+                           and e["path"].startswith(output.path + "/"))  # fmt: skip
+                on_copy(output.publish, start, size)
             prefix = output.path + "/"
             published.extend(
                 Artifact(f"{output.publish}/{path[len(prefix) :]}", digest, name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from . import engine
+from . import engine, report, trace
 from .action import RecipeBuilder, Status
 from .artifacts import Artifact, check_expected, publish, write_manifest
 from .errors import FetchError, JailbakeError
@@ -22,9 +22,10 @@ from .fetch import Fetcher, resolve_mirror
 from .graph import Graph, build_graph
 from .layer import load_layers
 from .remote import RemoteCache
+from .sampler import Sampler
 from .schedule import Scheduler
 from .status import Progress
-from .store import Store
+from .store import ActionResult, Store
 from .trace import Tracer
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,24 @@ def load_graph(configs: Sequence[Path], targets: Sequence[str] = ()) -> Graph:
     return build_graph(load_layers(configs), targets)
 
 
+def _write_trace_and_report(
+    tracer: Tracer, graph: Graph, store: Store, results: dict[str, ActionResult], dest: Path
+) -> None:
+    """build-trace.json and build-report.html beside the artifacts."""
+    seconds = {e["name"]: e["dur"] / 1e6 for e in tracer.recipes()}
+    depends = {n: sorted(graph.recipes[n].depends) for n in graph.order}
+    total, chain = report.critical_path(seconds, depends)
+    logs = {n: str(store.blob_path(r.log.hash)) for n, r in results.items() if r.log is not None}
+    document = tracer.document(
+        list(graph.targets),
+        critical_path={"seconds": total, "recipes": chain},
+        depends=depends,
+        logs=logs,
+    )
+    trace.write(dest, document)
+    report.write(dest, document)
+
+
 def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport:
     """Build the options' targets; every recipe ends up built or reused, or this raises."""
     start = time.monotonic()
@@ -149,6 +168,7 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     progress = progress or Progress()
     builder.on_step = progress.step_log
     tracer = Tracer()
+    builder.on_span = fetcher.on_span = tracer.span
     store.remember_executor(graph.layer.files, options.executor.value)
     if options.offline:
         missing = fetcher.missing_offline(graph.recipes[n] for n in graph.order)
@@ -174,6 +194,7 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         to_build = frozenset(n for n in graph.order if n not in cached or n in builder.force)
         estimates = {n: d for n in graph.order if (d := store.last_duration(n)) is not None}
     with (
+        Sampler(tracer.sample),
         _cancel_on_interrupt(executor, host),
         store.temp_dir("schedule") as state,
         progress.watching(
@@ -194,10 +215,14 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         )
         outcomes = scheduler.run(options.jobs)
     results = {n: o.result for n, o in outcomes.items()}
-    artifacts = publish(graph, store, results, options.artifacts_dir)
+
+    def copied(name: str, start: float, size: int) -> None:
+        tracer.span("artifact", name, start, bytes=size)
+
+    artifacts = publish(graph, store, results, options.artifacts_dir, on_copy=copied)
     check_expected(graph, artifacts)
     artifacts.append(write_manifest(graph, results, artifacts, options.artifacts_dir))
-    tracer.write(options.artifacts_dir, list(graph.targets))
+    _write_trace_and_report(tracer, graph, store, results, options.artifacts_dir)
     built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
     reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
     downloaded = [n for n in graph.order if outcomes[n].status is Status.DOWNLOADED]

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,6 +70,12 @@ class Fetcher:
         self.offline = offline
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._session: requests.Session | None = None
+        # Told of every download: (kind, name, start, recipe=..., **details).
+        self.on_span: Callable[..., None] | None = None
+
+    def _span(self, name: str, start: float, recipe: str, **details: object) -> None:
+        if self.on_span is not None:
+            self.on_span("fetch", name, start, recipe=recipe, **details)
 
     # -- what is missing ---------------------------------------------------------
     def git_dir(self, url: str) -> Path:
@@ -131,32 +137,40 @@ class Fetcher:
         with self.store.lock(f"fetch-{source.sha256}"):
             if self.store.verify_blob(source.sha256):
                 return blob
-            candidates: list[str] = []
-            for mirror in self.mirrors:
-                base = mirror.rstrip("/")
-                candidates += [f"{base}/sha256/{source.sha256}", f"{base}/{source.filename}"]
-            rejected: list[str] = []
-            for candidate in candidates:
-                try:
-                    if self._try(recipe, source, candidate, mirror=True):
-                        return blob
-                except ChecksumError as exc:
-                    # Never used; a file of the same name may belong to another project.
-                    log.warning("%s", exc)
-                    rejected.append(f"{candidate} has sha256 {exc.actual}")
-            seen = f" (mirror files rejected: {'; '.join(rejected)})" if rejected else ""
-            if self.offline:
-                raise FetchError(
-                    f"{recipe}: {source.location} (sha256 {source.sha256}) is not "
-                    f"in the cache or any mirror, and --offline forbids downloading{seen}"
-                )
-            try:
-                self._try(recipe, source, source.location, mirror=False)
-            except FetchError as exc:
-                if rejected:
-                    raise FetchError(f"{exc}{seen}") from None
-                raise
+            start = time.monotonic()
+            blob = self._fetch_url(recipe, source)
+            name = source.filename or source.location.rsplit("/", 1)[-1]
+            self._span(name, start, recipe, url=source.location, bytes=blob.stat().st_size)
             return blob
+
+    def _fetch_url(self, recipe: str, source: Source) -> Path:
+        blob = self.store.blob_path(source.sha256)
+        candidates: list[str] = []
+        for mirror in self.mirrors:
+            base = mirror.rstrip("/")
+            candidates += [f"{base}/sha256/{source.sha256}", f"{base}/{source.filename}"]
+        rejected: list[str] = []
+        for candidate in candidates:
+            try:
+                if self._try(recipe, source, candidate, mirror=True):
+                    return blob
+            except ChecksumError as exc:
+                # Never used; a file of the same name may belong to another project.
+                log.warning("%s", exc)
+                rejected.append(f"{candidate} has sha256 {exc.actual}")
+        seen = f" (mirror files rejected: {'; '.join(rejected)})" if rejected else ""
+        if self.offline:
+            raise FetchError(
+                f"{recipe}: {source.location} (sha256 {source.sha256}) is not "
+                f"in the cache or any mirror, and --offline forbids downloading{seen}"
+            )
+        try:
+            self._try(recipe, source, source.location, mirror=False)
+        except FetchError as exc:
+            if rejected:
+                raise FetchError(f"{exc}{seen}") from None
+            raise
+        return blob
 
     def _try(self, recipe: str, source: Source, location: str, *, mirror: bool) -> bool:
         """Fetch location into the CAS if it exists there; False if it does not."""
@@ -282,37 +296,43 @@ class Fetcher:
                     f"{recipe}: {url} commit {commit} is not in the cache or any "
                     "mirror, and --offline forbids fetching"
                 )
-            if not git_dir.is_dir():
-                tmp = self.store.temp_path("git")
-                run.run(["git", "init", "--quiet", "--bare", tmp])
-                tmp.rename(git_dir)
-            for refspec in ([commit], ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]):
-                # git's own floor rate, and the same deadline as any other source.
-                argv: list[str | Path] = [
-                    "git",
-                    *("-c", f"http.lowSpeedLimit={net.SOURCE.min_rate}"),
-                    *("-c", f"http.lowSpeedTime={net.RATE_WINDOW:.0f}"),
-                    *("--git-dir", str(git_dir), "fetch", "--quiet", url, *refspec),
-                ]
-                try:
-                    cp = run.run(
-                        argv,
-                        check=False,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT,
-                        timeout=net.SOURCE.deadline,
-                    )
-                except subprocess.TimeoutExpired:
-                    raise FetchError(
-                        f"{recipe}: fetching {url} took more than {net.SOURCE.deadline:.0f}s"
-                    ) from None
-                if self._have_commit(url, commit):
-                    return git_dir
-            detail = cp.stdout.decode(errors="replace").strip().splitlines()
-            raise FetchError(
-                f"{recipe}: cannot fetch commit {commit} from {url}"
-                + (f": {detail[-1]}" if detail else "")
-            )
+            start = time.monotonic()
+            self._fetch_git(recipe, url, commit, git_dir)
+            self._span(url.rstrip("/").rsplit("/", 1)[-1], start, recipe, url=url, commit=commit)
+            return git_dir
+
+    def _fetch_git(self, recipe: str, url: str, commit: str, git_dir: Path) -> None:
+        if not git_dir.is_dir():
+            tmp = self.store.temp_path("git")
+            run.run(["git", "init", "--quiet", "--bare", tmp])
+            tmp.rename(git_dir)
+        for refspec in ([commit], ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]):
+            # git's own floor rate, and the same deadline as any other source.
+            argv: list[str | Path] = [
+                "git",
+                *("-c", f"http.lowSpeedLimit={net.SOURCE.min_rate}"),
+                *("-c", f"http.lowSpeedTime={net.RATE_WINDOW:.0f}"),
+                *("--git-dir", str(git_dir), "fetch", "--quiet", url, *refspec),
+            ]
+            try:
+                cp = run.run(
+                    argv,
+                    check=False,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    timeout=net.SOURCE.deadline,
+                )
+            except subprocess.TimeoutExpired:
+                raise FetchError(
+                    f"{recipe}: fetching {url} took more than {net.SOURCE.deadline:.0f}s"
+                ) from None
+            if self._have_commit(url, commit):
+                return
+        detail = cp.stdout.decode(errors="replace").strip().splitlines()
+        raise FetchError(
+            f"{recipe}: cannot fetch commit {commit} from {url}"
+            + (f": {detail[-1]}" if detail else "")
+        )
 
     def mirror_archive(self, source: Source) -> Path | None:
         name = git_archive_name(source.location, source.commit)

@@ -1,7 +1,9 @@
 """build-trace.json: a build in the Chrome trace event format, which Perfetto and
 chrome://tracing open. One complete event per recipe, on the track of the parallel
 slot it ran in (results taken from a cache on a track of their own), with its key,
-outcome and output size."""
+outcome and output size; within a recipe's event, its downloads and builder image;
+the copies into the artifacts directory on a track of their own; and the machine's
+CPU use and memory as counters."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .action import Outcome, Status
+from .sampler import Sample
 
 TRACE = "build-trace.json"
 CACHE_TRACK = 0  # results reused or downloaded: no slot of their own
+ARTIFACTS_TRACK = 1000  # copies into the artifacts directory, after the recipes
+RECIPE_KINDS = frozenset({"built", "reused", "downloaded", "failed"})
 
 
 def _us(seconds: float) -> int:
@@ -43,8 +48,10 @@ class Tracer:
                 return
             slot, start = self._open.pop(name, (CACHE_TRACK, now - outcome.seconds))
             size = sum(e.get("size", 0) for e in outcome.result.outputs if e["type"] == "file")
-            self._add(name, str(outcome.status), slot, start, now, key=outcome.result.key,
-                      output_bytes=size)  # fmt: skip
+            args: dict[str, Any] = {"key": outcome.result.key, "output_bytes": size}
+            if outcome.status is Status.BUILT:
+                args["step_seconds"] = outcome.result.duration
+            self._add(name, str(outcome.status), slot, start, now, **args)
 
     def failed(self, name: str, exc: Exception) -> None:
         now = time.monotonic()
@@ -52,47 +59,90 @@ class Tracer:
             slot, start = self._open.pop(name, (CACHE_TRACK, now))
             self._add(name, "failed", slot, start, now, error=str(exc))
 
+    def span(self, kind: str, name: str, start: float, recipe: str | None = None,
+             **args: Any) -> None:  # fmt: skip
+        """Something that took from start (time.monotonic()) until now: a download or a
+        builder image within recipe's step, or a copy into the artifacts directory."""
+        now = time.monotonic()
+        with self._lock:
+            slot = self._open[recipe][0] if recipe in self._open else ARTIFACTS_TRACK
+            self.events.append(self._event(name, kind, slot, start, now, args))
+
+    def sample(self, sample: Sample) -> None:
+        """The machine's load, as two counter tracks: memory at the sample's moment, CPU
+        use from the previous sample on (a counter holds its value until the next)."""
+        memory = {
+            "used MiB": round(sample.mem_used / 2**20, 1),
+            "total MiB": round(sample.mem_total / 2**20, 1),
+        }
+        with self._lock:
+            self._counter("memory", sample.at, memory)
+            if sample.cpu_percent is not None:
+                self._counter("CPU", sample.since, {"busy %": sample.cpu_percent})
+
+    def _counter(self, name: str, at: float, args: dict[str, float]) -> None:
+        ts = _us(max(0.0, at - self.started))
+        self.events.append({"name": name, "ph": "C", "ts": ts, "pid": 1, "args": args})
+
     def _add(self, name: str, outcome: str, slot: int, start: float, end: float,
              **args: Any) -> None:  # fmt: skip
-        self.events.append(
-            {
-                "name": name,
-                "cat": outcome,
-                "ph": "X",
-                "ts": _us(start - self.started),
-                "dur": _us(max(0.0, end - start)),
-                "pid": 1,
-                "tid": slot,
-                "args": {"outcome": outcome, **args},
-            }
-        )
+        args = {"outcome": outcome, **args}
+        self.events.append(self._event(name, outcome, slot, start, end, args))
 
-    def document(self, targets: list[str]) -> dict[str, Any]:
-        """The whole trace: events sorted by start, and names for the process and tracks."""
-        tracks = sorted({e["tid"] for e in self.events} | {CACHE_TRACK})
+    def _event(self, name: str, cat: str, tid: int, start: float, end: float,
+               args: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        return {
+            "name": name,
+            "cat": cat,
+            "ph": "X",
+            "ts": _us(start - self.started),
+            "dur": _us(max(0.0, end - start)),
+            "pid": 1,
+            "tid": tid,
+            "args": args,
+        }
+
+    def recipes(self) -> list[dict[str, Any]]:
+        """The events of recipes (not of downloads, images or copies)."""
+        return [e for e in self.events if e["ph"] == "X" and e["cat"] in RECIPE_KINDS]
+
+    def document(self, targets: list[str], **extra: Any) -> dict[str, Any]:
+        """The whole trace: events sorted by start, and names for the process and tracks.
+        extra goes into otherData beside the totals."""
+        tracks = sorted({e["tid"] for e in self.events if "tid" in e} | {CACHE_TRACK})
         meta: list[dict[str, Any]] = [
             {"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "jailbake build"}}
         ]
         for tid in tracks:
-            label = "from the cache" if tid == CACHE_TRACK else f"slot {tid}"
+            label = {CACHE_TRACK: "from the cache", ARTIFACTS_TRACK: "artifacts"}.get(
+                tid, f"slot {tid}"
+            )
             meta.append(
                 {"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": label}}
             )
         return {
-            "traceEvents": meta + sorted(self.events, key=lambda e: (e["ts"], e["tid"])),
+            "traceEvents": meta
+            + sorted(self.events, key=lambda e: (e["ts"], e.get("tid", -1), e["name"])),
             "displayTimeUnit": "ms",
             "otherData": {
                 "targets": targets,
-                "built": sum(e["cat"] == str(Status.BUILT) for e in self.events),
-                "reused": sum(e["cat"] == str(Status.REUSED) for e in self.events),
+                **{
+                    str(s): sum(e["cat"] == str(s) for e in self.recipes())
+                    for s in (Status.BUILT, Status.REUSED, Status.DOWNLOADED)
+                },
                 "wall_seconds": round(time.monotonic() - self.started, 3),
+                **extra,
             },
         }
 
-    def write(self, dest_dir: Path, targets: list[str]) -> Path:
-        """Write build-trace.json into dest_dir, atomically."""
-        dest = dest_dir / TRACE
-        tmp = dest_dir / f".{TRACE}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(self.document(targets), indent=1) + "\n")
-        os.replace(tmp, dest)
-        return dest
+
+def write_atomic(dest: Path, text: str) -> Path:
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, dest)
+    return dest
+
+
+def write(dest_dir: Path, document: dict[str, Any]) -> Path:
+    """Write build-trace.json into dest_dir, atomically."""
+    return write_atomic(dest_dir / TRACE, json.dumps(document, indent=1) + "\n")
