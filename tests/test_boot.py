@@ -35,6 +35,7 @@ ARTIFACTS = [
     "busybox-sdcard.img.zst",
     "manifest.json",
     "rootfs.cpio.gz",
+    "sbom.spdx.json",
 ]
 
 

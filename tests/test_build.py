@@ -212,6 +212,7 @@ def test_two_checkouts_build_identical_bytes(tmp_path: Path) -> None:
         "hello-sdcard.img.xz",
         "hello-sdcard.img.zst",
         "manifest.json",
+        "sbom.spdx.json",
     ]
     for name in names:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
@@ -410,6 +411,7 @@ def test_unchanged_artifacts_are_not_copied_again(
         "build-report.html",
         "build-trace.json",
         "manifest.json",
+        "sbom.spdx.json",
     ]
 
 

@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import engine, mirror, paths, run
+from . import engine, licenses, mirror, paths, run
 from .errors import BuildError, JailbakeError, RecipeError
 from .executors import ROOT_STEP_PRIVILEGES, Executor, ExecutorKind, Step, write_script
 from .fetch import Fetcher
@@ -240,7 +240,7 @@ class RecipeBuilder:
         builder image and user."""
         executor = self.executor_for(recipe)
         image = None if recipe.rootfs else self._image(recipe, executor)
-        self._prepare_sources(recipe, work / "src")
+        self.prepare_sources(recipe, work / "src")
         write_script(work, recipe.script)
         if recipe.image:
             layout = recipe.image.layout(self.graph.layer.source_date_epoch)
@@ -372,7 +372,7 @@ class RecipeBuilder:
             print(f"wrote {target.name}: {count} entries, {target.stat().st_size} bytes", file=logf)
         return 0
 
-    def _prepare_sources(self, recipe: Recipe, src: Path) -> None:
+    def prepare_sources(self, recipe: Recipe, src: Path) -> None:
         """Sources unpacked and patched into src. Every write stays inside src: a link
         that an earlier source put there is never followed (see paths)."""
         src.mkdir(parents=True, exist_ok=True)
@@ -425,6 +425,7 @@ class RecipeBuilder:
                     f"{recipe.where('patches')}: patches: {patch.rel} does not "
                     f"apply: {detail[-1] if detail else 'patch failed'}"
                 )
+        licenses.check(recipe, src, self.store)
 
     def _collect_outputs(self, recipe: Recipe, work: Path, log_path: Path) -> Path:
         """Move the declared outputs into a tree with normalized modes and times."""

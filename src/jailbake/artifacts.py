@@ -17,6 +17,7 @@ from .errors import CacheError, JailbakeError
 from .graph import Graph
 from .keys import file_sha256
 from .layer import Layer
+from .recipe import Recipe
 from .store import ActionResult, Store, copy_hashed, normalize_tree
 
 
@@ -167,10 +168,27 @@ def layer_names(layer: Layer) -> list[str]:
     return [str(f.relative_to(top)) if f.is_relative_to(top) else f.name for f in layer.files]
 
 
+def _license_files(recipe: Recipe, store: Store) -> dict[str, Any]:
+    """The recipe's pinned licence files, with the SHA1 of those whose text the cache
+    holds (the SPDX document lists them as files)."""
+    entries = []
+    for f in recipe.license_files:
+        entry = f.pin()
+        if store.verify_blob(f.sha256):
+            entry["sha1"] = store.sha1_of(store.blob_path(f.sha256), f.sha256)
+        entries.append(entry)
+    return {"license_files": entries} if entries else {}
+
+
 def write_manifest(
-    graph: Graph, results: dict[str, ActionResult], published: list[Artifact], dest_dir: Path
-) -> Artifact:
-    """manifest.json: every recipe with version, key, output digest and pins, and the artifacts."""
+    graph: Graph,
+    results: dict[str, ActionResult],
+    published: list[Artifact],
+    dest_dir: Path,
+    store: Store,
+) -> tuple[Artifact, dict[str, Any]]:
+    """manifest.json: every recipe with version, key, output digest and pins, and the
+    artifacts. Returns it and its content."""
     from . import __version__
 
     recipes = []
@@ -178,6 +196,7 @@ def write_manifest(
         recipe, result = graph.recipes[name], results[name]
         recipes.append(
             {
+                **_license_files(recipe, store),
                 "name": name,
                 "version": recipe.version,
                 "summary": recipe.summary,
@@ -202,4 +221,4 @@ def write_manifest(
     tmp.chmod(0o644)
     os.utime(tmp, (graph.layer.source_date_epoch,) * 2)
     os.replace(tmp, dest)
-    return Artifact(MANIFEST, file_sha256(dest))
+    return Artifact(MANIFEST, file_sha256(dest)), manifest

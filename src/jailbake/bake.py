@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from . import engine, report, trace
+from . import engine, report, spdx, trace
 from .action import RecipeBuilder, Status
 from .artifacts import Artifact, check_expected, publish, write_manifest
 from .errors import FetchError, JailbakeError
@@ -221,7 +221,9 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
 
     artifacts = publish(graph, store, results, options.artifacts_dir, on_copy=copied)
     check_expected(graph, artifacts)
-    artifacts.append(write_manifest(graph, results, artifacts, options.artifacts_dir))
+    manifest, content = write_manifest(graph, results, artifacts, options.artifacts_dir, store)
+    artifacts.append(manifest)
+    spdx.write(options.artifacts_dir, content, store.sha1_of)
     _write_trace_and_report(tracer, graph, store, results, options.artifacts_dir)
     built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
     reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]

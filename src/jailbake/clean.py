@@ -91,6 +91,7 @@ def collect_garbage(graph: Graph, builder: RecipeBuilder) -> Freed:
         for s in graph.recipes[name].sources
         if s.kind is SourceKind.URL
     }
+    pins |= {f.sha256 for name in graph.order for f in graph.recipes[name].license_files}
     for blob in sorted((store.root / "cas").glob("*/*")):
         if blob.name not in pins and blob.name not in logs:
             freed.bytes += _size(blob)
@@ -105,9 +106,10 @@ def collect_garbage(graph: Graph, builder: RecipeBuilder) -> Freed:
     }
     log_names = {f"{r.recipe}-{r.key[:16]}.log" for r in kept}
     trees = {p.name for p in (store.root / "trees").iterdir()}
-    failed = store.root / "failed"
+    failed, sha1 = store.root / "failed", store.root / "sha1"
     for path in [
         *(failed.iterdir() if failed.is_dir() else ()),
+        *(sha1.iterdir() if sha1.is_dir() else ()),  # artifacts' SHA1, found again if needed
         *(p for p in (store.root / "git").iterdir() if p.name not in repos),
         *(p for p in (store.root / "logs").iterdir() if p.name not in log_names),
         *(p for p in (store.root / "stamps").iterdir() if p.stem not in trees),

@@ -262,6 +262,33 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_legal_info(args: argparse.Namespace) -> int:
+    from .action import RecipeBuilder
+    from .executors import HostExecutor
+    from .legal import write_legal_info
+    from .status import plural
+
+    config, (dest,) = _split_config(args.args, "legal-info [CONFIG] DIR")
+    graph, fetcher = _fetcher(args, config)
+    fetcher.offline = args.offline
+    # Sources are only prepared (for their licence texts), never built: no engine.
+    host = HostExecutor()
+    builder = RecipeBuilder(graph, fetcher.store, fetcher, host, host=host)
+    info = write_legal_info(builder, Path(dest))
+    print(
+        f"[jailbake] legal-info {dest}: {plural(info.recipes, 'recipe')}, "
+        f"{plural(info.sources, 'source')}, {plural(info.license_texts, 'licence text')}",
+        file=sys.stderr,
+    )
+    if info.missing_texts:
+        print(
+            "[jailbake] no licence file pinned (license_files) for: "
+            + ", ".join(info.missing_texts),
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _recipe_of(graph: Graph, name: str, command: str) -> None:
     if name not in graph.recipes:
         raise JailbakeError(
@@ -445,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": _cmd_list,
         "explain": _cmd_explain,
         "graph": _cmd_graph,
+        "legal-info": _cmd_legal_info,
         "log": _cmd_log,
         "shell": _cmd_shell,
         "clean": _cmd_clean,

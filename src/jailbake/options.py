@@ -17,6 +17,7 @@ COMMANDS = (
     "list",
     "explain",
     "graph",
+    "legal-info",
     "log",
     "shell",
     "clean",
@@ -245,6 +246,18 @@ def parser() -> argparse.ArgumentParser:
         "--to", required=True, metavar="DIR|URL", help="a directory, or a URL to PUT to"
     )
     _artifacts_dir(pu)
+
+    li = _subparser(
+        sub,
+        "legal-info",
+        "licences, licence texts, and the exact sources and patches of every recipe, "
+        "with a manifest.csv (as Buildroot's legal-info)",
+    )
+    li.add_argument("args", nargs="+", metavar="[CONFIG] DIR", help="configuration and output")
+    li.add_argument(
+        "--offline", action="store_true", help="never download: only the cache and mirrors"
+    )
+    sources(li)
 
     ls = _subparser(sub, "list", "every recipe of the graph with version, key and pins")
     _config(ls)

@@ -9,7 +9,6 @@ who finds it finds everything it lists.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,14 +17,14 @@ import shutil
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import net, paths
+from . import net, paths, spdx
 from .artifacts import MANIFEST
 from .errors import JailbakeError
 from .keys import file_sha256
+from .spdx import SBOM
 
 if TYPE_CHECKING:
     import requests
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUMS = "SHA256SUMS"
-NONE = "NOASSERTION"
-SBOM = "sbom.spdx.json"
 RETRY_STATUS = (429, 500, 502, 503, 504)  # "try again"; 501 and the like will not change
 RETRIES = 4
 BACKOFF = 0.5
@@ -67,164 +64,6 @@ def load_manifest(artifacts_dir: Path) -> dict[str, Any]:
     return data
 
 
-def _file_digests(path: Path) -> tuple[str, str]:
-    sha1, sha256 = hashlib.sha1(), hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            sha1.update(chunk)
-            sha256.update(chunk)
-    return sha1.hexdigest(), sha256.hexdigest()
-
-
-def _spdx_id(kind: str, name: str) -> str:
-    return f"SPDXRef-{kind}-" + re.sub(r"[^A-Za-z0-9.-]", "-", name)
-
-
-class _Ids:
-    """SPDX ids from names, made unique where two names sanitize alike."""
-
-    def __init__(self) -> None:
-        self.used: set[str] = set()
-
-    def new(self, kind: str, name: str) -> str:
-        base = _spdx_id(kind, name)
-        ident, n = base, 1
-        while ident in self.used:
-            n += 1
-            ident = f"{base}-{n}"
-        self.used.add(ident)
-        return ident
-
-
-def _sha256(digest: str) -> list[dict[str, str]]:
-    return [{"algorithm": "SHA256", "checksumValue": digest}]
-
-
-def _download_location(source: dict[str, Any]) -> str:
-    """SPDX's form of a source's location; local files and repositories have none."""
-    location = str(source.get("url") or source.get("git") or "")
-    if not location.startswith(("http://", "https://", "ftp://", "ssh://", "git://")):
-        return NONE
-    if "git" in source:
-        return f"git+{location}@{source['commit']}"
-    return location
-
-
-def _license_refs(expressions: list[str]) -> list[dict[str, str]]:
-    """SPDX requires every LicenseRef- an expression uses to be declared."""
-    refs = sorted({ref for e in expressions for ref in re.findall(r"LicenseRef-[A-Za-z0-9.-]+", e)})
-    return [
-        {
-            "licenseId": ref,
-            "name": ref.removeprefix("LicenseRef-"),
-            "extractedText": "Not an SPDX-listed license: the terms are in the sources "
-            "this package is built from.",
-        }
-        for ref in refs
-    ]
-
-
-def sbom(manifest: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
-    """An SPDX 2.3 document: a package per recipe (and per source of recipes with
-    several), the artifacts as files generated from them, and their dependencies."""
-    packages: list[dict[str, Any]] = []
-    relationships: list[dict[str, str]] = []
-    ids = _Ids()
-    # Recipe names are unique, and so are their ids unless two sanitize alike.
-    recipe_ids = {r["name"]: ids.new("Package", r["name"]) for r in manifest["recipes"]}
-
-    def relate(a: str, kind: str, b: str) -> None:
-        relationships.append(
-            {"spdxElementId": a, "relationshipType": kind, "relatedSpdxElement": b}
-        )
-
-    for recipe in manifest["recipes"]:
-        ident = recipe_ids[recipe["name"]]
-        sources = [s for s in recipe["sources"] if "url" in s or "git" in s]
-        package: dict[str, Any] = {
-            "SPDXID": ident,
-            "name": recipe["name"],
-            "versionInfo": recipe["version"],
-            "downloadLocation": _download_location(sources[0]) if len(sources) == 1 else NONE,
-            "filesAnalyzed": False,
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": recipe.get("license") or "NOASSERTION",
-            "copyrightText": "NOASSERTION",
-            "comment": f"jailbake key {recipe['key']}, output {recipe['output_digest']}",
-        }
-        if recipe.get("summary"):
-            package["summary"] = recipe["summary"]
-        if len(sources) == 1 and "sha256" in sources[0]:
-            package["checksums"] = _sha256(sources[0]["sha256"])
-        packages.append(package)
-        if len(sources) > 1:
-            for source in sources:
-                location = _download_location(source)
-                name = location.rsplit("/", 1)[-1].split("@", 1)[0] or recipe["name"]
-                sub = ids.new("Source", f"{recipe['name']}-{name}")
-                entry: dict[str, Any] = {
-                    "SPDXID": sub,
-                    "name": name,
-                    "downloadLocation": location,
-                    "filesAnalyzed": False,
-                    "licenseConcluded": "NOASSERTION",
-                    "licenseDeclared": "NOASSERTION",
-                    "copyrightText": "NOASSERTION",
-                }
-                if "sha256" in source:
-                    entry["checksums"] = [
-                        {"algorithm": "SHA256", "checksumValue": source["sha256"]}
-                    ]
-                packages.append(entry)
-                relate(ident, "CONTAINS", sub)
-        for dep in recipe["depends"]:
-            relate(ident, "DEPENDS_ON", recipe_ids[dep])
-
-    files: list[dict[str, Any]] = []
-    for artifact in manifest["artifacts"]:
-        sha1, sha256 = _file_digests(artifacts_dir / artifact["path"])
-        ident = ids.new("File", artifact["path"])
-        files.append(
-            {
-                "SPDXID": ident,
-                "fileName": f"./{artifact['path']}",
-                "checksums": [
-                    {"algorithm": "SHA1", "checksumValue": sha1},
-                    {"algorithm": "SHA256", "checksumValue": sha256},
-                ],
-                "licenseConcluded": "NOASSERTION",
-                "copyrightText": "NOASSERTION",
-            }
-        )
-        relate("SPDXRef-DOCUMENT", "DESCRIBES", ident)
-        if artifact.get("recipe"):
-            relate(ident, "GENERATED_FROM", recipe_ids[artifact["recipe"]])
-
-    created = datetime.fromtimestamp(int(manifest.get("source_date_epoch", 0)), UTC)
-    name = "-".join(manifest.get("targets") or ["jailbake"])
-    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-    declared = [str(p["licenseDeclared"]) for p in packages]
-    document: dict[str, Any] = {
-        "spdxVersion": "SPDX-2.3",
-        "dataLicense": "CC0-1.0",
-        "SPDXID": "SPDXRef-DOCUMENT",
-        "name": name,
-        # Unique per release, yet the same for the same build: derived from the manifest.
-        "documentNamespace": f"https://spdx.org/spdxdocs/jailbake/{name}-{digest}",
-        "creationInfo": {
-            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "creators": [f"Tool: jailbake-{manifest.get('jailbake', 'unknown')}"],
-        },
-        "packages": packages,
-        "files": files,
-        "relationships": relationships,
-    }
-    refs = _license_refs(declared)
-    if refs:
-        document["hasExtractedLicensingInfos"] = refs
-    return document
-
-
 def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.write_text(text)
@@ -250,7 +89,7 @@ def prepare(artifacts_dir: Path) -> list[tuple[str, str]]:
             )
         files.append((artifact["path"], actual))
     files.append((MANIFEST, file_sha256(artifacts_dir / MANIFEST)))
-    _write(artifacts_dir / SBOM, json.dumps(sbom(manifest, artifacts_dir), indent=2) + "\n")
+    spdx.write(artifacts_dir, manifest)
     files.append((SBOM, file_sha256(artifacts_dir / SBOM)))
     sums = "".join(f"{digest}  {name}\n" for name, digest in sorted(files))
     _write(artifacts_dir / SUMS, sums)

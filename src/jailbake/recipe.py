@@ -73,6 +73,18 @@ class Patch:
 
 
 @dataclass(frozen=True)
+class LicenseFile:
+    """A licence text in the recipe's prepared sources, pinned like a source."""
+
+    path: str  # relative to the step's source directory ($SRC)
+    sha256: str
+    license: str = ""  # the SPDX expression the file states, where known
+
+    def pin(self) -> dict[str, str]:
+        return {"path": self.path, "sha256": self.sha256, "license": self.license}
+
+
+@dataclass(frozen=True)
 class Output:
     path: str
     publish: str | None = None  # the artifact's name, when published
@@ -100,6 +112,8 @@ class Recipe:
     rootfs: RootfsSpec | None = None
     image: ImageSpec | None = None
     run_as_root: bool = False
+    license_files: tuple[LicenseFile, ...] = ()
+    redistribute: bool = True  # False: legal-info ships no sources (binary blobs)
 
     def where(self, field: str) -> str:
         """'file:line' of a top-level field, for error messages."""
@@ -107,7 +121,9 @@ class Recipe:
 
     def definition(self) -> dict[str, Any]:
         """The normalized content that decides what gets built (no paths, no prose)."""
+        checked = {"license_files": [f.pin() for f in self.license_files]}
         return {
+            **(checked if self.license_files else {}),  # the build checks them
             "name": self.name,
             "version": self.version,
             "sources": [s.pin() for s in self.sources],
@@ -129,6 +145,8 @@ _KEYS = {
     "version": True,
     "summary": False,
     "license": False,
+    "license_files": False,
+    "redistribute": False,
     "sources": False,
     "patches": False,
     "depends": False,
@@ -249,6 +267,33 @@ def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
         rootfs=rootfs,
         image=image,
         run_as_root=_run_as(ctx, data.get("run_as", "builder")),
+        license_files=tuple(
+            _license_file(ctx, f, f"license_files[{i}]")
+            for i, f in enumerate(ctx.seq(data.get("license_files") or [], "license_files"))
+        ),
+        redistribute=_bool(ctx, data.get("redistribute", True), "redistribute"),
+    )
+
+
+def _bool(ctx: Fields, value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ctx.error(field, f"expected true or false, got {kind_of(value)}")
+    return value
+
+
+def _license_file(ctx: Fields, raw: Any, field: str) -> LicenseFile:
+    data = ctx.mapping(raw, field)
+    ctx.only(data, {"path", "sha256", "license"}, field)
+    for key in ("path", "sha256"):
+        if key not in data:
+            raise ctx.error(f"{field}.{key}", "missing; a licence file is pinned by its sha256")
+    sha = ctx.string(data["sha256"], f"{field}.sha256")
+    if not SHA256_RE.match(sha):
+        raise ctx.error(f"{field}.sha256", f"expected 64 lower-case hex digits, got {sha!r}")
+    return LicenseFile(
+        path=ctx.relpath(data["path"], f"{field}.path"),
+        sha256=sha,
+        license=ctx.string(data.get("license", ""), f"{field}.license", allow_empty=True),
     )
 
 
