@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ COPYING = "Permission is hereby granted, free of charge, ...\n"
 TARBALL = make_tarball({"COPYING": COPYING, "main.c": "int main(void) { return 0; }\n"})
 
 
-def pkg(project: Project, http: HTTPFiles, **fields: object) -> str:
+def pkg(project: Project, http: HTTPFiles, **fields: Any) -> str:
     url = http.add("pkg-1.0.tar.gz", TARBALL)
     project.file("recipes/files/fix.patch", PATCH)
     project.recipe(
