@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import stat
 import subprocess
 from pathlib import Path
@@ -101,6 +102,37 @@ def test_same_entries_same_bytes_and_a_bare_gzip_header(tmp_path: Path) -> None:
     raw = gzip.decompress(a.read_bytes())
     assert raw.startswith(b"070701") and b"TRAILER!!!" in raw
     assert len(raw) % 4 == 0
+
+
+def test_parallel_deflate_gives_the_same_bytes_on_any_number_of_threads(
+    tmp_path: Path,
+) -> None:
+    """The archive is deflated in 128 KiB blocks on several threads; its bytes must not
+    depend on how many, and gzip, GNU cpio and Python's gzip must all read it."""
+    rng = random.Random(7)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    entries = [Entry("data", stat.S_IFDIR | 0o755, mtime=SDE)]
+    for i in range(12):  # 3.5 MiB: some compressible, some not, odd sizes across blocks
+        data = rng.randbytes(200_003 * i) if i % 3 else b"text %d\n" % i * (40_001 * i)
+        (tree / f"f{i}").write_bytes(data)
+        entries.append(Entry(f"data/f{i}", stat.S_IFREG | 0o644, mtime=SDE, source=tree / f"f{i}"))
+    outs = {}
+    for threads in (1, 2, 8):
+        outs[threads] = tmp_path / f"t{threads}.cpio.gz"
+        write_cpio_gz(entries, outs[threads], threads=threads)
+    assert outs[1].read_bytes() == outs[2].read_bytes() == outs[8].read_bytes()
+    subprocess.run(["gzip", "-t", str(outs[8])], check=True)
+    with outs[8].open("rb") as f:
+        plain = gzip.decompress(f.read())
+    with (tmp_path / "plain.cpio").open("wb") as f:
+        write_newc(entries, f)
+    assert plain == (tmp_path / "plain.cpio").read_bytes()
+    dest = tmp_path / "x"
+    dest.mkdir()
+    subprocess.run(f"gzip -dc {outs[2]} | cpio -idm --quiet", shell=True, cwd=dest, check=True)
+    for i in range(12):
+        assert (dest / f"data/f{i}").read_bytes() == (tree / f"f{i}").read_bytes()
 
 
 def test_duplicate_members_are_refused(tmp_path: Path) -> None:

@@ -216,3 +216,47 @@ def test_root_steps_are_uid_0_in_their_container(project: Project, tmp_path: Pat
     project.build(executor="docker", artifacts=tmp_path / "art")
     report = (tmp_path / "art" / "report.txt").read_text().split("\n")
     assert report[:5] == ["chown-ok", "uid=0", "net=lo ", "mknod-ok", "disk-denied"]
+
+
+def test_an_engine_older_than_the_pinned_api_is_asked_its_version(tmp_path: Path) -> None:
+    """jailbake speaks Docker API 1.41 without asking; an engine that refuses it (Docker
+    before 20.10, which cannot run here: a small HTTP server plays it) is asked."""
+    import json as json_
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class OldEngine(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            if self.path.startswith("/v1.41/"):
+                refusal = "client version 1.41 is too new. Maximum supported API version is 1.40"
+                body, status = json_.dumps({"message": refusal}).encode(), 400
+            elif self.path.endswith("/version"):
+                body, status = json_.dumps({"ApiVersion": "1.40", "Version": "19.03"}).encode(), 200
+            else:
+                body, status = b"OK", 200
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OldEngine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"tcp://127.0.0.1:{server.server_address[1]}"
+        client = engine._client(url)
+        assert client.api.api_version == "1.40"
+        assert seen[0] == "/v1.41/_ping" and "/version" in seen and seen[-1] == "/v1.40/_ping"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_current_engine_is_not_asked_its_version() -> None:
+    client = engine.connect()
+    assert client.api.api_version == engine.API_VERSION

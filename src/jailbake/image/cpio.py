@@ -7,11 +7,13 @@ last link, as GNU cpio writes them.
 
 from __future__ import annotations
 
-import queue
+import collections
+import os
 import stat
-import threading
+import struct
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +21,6 @@ from typing import BinaryIO
 MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
 COPY_CHUNK = 1 << 20
-GZIP_CHUNK = 1 << 18  # small enough that reading and deflating overlap on small archives
 
 
 @dataclass(frozen=True)
@@ -145,52 +146,87 @@ def write_newc(entries: Iterable[Entry], out: BinaryIO) -> int:
     return len(members)
 
 
-class _GzipWriter:
-    """gzip output compressed on a second thread, so reading and deflating overlap.
+BLOCK = 128 << 10  # uncompressed bytes per deflate block, as pigz
+WINDOW = 32 << 10  # deflate's window: each block is primed with the previous 32 KiB
+# The gzip header: no file name, mtime 0, no extra flags, OS "Unix" (as zlib writes it).
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
+FINAL_EMPTY_BLOCK = b"\x03\x00"  # a last, empty, fixed-Huffman deflate block
 
-    The header has no file name and mtime 0 (zlib's gzip wrapper writes neither).
-    """
 
-    def __init__(self, out: BinaryIO, level: int) -> None:
+def _deflate(block: bytes, primer: bytes, level: int) -> bytes:
+    """One block as raw deflate ending on a byte boundary (a sync flush), primed with
+    the data before it: the blocks joined are one deflate stream."""
+    if primer:
+        z = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, primer)
+    else:
+        z = zlib.compressobj(level, zlib.DEFLATED, -15, 8)
+    return z.compress(block) + z.flush(zlib.Z_SYNC_FLUSH)
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+class ParallelGzip:
+    """A gzip stream deflated in parallel blocks, the pigz way: the input is cut into
+    fixed blocks, each deflated on its own thread primed with the 32 KiB before it, and
+    the blocks are joined into one gzip member. The bytes depend on the data and the
+    level only, not on the number of threads or how the data is written; memory stays
+    at a few blocks per thread."""
+
+    def __init__(self, out: BinaryIO, level: int = 6, threads: int | None = None) -> None:
         self._out = out
-        self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31)
+        self._level = level
+        self._threads = max(1, threads or default_threads())
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="jailbake-gzip")
+        self._pending: collections.deque[Future[bytes]] = collections.deque()
         self._buf = bytearray()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._primer = b""
+        self._crc = 0
+        self._size = 0
+        out.write(GZIP_HEADER)
 
-    def _run(self) -> None:
-        try:
-            while (chunk := self._queue.get()) is not None:
-                self._out.write(self._zlib.compress(chunk))
-            self._out.write(self._zlib.flush())
-        except BaseException as exc:
-            self._error = exc
-            while self._queue.get() is not None:  # drain so the writer never blocks
-                pass
+    def _submit(self, block: bytes) -> None:
+        self._pending.append(self._pool.submit(_deflate, block, self._primer, self._level))
+        self._primer = block[-WINDOW:]
+        while len(self._pending) > 2 * self._threads:
+            self._out.write(self._pending.popleft().result())
 
     def write(self, data: bytes) -> int:
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
         self._buf += data
-        if len(self._buf) >= GZIP_CHUNK:
-            self._queue.put(bytes(self._buf))
-            self._buf.clear()
+        if len(self._buf) >= BLOCK:
+            view = memoryview(self._buf)
+            whole = len(self._buf) - len(self._buf) % BLOCK
+            for at in range(0, whole, BLOCK):
+                self._submit(bytes(view[at : at + BLOCK]))
+            view.release()
+            del self._buf[:whole]
         return len(data)
 
     def close(self) -> None:
-        if self._buf:
-            self._queue.put(bytes(self._buf))
-            self._buf.clear()
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        try:
+            if self._buf:
+                self._submit(bytes(self._buf))
+                self._buf.clear()
+            while self._pending:
+                self._out.write(self._pending.popleft().result())
+            self._out.write(FINAL_EMPTY_BLOCK)
+            self._out.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+        finally:
+            for future in self._pending:
+                future.cancel()
+            self._pool.shutdown(wait=True)
 
 
-def write_cpio_gz(entries: Iterable[Entry], path: Path, level: int = 6) -> int:
-    """A gzip'd newc archive: no file name and mtime 0 in the gzip header."""
+def write_cpio_gz(
+    entries: Iterable[Entry], path: Path, level: int = 6, threads: int | None = None
+) -> int:
+    """A gzip'd newc archive: no file name and mtime 0 in the gzip header, deflated on
+    every core the process may use (the bytes do not depend on how many)."""
     with path.open("wb") as raw:
-        gz = _GzipWriter(raw, level)
+        gz = ParallelGzip(raw, level, threads)
         try:
             count = write_newc(entries, gz)  # type: ignore[arg-type]
         finally:
