@@ -37,6 +37,7 @@ ROOT_STEP_CAPS = ("MKNOD",)
 ROOT_STEP_PRIVILEGES = "uid 0, engine default capabilities + " + ",".join(ROOT_STEP_CAPS)
 WAIT_INTERVAL = 1.0  # seconds between looks at a running step container, at most
 EXIT_FIFO = ".jailbake-exit"  # in a container step's work directory: its end, announced
+MAX_ENGINE_ERRORS = 10  # inspections of a step's container failing in a row, at most
 LABEL_HOST = "org.jailbake.host"
 LABEL_PID = "org.jailbake.pid"
 LABEL_PROCESS = "org.jailbake.process"  # pid namespace and start time: pids are reused
@@ -316,9 +317,24 @@ class HostExecutor:
                 proc.kill()
 
 
-def _exited(container: Any) -> int | None:
-    """The container's exit status if it has stopped, as the engine reports it."""
-    container.reload()
+def _exited(container: Any, errors: list[Exception]) -> int | None:
+    """The container's exit status if it has stopped, as the engine reports it. Podman
+    can fail an inspection while the container's process is exiting ("read
+    /proc/PID/cgroup: no such process"): that counts as not yet, MAX_ENGINE_ERRORS
+    times in a row."""
+    from docker.errors import APIError
+
+    try:
+        container.reload()
+    except APIError as exc:
+        if not exc.is_server_error():
+            raise
+        errors.append(exc)
+        if len(errors) >= MAX_ENGINE_ERRORS:
+            raise
+        log.debug("inspecting a step's container: %s", exc)
+        return None
+    errors.clear()
     state = container.attrs.get("State") or {}
     if state.get("Status") in ("exited", "dead", "stopped"):
         return int(state.get("ExitCode", 1))
@@ -339,6 +355,7 @@ def _wait(container: Any, fifo: Path) -> int:
         keep = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # no end-of-file until the step's
     except OSError:
         reader = keep = -1
+    errors: list[Exception] = []
     try:
         while True:
             ready = [reader]
@@ -350,13 +367,13 @@ def _wait(container: Any, fifo: Path) -> int:
                 os.read(reader, 64)
                 delay = 0.005
                 for _ in range(8):  # the shell announced its end: the engine follows
-                    code = _exited(container)
+                    code = _exited(container, errors)
                     if code is not None:
                         return code
                     time.sleep(delay)
                     delay *= 2
                 continue
-            code = _exited(container)
+            code = _exited(container, errors)
             if code is not None:
                 return code
     finally:

@@ -125,6 +125,9 @@ class RemoteCache:
             self._fetch_tree(result, source_date_epoch)
             if result.log is not None and not self.store.has_blob(result.log.hash):
                 self._fetch_blob(result.log.hash, size=result.log.size_bytes)
+            for sha256 in _license_texts(result):
+                if not self.store.has_blob(sha256):
+                    self._fetch_blob(sha256)
         except Refused as exc:
             log.warning("remote cache: %s: refused %s; building it locally", recipe, exc)
             return None
@@ -235,6 +238,9 @@ class RemoteCache:
                     blobs[entry["sha256"]] = tree / entry["path"]
             if result.log is not None and self.store.has_blob(result.log.hash):
                 blobs[result.log.hash] = self.store.blob_path(result.log.hash)
+            for sha256 in _license_texts(result):  # the build checked and kept them
+                if self.store.has_blob(sha256):
+                    blobs[sha256] = self.store.blob_path(sha256)
             for sha256, path in sorted(blobs.items()):
                 if not self._has(f"cas/{sha256}"):
                     self._put(f"cas/{sha256}", path)
@@ -247,3 +253,15 @@ class RemoteCache:
             return
         with self._lock:
             self.uploads += 1
+
+
+def _license_texts(result: ActionResult) -> list[str]:
+    """The sha256 of the licence texts its recipe pins (the SBOM quotes them): they
+    travel with the result, checked against their pins."""
+    recipe = result.inputs.get("recipe") if isinstance(result.inputs, dict) else None
+    pins = recipe.get("license_files") if isinstance(recipe, dict) else None
+    return sorted(
+        str(p["sha256"])
+        for p in (pins if isinstance(pins, list) else [])
+        if isinstance(p, dict) and re.fullmatch(r"[0-9a-f]{64}", str(p.get("sha256")))
+    )
