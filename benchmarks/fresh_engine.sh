@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What a new machine's engine costs the test command: an engine whose storage starts
 # empty (as CI's does), the builders' base image, then (with "all") every builder
-# image of the shipped layers. Time it whole with a benchmark runner, e.g.
-#   farm-bench -n 3 --warmup 0 --timeout 3600 -- bash benchmarks/fresh_engine.sh all
+# image of the shipped layers. Time it whole, e.g.
+#   time bash benchmarks/fresh_engine.sh all
 # and once with "base" to see how much of it is the builder images. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -111,8 +111,10 @@ def _both(
     return both
 
 
-def load_graph(configs: Sequence[Path], targets: Sequence[str] = ()) -> Graph:
-    return build_graph(load_layers(configs), targets)
+def load_graph(
+    configs: Sequence[Path], targets: Sequence[str] = (), memo_dir: Path | None = None
+) -> Graph:
+    return build_graph(load_layers(configs, memo_dir=memo_dir), targets)
 
 
 def _write_trace_and_report(
@@ -136,7 +138,7 @@ def _write_trace_and_report(
 def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport:
     """Build the options' targets; every recipe ends up built or reused, or this raises."""
     start = time.monotonic()
-    graph = load_graph(options.configs, options.targets)
+    graph = load_graph(options.configs, options.targets, options.cache_dir / "layers")
     store = Store(options.cache_dir)
     mirrors = tuple(resolve_mirror(m, Path.cwd()) for m in options.mirrors)
     mirrors += graph.layer.mirrors

@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
 from .errors import RecipeError
 
 
@@ -80,15 +78,3 @@ def where_of(file: Path, lines: Mapping[str, int], field: str) -> str:
 
 def kind_of(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
-
-
-def top_lines(text: str) -> dict[str, int]:
-    try:
-        node = yaml.compose(
-            text, Loader=yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
-        )
-    except yaml.YAMLError:
-        return {}
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {str(k.value): k.start_mark.line + 1 for k, _ in node.value}

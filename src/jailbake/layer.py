@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -19,6 +21,7 @@ DEFAULT_SOURCE_DATE_EPOCH = 0
 # Layer variable naming source mirrors (directories relative to the top repository, or
 # URLs), looked up after --mirror and before upstream, like bitbake's PREMIRRORS.
 MIRRORS_VARIABLE = "JAILBAKE_MIRRORS"
+log = logging.getLogger(__name__)
 _kas_ready = threading.Lock()
 _kas_context = False
 
@@ -51,7 +54,93 @@ def split_config(spec: str) -> list[Path]:
     return [Path(p) for p in spec.split(":") if p]
 
 
-def _kas_config(files: Sequence[Path]) -> tuple[dict[str, Any], Path]:
+def _fingerprint(dirs: Sequence[str]) -> str:
+    """The configuration files (*.yml, *.yaml, *.json) of these directories, by content:
+    any file kas could read or find there, added, removed or edited (whatever its size
+    and time), changes it."""
+    digest = hashlib.sha256()
+    for d in dirs:
+        try:
+            names = sorted(n for n in os.listdir(d) if n.endswith((".yml", ".yaml", ".json")))
+        except OSError:
+            names = []
+        digest.update(f"{d}\0{len(names)}\0".encode())
+        for name in names:
+            try:
+                data = Path(d, name).read_bytes()
+            except OSError:  # a directory so named, or unreadable
+                data = b"\0unreadable"
+            digest.update(f"{name}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
+
+
+def _repositories(first: Path) -> list[str]:
+    """Where kas would find the top repository (.git or .hg above the first file)."""
+    return [
+        str(d / marker)
+        for d in (first.parent, *first.parent.parents)
+        for marker in (".git", ".hg")
+        if (d / marker).exists()
+    ]
+
+
+def _memo_path(memo_dir: Path, files: Sequence[Path]) -> Path:
+    from . import __version__
+
+    key = json.dumps([__version__, [str(f) for f in files]])
+    return memo_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def _remembered(memo_dir: Path, files: Sequence[Path]) -> tuple[dict[str, Any], Path] | None:
+    """kas's merged configuration of files as an earlier load left it, if none of the
+    files it read (nor their neighbours) changed since."""
+    try:
+        memo = json.loads(_memo_path(memo_dir, files).read_bytes())
+        if (
+            memo["repositories"] == _repositories(files[0])
+            and _fingerprint(memo["dirs"]) == memo["fingerprint"]
+        ):
+            return memo["config"], Path(memo["top"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _remember(
+    memo_dir: Path, files: Sequence[Path], config: dict[str, Any], top: Path, read: list[Path]
+) -> None:
+    dirs = sorted({str(top), *(str(f.parent) for f in (*files, *read))})
+    try:
+        memo = {
+            "dirs": dirs,
+            "fingerprint": _fingerprint(dirs),
+            "repositories": _repositories(files[0]),
+            "config": config,
+            "top": str(top),
+        }
+        text = json.dumps(memo)
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        tmp = memo_dir / f".tmp-{os.getpid()}-{threading.get_ident()}"
+        tmp.write_text(text)
+        os.replace(tmp, _memo_path(memo_dir, files))
+    except (OSError, TypeError, ValueError) as exc:  # not JSON, or no room: load again
+        log.debug("layer configuration not remembered: %s", exc)
+
+
+def _kas_config(files: Sequence[Path], memo_dir: Path | None = None) -> tuple[dict[str, Any], Path]:
+    """kas's merged configuration of files and the top repository's directory; with
+    memo_dir, remembered there, so that unchanged layer files need no kas at all."""
+    if memo_dir is not None:
+        known = _remembered(memo_dir, files)
+        if known is not None:
+            return known
+    config, top, read = _load_with_kas(files)
+    if memo_dir is not None:
+        _remember(memo_dir, files, config, top, read)
+    return config, top
+
+
+def _load_with_kas(files: Sequence[Path]) -> tuple[dict[str, Any], Path, list[Path]]:
     global _kas_context
     from kas import context
     from kas.includehandler import IncludeHandler
@@ -84,7 +173,8 @@ def _kas_config(files: Sequence[Path]) -> tuple[dict[str, Any], Path]:
             "header.includes",
             f"includes from repositories that are not local: {', '.join(missing)}",
         )
-    return config, top
+    read = [Path(cf.filename).resolve() for cf in handler.config_files]
+    return config, top, read
 
 
 def _check_layer_file(path: Path, top: Path, chain: tuple[Path, ...]) -> None:
@@ -135,8 +225,13 @@ def _explain_kas_error(files: Sequence[Path], exc: Exception) -> RecipeError:
     return RecipeError(filename, field or "", f"not a valid kas configuration: {err.message}")
 
 
-def load_layers(files: Sequence[Path], environ: Mapping[str, str] | None = None) -> Layer:
-    """Load layer files with kas, later files overriding earlier ones."""
+def load_layers(
+    files: Sequence[Path],
+    environ: Mapping[str, str] | None = None,
+    memo_dir: Path | None = None,
+) -> Layer:
+    """Load layer files with kas, later files overriding earlier ones. With memo_dir,
+    kas's result is remembered there and used again while the files are unchanged."""
     environ = os.environ if environ is None else environ
     if not files:
         raise RecipeError("<command line>", "CONFIG", "expected at least one layer file")
@@ -144,7 +239,7 @@ def load_layers(files: Sequence[Path], environ: Mapping[str, str] | None = None)
         if not f.is_file():
             raise RecipeError(f, "", "layer file not found")
     files = [f.resolve() for f in files]
-    config, top_dir = _kas_config(files)
+    config, top_dir = _kas_config(files, memo_dir)
     first = files[-1]
 
     recipe_dirs: list[Path] = []

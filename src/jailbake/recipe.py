@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import yamlfile
-from .fields import Fields, kind_of, top_lines, where_of
+from .fields import Fields, kind_of, where_of
 from .image.layouts import parse_image, parse_rootfs
 from .image.rootfs import RootfsSpec
 from .image.sdimage import IMAGE_BUILDER, ImageSpec
@@ -166,9 +166,8 @@ _FILE_KEYS = {"file", "dest"}
 
 def load_recipe(file: Path, layer_dir: Path) -> Recipe:
     """Load and validate one recipe file that lives in layer_dir."""
-    text = yamlfile.read(file)
-    data = yamlfile.parse(text, file)
-    ctx = Fields(file, layer_dir, top_lines(text))
+    data, lines = yamlfile.parse_with_lines(yamlfile.read(file), file)
+    ctx = Fields(file, layer_dir, lines)
     if not isinstance(data, dict):
         raise ctx.error("", f"expected a mapping of recipe fields, got {kind_of(data)}")
     for key, required in _KEYS.items():

@@ -1,9 +1,17 @@
-"""doit schedules the recipe graph; jailbake's keys decide what is up to date."""
+"""doit schedules the recipe graph; jailbake's keys decide what is up to date.
+
+doit runs as a library (its task control, dispatcher and thread runner) with one
+change: the tasks ready to start are taken longest remaining path first (what earlier
+builds took, from the cache; a size guess for recipes never built), so a long chain
+such as the kernel's starts before short side branches take the slots. When every
+key is cached, doit is not started at all.
+"""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +25,7 @@ from .store import ActionResult
 log = logging.getLogger(__name__)
 
 Report = Callable[[str, Outcome | None], None]
+GUESS_BYTES_PER_SECOND = 2_000_000  # a recipe never built: its sources' size, compiled
 
 
 class _QuietReporter:
@@ -74,6 +83,11 @@ class Scheduler:
 
     def _uptodate(self, name: str) -> bool:
         """Up to date when the key over the inputs, dependency outputs included, is stored."""
+        with self._lock:
+            if name in self.outcomes:  # decided before doit started
+                return True
+            if any(failed == name for failed, _ in self.errors):
+                return False
         try:
             recipe = self.graph.recipes[name]
             info, hit = self.builder.lookup(recipe, self._deps(name))
@@ -132,42 +146,38 @@ class Scheduler:
             for name in self.graph.order
         ]
 
+    def _all_cached(self) -> bool:
+        """Look every key up in dependency order, until one is missing."""
+        return all(self._uptodate(name) for name in self.graph.order)
+
+    def priorities(self) -> dict[str, float]:
+        """Each recipe's longest remaining path, in expected seconds: its own time and
+        the longest chain of recipes that wait for it, up to the targets."""
+        store = self.builder.store
+        own: dict[str, float] = {}
+        for name in self.graph.order:
+            last = store.last_duration(name)
+            if last is None:  # never built here: a guess from its downloads' sizes
+                recipe = self.graph.recipes[name]
+                sizes = sum(
+                    store.blob_path(s.sha256).stat().st_size
+                    for s in recipe.sources
+                    if s.sha256 and store.has_blob(s.sha256)
+                )
+                last = 1.0 + sizes / GUESS_BYTES_PER_SECOND
+            own[name] = last
+        waiting: dict[str, list[str]] = {n: [] for n in self.graph.order}
+        for name in self.graph.order:
+            for dep in self.graph.recipes[name].depends:
+                waiting[dep].append(name)
+        rank: dict[str, float] = {}
+        for name in reversed(self.graph.order):
+            rank[name] = own[name] + max((rank[w] for w in waiting[name]), default=0.0)
+        return rank
+
     def run(self, jobs: int) -> dict[str, Outcome]:
-        from doit.cmd_base import TaskLoader2
-        from doit.doit_cmd import DoitMain
-        from doit.task import dict_to_task
-
-        tasks = [dict_to_task(t) for t in self._tasks()]
-        config = {
-            "dep_file": str(self.state_dir / "doit.db"),
-            "backend": "json",
-            "reporter": _QuietReporter,
-            "verbosity": 0,
-        }
-
-        class Loader(TaskLoader2):  # type: ignore[misc]
-            def setup(self, opt_values: Any) -> None: ...
-            def load_doit_config(self) -> dict[str, Any]:
-                return config
-
-            def load_tasks(self, cmd: Any, pos_args: Any) -> list[Any]:
-                return tasks
-
-        args = [
-            "run",
-            "--process",
-            str(max(1, jobs)),
-            "--parallel-type",
-            "thread",
-            *(["--continue"] if self.keep_going else []),
-            # Targets in the order given: each one's dependencies, then it, then the next.
-            *self.graph.targets,
-        ]
-        streams = sys.stdout, sys.stderr
-        try:
-            rc = DoitMain(Loader(), extra_config={"GLOBAL": config}).run(args)
-        finally:
-            sys.stdout, sys.stderr = streams
+        if not self._all_cached() or self.errors:
+            self._run_doit(jobs)
         if self.errors:
             interrupt = next((e for _, e in self.errors if not isinstance(e, Exception)), None)
             if interrupt is not None:
@@ -175,12 +185,57 @@ class Scheduler:
             if not self.keep_going:
                 raise self.errors[0][1]
             raise Failures(self.errors, self._not_built())
-        if rc != 0:
-            raise JailbakeError(f"the scheduler stopped with status {rc}")
         missing = self._not_built()
         if missing:
             raise JailbakeError(f"recipes not built: {', '.join(missing)}")
         return self.outcomes
+
+    def _run_doit(self, jobs: int) -> None:
+        from doit.control import TaskControl, TaskDispatcher
+        from doit.dependency import Dependency, JsonDB
+        from doit.runner import MThreadRunner
+        from doit.task import Stream, dict_to_task
+
+        rank = self.priorities()
+
+        class Ready:
+            """doit's queue of tasks to look at next, as a priority queue."""
+
+            def __init__(self) -> None:
+                self._heap: list[tuple[float, int, Any]] = []
+                self._count = itertools.count()
+
+            def append(self, node: Any) -> None:
+                heapq.heappush(self._heap, (-rank[node.task.name], next(self._count), node))
+
+            def popleft(self) -> Any:
+                return heapq.heappop(self._heap)[2]
+
+            def __bool__(self) -> bool:
+                return bool(self._heap)
+
+            def __len__(self) -> int:
+                return len(self._heap)
+
+        class Dispatcher(TaskDispatcher):  # type: ignore[misc]
+            def __init__(self, *args: Any) -> None:
+                super().__init__(*args)
+                self.ready = Ready()
+
+        control = TaskControl([dict_to_task(t) for t in self._tasks()])
+        # The targets, the longest first: each one's dependencies, then it.
+        control.process(sorted(self.graph.targets, key=lambda t: -rank[t]) or None)
+        dispatcher = Dispatcher(control.tasks, control.targets, control.selected_tasks)
+        deps = Dependency(JsonDB, str(self.state_dir / "doit.db"))
+        runner = MThreadRunner(
+            deps, _QuietReporter(None, {}), self.keep_going, False, Stream(0), max(1, jobs)
+        )
+        try:
+            rc = runner.run_all(dispatcher)
+        finally:
+            deps.close()
+        if rc != 0 and not self.errors:
+            raise JailbakeError(f"the scheduler stopped with status {rc}")
 
     def _not_built(self) -> list[str]:
         failed = {name for name, _ in self.errors}

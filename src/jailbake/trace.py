@@ -145,4 +145,4 @@ def write_atomic(dest: Path, text: str) -> Path:
 
 def write(dest_dir: Path, document: dict[str, Any]) -> Path:
     """Write build-trace.json into dest_dir, atomically."""
-    return write_atomic(dest_dir / TRACE, json.dumps(document, indent=1) + "\n")
+    return write_atomic(dest_dir / TRACE, json.dumps(document, separators=(",", ":")) + "\n")

@@ -46,13 +46,29 @@ class StrictLoader(_Base):  # type: ignore[misc]
 
 def parse(text: str, file: Path | str) -> Any:
     """The document in text; one RecipeError naming file:line for anything invalid."""
+    return parse_with_lines(text, file)[0]
+
+
+def parse_with_lines(text: str, file: Path | str) -> tuple[Any, dict[str, int]]:
+    """The document in text and the line of each of its top-level keys (for messages),
+    from one parse."""
+    loader = StrictLoader(text)
     try:
-        return yaml.load(text, Loader=StrictLoader)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+        lines = (
+            {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+            if isinstance(node, yaml.MappingNode)
+            else {}
+        )
+        return data, lines
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else str(file)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RecipeError(where, "", f"not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
 
 
 def read(path: Path) -> str:

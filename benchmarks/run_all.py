@@ -1,0 +1,160 @@
+"""Every speed figure of jailbake against the floor it can be measured against here:
+
+    .venv/bin/python benchmarks/run_all.py [--runs 5] [--recipes 500] [--tree DIR]
+
+| case                              | floor                              |
+|-----------------------------------|------------------------------------|
+| no-op build of a 500-recipe graph | python start-up (`python -c pass`) |
+| one leaf recipe edited            | python start-up                    |
+| cold build of that graph (-j 2)   | -                                  |
+| 10 one-line docker steps          | 10 x `podman run --rm` (same image)|
+| gzip'd newc archive of a tree     | `find | sort | cpio | gzip -n`     |
+
+Each case runs as a whole process, alternating with its floor (A B A B ...); the
+table gives medians and the median of the pairwise ratios. The docker case needs
+Podman's Docker API (DOCKER_HOST) and the debian-build builder image; it is skipped
+without them. --tree names the directory to archive (default: a generated 200 MB
+tree, half text, half random).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench_cpio import big_tree  # noqa: E402
+from bench_graph import write_project  # noqa: E402
+
+PYTHON = sys.executable
+ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+
+
+def timed(argv: list[str], cwd: Path | None = None) -> float:
+    start = time.monotonic()
+    subprocess.run(
+        argv, cwd=cwd, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return time.monotonic() - start
+
+
+def paired(
+    a: Callable[[], float], b: Callable[[], float] | None, runs: int
+) -> tuple[float, float | None, float | None]:
+    """Median of a, of b, and of the ratios a/b taken pair by pair."""
+    times_a, times_b, ratios = [], [], []
+    for _ in range(runs):
+        ta = a()
+        times_a.append(ta)
+        if b is not None:
+            tb = b()
+            times_b.append(tb)
+            ratios.append(ta / tb)
+    if b is None:
+        return statistics.median(times_a), None, None
+    return statistics.median(times_a), statistics.median(times_b), statistics.median(ratios)
+
+
+def build(project: Path, cache: Path, *args: str) -> Callable[[], float]:
+    argv = [PYTHON, "-m", "jailbake.cli", "build", "layer.yml", "--cache-dir", str(cache),
+            "--artifacts-dir", str(project / "artifacts"), *args]  # fmt: skip
+    return lambda: timed(argv, cwd=project)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--recipes", type=int, default=500)
+    parser.add_argument("--tree", type=Path)
+    args = parser.parse_args()
+    rows: list[tuple[str, float, str, float | None, float | None]] = []
+
+    with tempfile.TemporaryDirectory(prefix="jailbake-bench-") as tmp:
+        work = Path(tmp)
+        graph = work / "graph"
+        write_project(graph, args.recipes)
+        host = ("--executor", "host", "-j", "2")
+
+        def cold() -> float:
+            shutil.rmtree(work / "cold", ignore_errors=True)
+            return build(graph, work / "cold", *host)()
+
+        t, _, _ = paired(cold, None, max(1, args.runs // 2))
+        rows.append((f"cold build, {args.recipes} recipes", t, "-", None, None))
+
+        noop = build(graph, work / "cold", *host)
+        noop()
+
+        def floor() -> float:
+            return timed([PYTHON, "-c", "pass"])
+
+        t, f, r = paired(noop, floor, args.runs)
+        rows.append(("no-op build", t, "python start-up", f, r))
+
+        leaf = graph / "recipes" / f"r{args.recipes - 1:04d}.yml"
+        text = leaf.read_text()
+        flip = [0]
+
+        def edited() -> float:
+            flip[0] += 1
+            leaf.write_text(text.replace("echo", f"echo {flip[0]} &&", 1))
+            return noop()
+
+        t, f, r = paired(edited, floor, args.runs)
+        rows.append(("one leaf recipe edited", t, "python start-up", f, r))
+
+        image = "localhost/jailbake-debian-build"
+        have_podman = shutil.which("podman") and os.environ.get("DOCKER_HOST")
+        if have_podman:
+            docker = work / "docker"
+            write_project(docker, 10, builder="debian-build")
+            build(docker, work / "warm", "--executor", "docker", "--target", "r0000")()
+            tags = subprocess.run(
+                ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", image],
+                capture_output=True, text=True, check=True,
+            ).stdout.split()  # fmt: skip
+
+            def steps() -> float:
+                shutil.rmtree(work / "dsteps", ignore_errors=True)
+                return build(docker, work / "dsteps", "--executor", "docker", "-j", "1")()
+
+            runs = [["podman", "run", "--rm", "--network", "none", tags[0], "true"]] * 10
+
+            def bare() -> float:
+                return sum(timed(argv) for argv in runs)
+
+            t, f, r = paired(steps, bare, args.runs)
+            rows.append(("10 one-line docker steps", t, "10 x podman run --rm", f, r))
+
+        tree = args.tree
+        if tree is None:
+            tree = work / "tree"
+            tree.mkdir()
+            big_tree(tree, 200)
+        out = work / "tree.cpio.gz"
+        ours = [PYTHON, str(HERE / "cpio_tree.py"), str(tree), str(out)]
+        shell = ["sh", "-c", f"cd '{tree}' && find . | LC_ALL=C sort | "
+                 f"cpio --quiet -o -H newc -R 0:0 | gzip -n > '{work / 'shell.gz'}'"]  # fmt: skip
+        t, f, r = paired(lambda: timed(ours), lambda: timed(shell), args.runs)
+        rows.append(("cpio.gz writer", t, "find|sort|cpio|gzip -n", f, r))
+
+    print(f"{'case':34} {'jailbake s':>11}  {'floor':24} {'floor s':>8} {'ratio':>6}")
+    for case, t, floor_name, f, r in rows:
+        fs = f"{f:8.3f}" if f is not None else f"{'-':>8}"
+        rs = f"{r:6.2f}" if r is not None else f"{'-':>6}"
+        print(f"{case:34} {t:11.3f}  {floor_name:24} {fs} {rs}")
+
+
+if __name__ == "__main__":
+    main()
