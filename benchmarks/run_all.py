@@ -39,14 +39,18 @@ from bench_graph import write_project  # noqa: E402
 
 PYTHON = sys.executable
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+ENV.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: modules load from bytecode
 
 
 def timed(argv: list[str], cwd: Path | None = None) -> float:
     start = time.monotonic()
-    subprocess.run(
-        argv, cwd=cwd, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    run = subprocess.run(
+        argv, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    return time.monotonic() - start
+    elapsed = time.monotonic() - start
+    if run.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed ({run.returncode}): {run.stderr[-2000:]}")
+    return elapsed
 
 
 def paired(
@@ -108,7 +112,7 @@ def main() -> None:
 
         def edited() -> float:
             flip[0] += 1
-            leaf.write_text(text.replace("echo", f"echo {flip[0]} &&", 1))
+            leaf.write_text(text.replace('"$OUT/r.txt"', f'"$OUT/r.txt"; true {flip[0]}', 1))
             return noop()
 
         t, f, r = paired(edited, floor, args.runs)

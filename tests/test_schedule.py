@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from conftest import Project
@@ -47,3 +48,20 @@ def test_the_longest_chain_starts_first(project: Project, tmp_path: Path) -> Non
     path = trace["otherData"]["critical_path"]
     assert path["recipes"] == ["setup", "long", "top"]
     assert t["top"][1] - t["setup"][0] < path["seconds"] + 0.8
+
+
+def test_steps_share_the_cores(project: Project, tmp_path: Path) -> None:
+    """$JOBS is a step's share of the machine's cores: all of them for a step alone,
+    what is left (at least one) for a step started beside it; -j does not multiply it."""
+    cores = len(os.sched_getaffinity(0))
+    record = 'mkdir -p "$OUT"; echo "$JOBS" > "$OUT/{n}.txt"'
+    project.recipe("first", script="sleep 1.5; " + record.format(n="first"))
+    project.recipe("second", script="sleep 0.5; " + record.format(n="second"))
+    project.recipe("alone", depends=["first", "second"], script=record.format(n="alone"))
+    art = tmp_path / "art"
+    project.build("-j", "2", "--target", "alone", artifacts=art)
+    trees = {p.name: p.read_text().strip() for p in project.cache.glob("trees/*/*.txt")}
+    assert trees["alone.txt"] == str(cores)
+    assert sorted([int(trees["first.txt"]), int(trees["second.txt"])]) == sorted(
+        [cores, 1] if cores > 1 else [1, 1]
+    )

@@ -10,8 +10,10 @@ from conftest import HTTPFiles, Project, make_tarball, sha256
 
 
 def events(art: Path) -> list[dict[str, Any]]:
+    """The recipes' events (not their downloads, phases or copies)."""
     trace = json.loads((art / "build-trace.json").read_text())
-    return [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    kinds = {"built", "reused", "downloaded", "failed"}
+    return [e for e in trace["traceEvents"] if e["ph"] == "X" and e["cat"] in kinds]
 
 
 def test_every_recipe_is_an_event_on_its_slot(project: Project, tmp_path: Path) -> None:
@@ -67,6 +69,11 @@ def test_downloads_copies_and_the_machine_load_are_in_the_trace(
     assert fetch["ts"] + fetch["dur"] <= step["ts"] + step["dur"]
     assert copy["name"] == "data.txt" and copy["args"]["bytes"] == 5000
     assert copy["ts"] >= step["ts"] + step["dur"]
+    # Within the recipe: preparing its sources, its step, storing its outputs, in turn.
+    phases = [e for e in trace["traceEvents"] if e.get("cat") == "phase"]
+    assert [e["name"] for e in phases] == ["prepare", "step", "store"]
+    assert all(e["tid"] == step["tid"] for e in phases)
+    assert phases[1]["dur"] >= 1_200_000 and phases[0]["ts"] <= fetch["ts"]
     cpu = [e for e in trace["traceEvents"] if e["ph"] == "C" and e["name"] == "CPU"]
     memory = [e for e in trace["traceEvents"] if e["ph"] == "C" and e["name"] == "memory"]
     assert len(cpu) >= 4 and len(memory) == len(cpu) + 1  # every 0.25 s over 1.2 s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,20 +12,17 @@ import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import engine, licenses, mirror, paths, run
+from . import engine, licenses, paths, run
 from .errors import BuildError, JailbakeError, RecipeError
 from .executors import ROOT_STEP_PRIVILEGES, Executor, ExecutorKind, Step, write_script
 from .fetch import Fetcher
 from .graph import Graph
-from .image import sdtool
-from .image.cpio import write_cpio_gz, write_newc
-from .image.rootfs import assemble
 from .keys import digest_of, path_digest, step_key, step_key_inputs
 from .recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
 from .remote import RemoteCache
@@ -69,7 +67,6 @@ class RecipeBuilder:
         fetcher: Fetcher,
         executor: Executor,
         *,
-        jobs: int = 1,
         host: Executor | None = None,
         remote: RemoteCache | None = None,
         force: frozenset[str] = frozenset(),
@@ -81,7 +78,11 @@ class RecipeBuilder:
         self.fetcher = fetcher
         self.executor = executor
         self.host = host
-        self.jobs = jobs
+        # $JOBS of each step: its share of the cores, taken from one budget when it starts
+        # (the first of two parallel steps gets what is free, the second at least one).
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self._cores_held = 0
+        self._cores_lock = threading.Lock()
         self.remote = remote
         self.force = force  # recipes built again even when their key is cached
         self.on_step = on_step  # told where each step's log can be read while it runs
@@ -219,7 +220,7 @@ class RecipeBuilder:
                         client,
                         context,
                         key,
-                        load=lambda tag: mirror.load_image(client, mirrors, tag),
+                        load=lambda tag: _load_image(client, mirrors, tag),
                         offline=self.fetcher.offline,
                     )
                 if self.on_span is not None:
@@ -234,6 +235,7 @@ class RecipeBuilder:
         info: KeyInfo,
         work: Path,
         log_path: Path,
+        jobs: int | None = None,
     ) -> Step:
         """Lay out work as the recipe's step finds it (sources unpacked and patched, the
         script, an image's layout) and describe the step: its variables, dependencies,
@@ -245,8 +247,10 @@ class RecipeBuilder:
         if recipe.image:
             layout = recipe.image.layout(self.graph.layer.source_date_epoch)
             (work / LAYOUT_FILE).write_text(json.dumps(layout, indent=2, sort_keys=True))
+            from .image import sdtool
+
             shutil.copyfile(Path(sdtool.__file__), work / "sdtool.py")
-        return self.step_for(recipe, deps, info, work, log_path, image)
+        return self.step_for(recipe, deps, info, work, log_path, image, jobs)
 
     def step_for(
         self,
@@ -256,8 +260,10 @@ class RecipeBuilder:
         work: Path,
         log_path: Path,
         image: str | None,
+        jobs: int | None = None,
     ) -> Step:
-        """The step of recipe in an already laid out work directory."""
+        """The step of recipe in an already laid out work directory; jobs is its $JOBS
+        (default: the whole machine's cores, as for a step alone)."""
         env = dict(recipe.environment)
         env.update(info.inputs["variables"])
         self._check_env_sizes(recipe, env)
@@ -270,7 +276,7 @@ class RecipeBuilder:
             env=tuple(sorted(env.items())),
             log=log_path,
             image=image,
-            jobs=self.jobs,
+            jobs=jobs or self.cores,
             root=recipe.run_as_root,
         )
 
@@ -280,13 +286,16 @@ class RecipeBuilder:
         executor = self.executor_for(recipe)
         log_path = self.store.root / "logs" / f"{recipe.name}-{info.key[:16]}.log"
         log_path.unlink(missing_ok=True)
-        with self.store.temp_dir(recipe.name) as work:
-            step = self.prepare_step(recipe, deps, info, work, log_path)
+        with self.store.temp_dir(recipe.name) as work, self._claim_cores() as cores:
+            phase = time.monotonic()
+            step = self.prepare_step(recipe, deps, info, work, log_path, cores)
+            phase = self._phase("prepare", recipe, phase)
             try:
                 if self.on_step is not None:
                     live = step.log if recipe.rootfs else executor.live_log(step)
                     self.on_step(recipe.name, live)
                 rc = self._write_rootfs(recipe, step) if recipe.rootfs else executor.run(step)
+                phase = self._phase("step", recipe, phase)
                 if rc != 0:
                     raise BuildError(recipe.name, rc, log_path, _tail(log_path))
                 tree = self._collect_outputs(recipe, work, log_path)
@@ -299,6 +308,7 @@ class RecipeBuilder:
                 digest, manifest = self.store.add_tree(tree)
             except ValueError as exc:
                 raise BuildError(f"{recipe.name}: output {exc}", 1, log_path) from None
+            self._phase("store", recipe, phase)
         log_digest = self.store.add_bytes(log_path.read_bytes()) if log_path.exists() else None
         result = ActionResult(
             key=info.key,
@@ -312,6 +322,25 @@ class RecipeBuilder:
         )
         self.store.put_result(result)
         return result
+
+    @contextlib.contextmanager
+    def _claim_cores(self) -> Iterator[int]:
+        """A step's share of the cores: what the running steps leave free, at least one."""
+        with self._cores_lock:
+            share = max(1, self.cores - self._cores_held)
+            self._cores_held += share
+        try:
+            yield share
+        finally:
+            with self._cores_lock:
+                self._cores_held -= share
+
+    def _phase(self, name: str, recipe: Recipe, start: float) -> float:
+        """Tell on_span how long a part of a recipe's build took (unpacking and patching
+        its sources, its step, storing its outputs); return the time now."""
+        if self.on_span is not None:
+            self.on_span("phase", name, start, recipe=recipe.name)
+        return time.monotonic()
 
     def _keep(self, work: Path, recipe: Recipe, info: KeyInfo, exc: BuildError) -> BuildError:
         """Move a failed step's work directory out of the scratch space, for a shell."""
@@ -351,6 +380,9 @@ class RecipeBuilder:
 
     def _write_rootfs(self, recipe: Recipe, step: Step) -> int:
         """Assemble a declarative rootfs into its archive, in-process and without root."""
+        from .image.cpio import write_cpio_gz, write_newc
+        from .image.rootfs import assemble
+
         assert recipe.rootfs is not None
         entries = assemble(
             recipe.rootfs,
@@ -504,6 +536,12 @@ def _git_export(git_dir: Path, commit: str, dest: Path, origin: str) -> None:
         extract_tar(proc.stdout, None, dest, origin=origin)
     if proc.returncode != 0:
         raise JailbakeError(f"{origin}: git archive of {commit} failed")
+
+
+def _load_image(client: Any, mirrors: list[str], tag: str) -> bool:
+    from . import mirror
+
+    return mirror.load_image(client, mirrors, tag)
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -217,7 +217,7 @@ def write_manifest(
     }
     dest = dest_dir / MANIFEST
     tmp = dest_dir / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(manifest, sort_keys=True) + "\n")  # C encoder: no indent
     tmp.chmod(0o644)
     os.utime(tmp, (graph.layer.source_date_epoch,) * 2)
     os.replace(tmp, dest)

@@ -114,7 +114,7 @@ def _both(
 def load_graph(
     configs: Sequence[Path], targets: Sequence[str] = (), memo_dir: Path | None = None
 ) -> Graph:
-    return build_graph(load_layers(configs, memo_dir=memo_dir), targets)
+    return build_graph(load_layers(configs, memo_dir=memo_dir), targets, memo_dir)
 
 
 def _write_trace_and_report(
@@ -161,7 +161,6 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         store,
         fetcher,
         executor,
-        jobs=options.jobs,
         host=host,
         remote=remote,
         force=frozenset(options.force),

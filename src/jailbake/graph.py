@@ -10,6 +10,7 @@ from pathlib import Path
 from .errors import CycleError, JailbakeError, RecipeError
 from .layer import Layer
 from .recipe import HOST_BUILDER, NO_BUILDER, Recipe, load_recipe
+from .yamlfile import ParseMemo
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,18 @@ def _check_artifact_names(recipes: dict[str, Recipe], order: Iterable[str]) -> N
                 )
 
 
-def collect_recipes(layer: Layer) -> tuple[dict[str, Recipe], list[tuple[str, Path]]]:
-    """All recipes of the layer's recipe directories; later directories override."""
+def collect_recipes(
+    layer: Layer, memo_dir: Path | None = None
+) -> tuple[dict[str, Recipe], list[tuple[str, Path]]]:
+    """All recipes of the layer's recipe directories; later directories override. With
+    memo_dir, recipe files parsed before are taken from there (see ParseMemo)."""
+    memo = ParseMemo(memo_dir / "recipes.json" if memo_dir else None)
     recipes: dict[str, Recipe] = {}
     overridden: list[tuple[str, Path]] = []
     for layer_dir in layer.recipe_dirs:
         seen_here: dict[str, Path] = {}
         for file in sorted(layer_dir.glob("*.yml")) + sorted(layer_dir.glob("*.yaml")):
-            recipe = load_recipe(file, layer_dir)
+            recipe = load_recipe(file, layer_dir, memo)
             if recipe.name in seen_here:
                 raise RecipeError(
                     recipe.where("name"),
@@ -69,6 +74,7 @@ def collect_recipes(layer: Layer) -> tuple[dict[str, Recipe], list[tuple[str, Pa
             if recipe.name in recipes:
                 overridden.append((recipe.name, recipes[recipe.name].file))
             recipes[recipe.name] = recipe
+    memo.save()
     return recipes, overridden
 
 
@@ -117,9 +123,9 @@ def _order(recipes: dict[str, Recipe]) -> list[str]:
     return order
 
 
-def build_graph(layer: Layer, targets: Iterable[str] = ()) -> Graph:
+def build_graph(layer: Layer, targets: Iterable[str] = (), memo_dir: Path | None = None) -> Graph:
     """Load the layer's recipes and validate the part of the graph the targets need."""
-    recipes, overridden = collect_recipes(layer)
+    recipes, overridden = collect_recipes(layer, memo_dir)
     wanted = tuple(targets) or layer.targets or tuple(sorted(recipes))
     known = ", ".join(sorted(recipes)) or "none"
     for t in wanted:

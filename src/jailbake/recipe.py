@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import yamlfile
 from .fields import Fields, kind_of, where_of
-from .image.layouts import parse_image, parse_rootfs
-from .image.rootfs import RootfsSpec
-from .image.sdimage import IMAGE_BUILDER, ImageSpec
+
+if TYPE_CHECKING:  # the image modules load only for recipes that describe one
+    from .image.rootfs import RootfsSpec
+    from .image.sdimage import ImageSpec
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -164,9 +165,9 @@ _GIT_KEYS = {"git", "commit", "dest"}
 _FILE_KEYS = {"file", "dest"}
 
 
-def load_recipe(file: Path, layer_dir: Path) -> Recipe:
+def load_recipe(file: Path, layer_dir: Path, memo: yamlfile.ParseMemo | None = None) -> Recipe:
     """Load and validate one recipe file that lives in layer_dir."""
-    data, lines = yamlfile.parse_with_lines(yamlfile.read(file), file)
+    data, lines = (memo or yamlfile.ParseMemo(None)).parse(file)
     ctx = Fields(file, layer_dir, lines)
     if not isinstance(data, dict):
         raise ctx.error("", f"expected a mapping of recipe fields, got {kind_of(data)}")
@@ -222,11 +223,18 @@ def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
     )
     if len(set(depends)) != len(depends):
         raise ctx.error("depends", "expected each dependency once")
-    rootfs = parse_rootfs(ctx, data["rootfs"]) if "rootfs" in data else None
-    image = parse_image(ctx, data["image"], name) if "image" in data else None
+    rootfs: RootfsSpec | None = None
+    image: ImageSpec | None = None
+    if "rootfs" in data or "image" in data:
+        from .image.layouts import parse_image, parse_rootfs
+
+        rootfs = parse_rootfs(ctx, data["rootfs"]) if "rootfs" in data else None
+        image = parse_image(ctx, data["image"], name) if "image" in data else None
     contents = rootfs.contents if rootfs else ()
     if image:
         contents = tuple(c for p in image.partitions for c in p.contents)
+        from .image.sdimage import IMAGE_BUILDER
+
         builder = ctx.string(data.get("builder", IMAGE_BUILDER), "builder")
     depends += tuple(sorted({c.recipe for c in contents} - set(depends)))
     outputs = (

@@ -236,7 +236,7 @@ def write(artifacts_dir: Path, manifest: dict[str, Any], sha1_of: Sha1Of = file_
     """Write sbom.spdx.json into artifacts_dir, atomically, with a fixed time."""
     dest = artifacts_dir / SBOM
     tmp = dest.with_name(f".{SBOM}.tmp")
-    tmp.write_text(json.dumps(sbom(manifest, artifacts_dir, sha1_of), indent=2) + "\n")
+    tmp.write_text(json.dumps(sbom(manifest, artifacts_dir, sha1_of)) + "\n")
     tmp.chmod(0o644)
     sde = int(manifest.get("source_date_epoch", 0))
     os.utime(tmp, (sde, sde))

@@ -3,6 +3,9 @@ override (the last `script:` or `env:` would otherwise win without a word)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +87,55 @@ def read(path: Path) -> str:
 def load(path: Path) -> Any:
     """parse() of a file."""
     return parse(read(path), path)
+
+
+class ParseMemo:
+    """YAML files parsed before, by the sha256 of their text, kept as JSON in a file:
+    an unchanged file (whatever its time) is not parsed again; any edit is. Documents
+    that JSON cannot hold as they are (dates, non-string keys) are parsed every time."""
+
+    LIMIT = 20000  # entries kept; the least recently used go first
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, list[Any]] = {}
+        self.used: dict[str, list[Any]] = {}
+        if path is not None:
+            try:
+                loaded = json.loads(path.read_bytes())
+                self.entries = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                pass
+
+    def parse(self, path: Path) -> tuple[Any, dict[str, int]]:
+        """parse_with_lines() of a file, from the memo when its text was seen."""
+        text = read(path)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        known = self.entries.get(digest)
+        if isinstance(known, list) and len(known) == 2 and isinstance(known[1], dict):
+            self.used[digest] = known
+            return known[0], known[1]
+        data, lines = parse_with_lines(text, path)
+        try:
+            if json.loads(json.dumps(data)) == data:
+                self.used[digest] = [data, lines]
+        except (TypeError, ValueError):
+            pass
+        return data, lines
+
+    def save(self) -> None:
+        """Keep what this load used, then what earlier ones did, up to LIMIT entries."""
+        if self.path is None or set(self.used) <= set(self.entries):
+            return
+        kept = dict(self.used)
+        for digest, entry in self.entries.items():
+            if len(kept) >= self.LIMIT:
+                break
+            kept.setdefault(digest, entry)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(kept))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # parsed again next time
