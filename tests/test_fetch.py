@@ -225,3 +225,32 @@ def test_checksum_mismatch_in_a_build_leaves_no_artifact(
     assert not list((project.cache / "trees").iterdir())
     assert not list((project.cache / "tmp").iterdir())
     assert not (tmp_path / "art").exists() or not list((tmp_path / "art").iterdir())
+
+
+def test_offline_reads_sources_on_this_machine(project: Project, tmp_path: Path) -> None:
+    """A local repository or file is not a network source: --offline reads it where it
+    is, as a build with network would; one that is not there is named."""
+    commit = git_repo(tmp_path / "upstream")
+    tarball = make_tarball({"data.txt": "local\n"})
+    (tmp_path / "pkg.tar.gz").write_bytes(tarball)
+    project.recipe(
+        "local",
+        sources=[
+            {"git": f"file://{tmp_path / 'upstream'}", "commit": commit, "dest": "repo"},
+            {"url": f"file://{tmp_path / 'pkg.tar.gz'}", "sha256": sha256(tarball)},
+        ],
+        script='mkdir -p "$OUT"; cat repo/README data.txt > "$OUT/local.txt"',
+    )
+    result = project.build("--offline", artifacts=tmp_path / "art")
+    assert result.report["built"] == ["local"]
+    assert (tmp_path / "art").exists()
+    tree = next((project.cache / "trees").iterdir())
+    assert (tree / "local.txt").read_text() == "hello from git\nlocal\n"
+
+    project.recipe(
+        "gone",
+        sources=[{"git": f"file://{tmp_path / 'nowhere'}", "commit": commit}],
+    )
+    result = project.build("--offline", "--target", "gone", check=False)
+    assert result.rc == 2
+    assert f"gone: file://{tmp_path / 'nowhere'} commit {commit}" in result.stderr

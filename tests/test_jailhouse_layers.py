@@ -44,6 +44,11 @@ PINS = {
 }
 # What both machines' images are made of besides kernel, firmware and hypervisor.
 IMAGE_RECIPES = {"busybox", "jailhouse-nonroot-initramfs", "debian-rootfs", "jailhouse-rootfs"}
+# jailhouse-images v0.12 builds qemu-arm64 with linux-jailhouse 5.4.17, not the RPi tree.
+QEMU_LINUX = {
+    "url": "https://github.com/siemens/linux/archive/6d9ce684e169f54e4cdf19f4e785600cac603fd8.tar.gz",
+    "sha256": "55cbeb4ba845f191006c4cd1611c13fbbc7b7248efeee374165d76306204d648",
+}
 VERSIONS = {
     "jailhouse-images": "0.12",
     "linux": "5.4.16",
@@ -89,7 +94,21 @@ def test_qemu_layer_shares_the_stack(tmp_path: Path) -> None:
         "jailhouse-qemu-arm64",
     }
     assert recipes["jailhouse-nonroot-initramfs"]["depends"] == ["busybox", "jailhouse"]
-    assert recipes["linux"]["sources"] == [PINS["linux"]]
+    assert recipes["linux"]["sources"] == [QEMU_LINUX]
+    assert recipes["linux"]["version"] == "5.4.17"
+    for name in ("jailhouse", "jailhouse-images"):
+        assert recipes[name]["sources"] == [PINS[name]]
+
+
+def test_both_kernels_are_built_the_same_way(tmp_path: Path) -> None:
+    """The QEMU kernel recipe differs from the RPi one in its pin and words only."""
+    rpi4 = (ROOT / "recipes/linux.yml").read_text().splitlines()
+    qemu = (ROOT / "recipes/qemu-arm64/linux.yml").read_text().splitlines()
+    qemu = [line for line in qemu if not line.startswith("#")]
+    differ = [(a, b) for a, b in zip(rpi4, qemu, strict=True) if a != b]
+    assert [a.split(":")[0].strip() for a, _ in differ] == [
+        "version", "summary", "- url", "sha256", "filename"
+    ]  # fmt: skip
 
 
 def test_debian_packages_are_pinned_one_by_one(tmp_path: Path) -> None:

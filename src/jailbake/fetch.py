@@ -49,6 +49,15 @@ def _is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
+def is_local(location: str) -> bool:
+    """A source on this machine (file:// or a path): no network, so --offline reads it."""
+    return location.startswith("file://") or location.startswith("/")
+
+
+def _local_path(location: str) -> Path:
+    return Path(location.removeprefix("file://"))
+
+
 def resolve_mirror(location: str, base: Path) -> str:
     """A mirror URL as given, or a mirror directory made absolute against base."""
     return location if "://" in location else str((base / location).resolve())
@@ -117,7 +126,8 @@ class Fetcher:
         return False
 
     def missing_offline(self, recipes: Iterable[Recipe]) -> list[Missing]:
-        """Sources that an offline build could not find (network mirrors count as absent)."""
+        """Sources that an offline build could not find (network mirrors count as absent;
+        a source on this machine is read where it is)."""
         return [
             Missing(r.name, s)
             for r in recipes
@@ -125,6 +135,7 @@ class Fetcher:
             if s.kind is not SourceKind.FILE
             and not self.is_cached(s)
             and not self._in_local_mirror(s)
+            and not (is_local(s.location) and _local_path(s.location).exists())
         ]
 
     # -- url sources ---------------------------------------------------------------
@@ -159,7 +170,7 @@ class Fetcher:
                 log.warning("%s", exc)
                 rejected.append(f"{candidate} has sha256 {exc.actual}")
         seen = f" (mirror files rejected: {'; '.join(rejected)})" if rejected else ""
-        if self.offline:
+        if self.offline and not is_local(source.location):
             raise FetchError(
                 f"{recipe}: {source.location} (sha256 {source.sha256}) is not "
                 f"in the cache or any mirror, and --offline forbids downloading{seen}"
@@ -291,7 +302,7 @@ class Fetcher:
                 return git_dir
             if self.mirror_archive(source) is not None:
                 return None
-            if self.offline:
+            if self.offline and not is_local(url):
                 raise FetchError(
                     f"{recipe}: {url} commit {commit} is not in the cache or any "
                     "mirror, and --offline forbids fetching"
