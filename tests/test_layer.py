@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import SDE, Project
+from conftest import ROOT, SDE, Project, jailbake
 from jailbake.errors import RecipeError
 from jailbake.graph import build_graph
 from jailbake.layer import load_layers, split_config
@@ -153,3 +156,61 @@ def test_an_include_loop_is_one_line(project: Project) -> None:
         f"jailbake: error: {root / 'c.yml'}: header.includes: include loop: "
         f"{root / 'a.yml'} -> {root / 'b.yml'} -> {root / 'c.yml'} -> {root / 'a.yml'}"
     )
+
+
+def test_a_copy_without_git_finds_its_top_directory(tmp_path: Path) -> None:
+    """A release tarball or `git archive` of the checkout has no .git: layer paths start
+    at the directory holding pyproject.toml (or a jailbake.yml) above the layer file."""
+    copy = tmp_path / "jailbake-1.0"
+    copy.mkdir()
+    # The checkout's files as a release tarball has them (what `git archive` exports).
+    files = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in files:
+        if (ROOT / rel).is_file():
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, copy / rel)
+    assert not (copy / ".git").exists() and (copy / "pyproject.toml").is_file()
+    for config, recipe in [
+        ("examples/hello/hello.yml", "hello"),
+        ("layers/rpi4-jailhouse.yml", "rpi4-boot"),
+        ("layers/qemu-arm64-jailhouse.yml", "jailhouse-qemu-arm64"),
+    ]:
+        result = jailbake("list", config, "--json", "--cache-dir", str(tmp_path / "c"), cwd=copy)
+        assert result.rc == 0, result.stderr
+        assert recipe in {e["name"] for e in json.loads(result.stdout)}
+    # From another directory, by absolute path, as well.
+    result = jailbake("list", str(copy / "layers/rpi4-jailhouse.yml"), "--cache-dir",
+                      str(tmp_path / "c"), cwd=tmp_path)  # fmt: skip
+    assert result.rc == 0, result.stderr
+
+
+def test_a_project_directory_is_marked_by_jailbake_yml(tmp_path: Path) -> None:
+    project = tmp_path / "bsp"
+    (project / "layers").mkdir(parents=True)
+    (project / "recipes").mkdir()
+    (project / "jailbake.yml").write_text("# the top of this project's layer paths\n")
+    (project / "layers/board.yml").write_text(
+        "header:\n  version: 14\n  includes:\n    - layers/common.yml\n"
+        "repos:\n  bsp:\n    layers:\n      recipes:\n"
+    )
+    (project / "layers/common.yml").write_text(
+        f"header:\n  version: 14\nenv:\n  SOURCE_DATE_EPOCH: '{SDE}'\n"
+    )
+    (project / "recipes/app.yml").write_text(
+        'name: app\nversion: \'1\'\nscript: mkdir -p "$OUT"; echo hi > "$OUT/app.txt"\n'
+        "outputs: [app.txt]\n"
+    )
+    result = jailbake("build", "layers/board.yml", "--executor", "host", "--cache-dir",
+                      str(tmp_path / "c"), "--json", cwd=project)  # fmt: skip
+    assert result.rc == 0, result.stderr
+    assert result.report["built"] == ["app"]
+
+    # Without the marker, one line says where layer paths started and what to add.
+    (project / "jailbake.yml").unlink()
+    result = jailbake("build", "layers/board.yml", "--executor", "host", "--cache-dir",
+                      str(tmp_path / "c"), cwd=project)  # fmt: skip
+    assert result.rc == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "layers/layers/common.yml" in line and "no jailbake.yml or pyproject.toml" in line

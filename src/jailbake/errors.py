@@ -18,6 +18,7 @@ class RecipeError(JailbakeError):
     def __init__(self, path: Path | str, field: str, message: str) -> None:
         self.path = str(path)
         self.field = field
+        self.message = message
         where = f"{self.path}: {field}: " if field else f"{self.path}: "
         super().__init__(where + message)
 

@@ -155,6 +155,9 @@ def _load_with_kas(files: Sequence[Path]) -> tuple[dict[str, Any], Path, list[Pa
             )
             _kas_context = True
     handler = IncludeHandler([str(f) for f in files], use_lock=True)
+    project = _project_top(files[0])
+    if project is not None:  # not a checkout: the project's marked top, not the file's dir
+        handler.top_repo_path = str(project)
     top = Path(handler.get_top_repo_path()).resolve()
     for f in files:
         _check_layer_file(f, top, ())
@@ -164,7 +167,8 @@ def _load_with_kas(files: Sequence[Path]) -> tuple[dict[str, Any], Path, list[Pa
     try:
         config, missing = handler.get_config(repos={})
     except KasUserError as exc:
-        raise _explain_kas_error(files, exc) from None
+        error = _explain_kas_error(files, exc)
+        raise RecipeError(error.path, error.field, error.message + _top_hint(files[0])) from None
     finally:
         kas_log.setLevel(previous)
     if missing:
@@ -175,6 +179,37 @@ def _load_with_kas(files: Sequence[Path]) -> tuple[dict[str, Any], Path, list[Pa
         )
     read = [Path(cf.filename).resolve() for cf in handler.config_files]
     return config, top, read
+
+
+PROJECT_MARKERS = ("jailbake.yml", "pyproject.toml")
+
+
+def _project_top(first: Path) -> Path | None:
+    """Where layer paths start when the first layer file is in no git or mercurial
+    checkout (a release tarball, `git archive`, a CI cache): the nearest directory above
+    it that holds a jailbake.yml or pyproject.toml. None inside a checkout (kas finds its
+    top) or without a marker (kas takes the file's directory)."""
+    for d in (first.parent, *first.parent.parents):
+        if (d / ".git").exists() or (d / ".hg").exists():
+            return None
+    for d in (first.parent, *first.parent.parents):
+        if any((d / marker).is_file() for marker in PROJECT_MARKERS):
+            return d
+    return None
+
+
+def _top_hint(first: Path) -> str:
+    """Why layer paths may not be found, where the top directory is only a guess."""
+    for d in (first.parent, *first.parent.parents):
+        if (d / ".git").exists() or (d / ".hg").exists():
+            return ""
+        if any((d / marker).is_file() for marker in PROJECT_MARKERS):
+            return ""
+    return (
+        f" (layer paths start at {first.parent}: {first.name} is in no git or mercurial "
+        "checkout, and no jailbake.yml or pyproject.toml above it marks the project's top "
+        "directory; add one there)"
+    )
 
 
 def _check_layer_file(path: Path, top: Path, chain: tuple[Path, ...]) -> None:
@@ -271,7 +306,8 @@ def load_layers(
                 raise RecipeError(
                     first,
                     f"repos.{repo_id}.layers.{layer_name}",
-                    f"expected a directory of recipes, {layer_dir} does not exist",
+                    f"expected a directory of recipes, {layer_dir} does not exist"
+                    + _top_hint(files[0]),
                 )
             if layer_dir not in recipe_dirs:
                 recipe_dirs.append(layer_dir)
