@@ -8,8 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import ROOT, SDE, Project, jailbake
+from conftest import ROOT, SDE, Project, copy_checkout, jailbake
 from jailbake.errors import RecipeError
 from jailbake.graph import build_graph
 from jailbake.layer import load_layers, split_config
@@ -214,3 +215,21 @@ def test_a_project_directory_is_marked_by_jailbake_yml(tmp_path: Path) -> None:
     assert result.rc == 2
     (line,) = result.stderr.strip().splitlines()
     assert "layers/layers/common.yml" in line and "no jailbake.yml or pyproject.toml" in line
+
+
+def test_dump_is_the_flattened_configuration_kas_reads_again(tmp_path: Path) -> None:
+    result = jailbake("dump", "layers/qemu-arm64-jailhouse.yml", cwd=ROOT)
+    assert result.rc == 0, result.stderr
+    data = yaml.safe_load(result.stdout)
+    assert "includes" not in data["header"]
+    assert data["env"]["SOURCE_DATE_EPOCH"] == "1580515200"  # from the included file
+    assert data["env"]["KERNEL_DEFCONFIG"] == "arm64_defconfig_5.4"
+    assert list(data["repos"]["jailbake"]["layers"]) == ["recipes", "recipes/qemu-arm64"]
+    lines = result.stdout.splitlines()
+    assert "#   linux 5.4.17: recipes/qemu-arm64/linux.yml (overrides recipes/linux.yml)" in lines
+    # Loaded again, the dump gives the same configuration and recipes.
+    checkout = copy_checkout(tmp_path / "jailbake")
+    (checkout / "layers" / "flat.yml").write_text(result.stdout)
+    again = jailbake("dump", "layers/flat.yml", cwd=checkout)
+    assert again.rc == 0, again.stderr
+    assert again.stdout == result.stdout

@@ -262,6 +262,14 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dump(args: argparse.Namespace) -> int:
+    from .bake import load_graph
+    from .dump import dump
+
+    sys.stdout.write(dump(load_graph(_configs(args.config), tuple(args.target))))
+    return 0
+
+
 def _cmd_legal_info(args: argparse.Namespace) -> int:
     from .action import RecipeBuilder
     from .executors import HostExecutor
@@ -472,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": _cmd_list,
         "explain": _cmd_explain,
         "graph": _cmd_graph,
+        "dump": _cmd_dump,
         "legal-info": _cmd_legal_info,
         "log": _cmd_log,
         "shell": _cmd_shell,

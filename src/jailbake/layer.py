@@ -260,6 +260,12 @@ def _explain_kas_error(files: Sequence[Path], exc: Exception) -> RecipeError:
     return RecipeError(filename, field or "", f"not a valid kas configuration: {err.message}")
 
 
+def merged_config(files: Sequence[Path]) -> tuple[dict[str, Any], Path]:
+    """kas's merged configuration of the layer files and the top directory of their paths
+    (what `kas dump` prints)."""
+    return _kas_config([f.resolve() for f in files])
+
+
 def load_layers(
     files: Sequence[Path],
     environ: Mapping[str, str] | None = None,

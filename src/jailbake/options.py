@@ -17,6 +17,7 @@ COMMANDS = (
     "list",
     "explain",
     "graph",
+    "dump",
     "legal-info",
     "log",
     "shell",
@@ -246,6 +247,21 @@ def parser() -> argparse.ArgumentParser:
         "--to", required=True, metavar="DIR|URL", help="a directory, or a URL to PUT to"
     )
     _artifacts_dir(pu)
+
+    du = _subparser(
+        sub,
+        "dump",
+        "the layer files' merged configuration as YAML (as kas dump), and where each "
+        "recipe comes from",
+    )
+    _config(du)
+    du.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only the recipes these need (repeatable; default: the layer's target)",
+    )
 
     li = _subparser(
         sub,
