@@ -108,11 +108,11 @@ def test_missing_layer_dir(project: Project) -> None:
         load_layers([path])
 
 
-def test_remote_repos_are_refused(project: Project) -> None:
+def test_a_remote_repo_needs_a_pin(project: Project) -> None:
     path = project.layer(
         "bad.yml", {"header": {"version": 14}, "repos": {"x": {"url": "https://example.org/x.git"}}}
     )
-    with pytest.raises(RecipeError, match=r"repos\.x\.url: remote layer repositories"):
+    with pytest.raises(RecipeError, match=r"repos\.x: a remote repository needs a commit"):
         load_layers([path])
 
 

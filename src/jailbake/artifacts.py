@@ -210,6 +210,11 @@ def write_manifest(
     manifest = {
         "jailbake": __version__,
         "layers": layer_names(graph.layer),
+        **(
+            {"layer_repos": [{"name": n, "url": u, "commit": c} for n, u, c in graph.layer.repos]}
+            if graph.layer.repos
+            else {}
+        ),
         "targets": list(graph.targets),
         "source_date_epoch": graph.layer.source_date_epoch,
         "recipes": recipes,

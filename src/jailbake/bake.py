@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
 import time
@@ -21,20 +20,16 @@ from .executors import DockerExecutor, Executor, ExecutorKind, HostExecutor
 from .fetch import Fetcher, resolve_mirror
 from .graph import Graph, build_graph
 from .layer import load_layers
+from .layerrepos import LayerRepos
 from .remote import RemoteCache
 from .sampler import Sampler
 from .schedule import Scheduler
 from .status import Progress
-from .store import ActionResult, Store
+from .store import ActionResult, Store, default_cache_dir
 from .trace import Tracer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("JAILBAKE_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "jailbake"
 
 
 @dataclass(frozen=True)
@@ -112,9 +107,12 @@ def _both(
 
 
 def load_graph(
-    configs: Sequence[Path], targets: Sequence[str] = (), memo_dir: Path | None = None
+    configs: Sequence[Path],
+    targets: Sequence[str] = (),
+    memo_dir: Path | None = None,
+    repos: LayerRepos | None = None,
 ) -> Graph:
-    return build_graph(load_layers(configs, memo_dir=memo_dir), targets, memo_dir)
+    return build_graph(load_layers(configs, memo_dir=memo_dir, repos=repos), targets, memo_dir)
 
 
 def _write_trace_and_report(
@@ -138,9 +136,10 @@ def _write_trace_and_report(
 def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport:
     """Build the options' targets; every recipe ends up built or reused, or this raises."""
     start = time.monotonic()
-    graph = load_graph(options.configs, options.targets, options.cache_dir / "layers")
     store = Store(options.cache_dir)
     mirrors = tuple(resolve_mirror(m, Path.cwd()) for m in options.mirrors)
+    repos = LayerRepos(Fetcher(store, mirrors, offline=options.offline))
+    graph = load_graph(options.configs, options.targets, options.cache_dir / "layers", repos)
     mirrors += graph.layer.mirrors
     fetcher = Fetcher(store, mirrors, offline=options.offline)
     host = HostExecutor()

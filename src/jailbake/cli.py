@@ -44,9 +44,10 @@ def _configs(spec: str | None) -> tuple[Path, ...]:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from .bake import BuildOptions, bake, default_cache_dir
+    from .bake import BuildOptions, bake
     from .executors import ExecutorKind
     from .status import plural
+    from .store import default_cache_dir
 
     options = BuildOptions(
         configs=_configs(args.config),
@@ -91,12 +92,25 @@ def _split_config(
     return None, args
 
 
-def _fetcher(args: argparse.Namespace, config: str | None) -> tuple[Graph, Fetcher]:
-    from .bake import default_cache_dir, load_graph
+def _graph(args: argparse.Namespace, config: str | None, targets: Sequence[str] = ()) -> Graph:
+    """The graph of the layer files; remote layer repositories go into the command's cache
+    (from its mirrors, not the network, with --offline)."""
+    from .bake import load_graph
     from .fetch import Fetcher, resolve_mirror
-    from .store import Store
+    from .layerrepos import LayerRepos
+    from .store import Store, default_cache_dir
 
-    graph = load_graph(_configs(config), tuple(args.target))
+    store = Store(getattr(args, "cache_dir", None) or default_cache_dir())
+    mirrors = [resolve_mirror(m, Path.cwd()) for m in getattr(args, "mirror", None) or []]
+    fetcher = Fetcher(store, mirrors, offline=bool(getattr(args, "offline", False)))
+    return load_graph(_configs(config), tuple(targets), repos=LayerRepos(fetcher))
+
+
+def _fetcher(args: argparse.Namespace, config: str | None) -> tuple[Graph, Fetcher]:
+    from .fetch import Fetcher, resolve_mirror
+    from .store import Store, default_cache_dir
+
+    graph = _graph(args, config, args.target)
     store = Store(args.cache_dir or default_cache_dir())
     mirrors = tuple(resolve_mirror(m, Path.cwd()) for m in args.mirror) + graph.layer.mirrors
     return graph, Fetcher(store, mirrors)
@@ -113,13 +127,12 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _cmd_builders(args: argparse.Namespace) -> int:
     from . import engine
-    from .bake import load_graph
     from .fetch import resolve_mirror
     from .mirror import ensure_builders
 
     client = engine.connect()
     for spec in args.configs or [None]:
-        graph = load_graph(_configs(spec))
+        graph = _graph(args, spec)
         mirrors = tuple(resolve_mirror(m, Path.cwd()) for m in args.mirror) + graph.layer.mirrors
         tags = ensure_builders(graph, client, mirrors)
         for name, tag in tags.items():
@@ -178,12 +191,12 @@ def _builder(
     args: argparse.Namespace, config: str | None, targets: Sequence[str] = ()
 ) -> tuple[Graph, RecipeBuilder]:
     from .action import RecipeBuilder
-    from .bake import default_cache_dir, load_graph, make_executor
+    from .bake import make_executor
     from .executors import ExecutorKind, HostExecutor
     from .fetch import Fetcher
-    from .store import Store
+    from .store import Store, default_cache_dir
 
-    graph = load_graph(_configs(config), tuple(targets))
+    graph = _graph(args, config, targets)
     store = Store(args.cache_dir or default_cache_dir())
     kind = args.executor or store.remembered_executor(graph.layer.files)
     if kind is None:
@@ -263,10 +276,23 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
-    from .bake import load_graph
     from .dump import dump
 
-    sys.stdout.write(dump(load_graph(_configs(args.config), tuple(args.target))))
+    sys.stdout.write(dump(_graph(args, args.config, args.target)))
+    return 0
+
+
+def _cmd_lock(args: argparse.Namespace) -> int:
+    from .fetch import Fetcher
+    from .layerrepos import LayerRepos
+    from .lockfile import write_lock
+    from .store import Store, default_cache_dir
+
+    repos = LayerRepos(Fetcher(Store(args.cache_dir or default_cache_dir())))
+    dest, pins = write_lock(_configs(args.config), repos, update=args.update)
+    for name, commit in pins.items():
+        print(f"{name}: {commit}")
+    print(f"[jailbake] {len(pins)} remote layer repositories pinned in {dest}", file=sys.stderr)
     return 0
 
 
@@ -305,11 +331,10 @@ def _recipe_of(graph: Graph, name: str, command: str) -> None:
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
-    from .bake import default_cache_dir, load_graph
-    from .store import Store
+    from .store import Store, default_cache_dir
 
     config, (name,) = _split_config(args.args, "log [CONFIG] RECIPE")
-    graph = load_graph(_configs(config), (name,))
+    graph = _graph(args, config, (name,))
     _recipe_of(graph, name, "log")
     store = Store(args.cache_dir or default_cache_dir())
     path = store.log_path(name)
@@ -393,8 +418,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .bake import default_cache_dir
-    from .store import Store
+    from .store import Store, default_cache_dir
     from .verify import verify_store
 
     store = Store(args.cache_dir or default_cache_dir())
@@ -481,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explain": _cmd_explain,
         "graph": _cmd_graph,
         "dump": _cmd_dump,
+        "lock": _cmd_lock,
         "legal-info": _cmd_legal_info,
         "log": _cmd_log,
         "shell": _cmd_shell,

@@ -11,11 +11,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import yamlfile
 from .errors import RecipeError
 from .fetch import resolve_mirror
+
+if TYPE_CHECKING:
+    from .layerrepos import LayerRepos
 
 DEFAULT_SOURCE_DATE_EPOCH = 0
 # Layer variable naming source mirrors (directories relative to the top repository, or
@@ -40,6 +43,8 @@ class Layer:
     machine: str
     artifacts: tuple[tuple[str, str], ...]
     mirrors: tuple[str, ...] = ()
+    # Remote layer repositories as used: (name, url, commit), for the manifest.
+    repos: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -127,20 +132,24 @@ def _remember(
         log.debug("layer configuration not remembered: %s", exc)
 
 
-def _kas_config(files: Sequence[Path], memo_dir: Path | None = None) -> tuple[dict[str, Any], Path]:
+def _kas_config(
+    files: Sequence[Path], memo_dir: Path | None = None, use_lock: bool = True
+) -> tuple[dict[str, Any], Path]:
     """kas's merged configuration of files and the top repository's directory; with
     memo_dir, remembered there, so that unchanged layer files need no kas at all."""
     if memo_dir is not None:
         known = _remembered(memo_dir, files)
         if known is not None:
             return known
-    config, top, read = _load_with_kas(files)
+    config, top, read = _load_with_kas(files, use_lock)
     if memo_dir is not None:
         _remember(memo_dir, files, config, top, read)
     return config, top
 
 
-def _load_with_kas(files: Sequence[Path]) -> tuple[dict[str, Any], Path, list[Path]]:
+def _load_with_kas(
+    files: Sequence[Path], use_lock: bool = True
+) -> tuple[dict[str, Any], Path, list[Path]]:
     global _kas_context
     from kas import context
     from kas.includehandler import IncludeHandler
@@ -154,7 +163,7 @@ def _load_with_kas(files: Sequence[Path]) -> tuple[dict[str, Any], Path, list[Pa
                 )
             )
             _kas_context = True
-    handler = IncludeHandler([str(f) for f in files], use_lock=True)
+    handler = IncludeHandler([str(f) for f in files], use_lock=use_lock)
     project = _project_top(files[0])
     if project is not None:  # not a checkout: the project's marked top, not the file's dir
         handler.top_repo_path = str(project)
@@ -270,6 +279,8 @@ def load_layers(
     files: Sequence[Path],
     environ: Mapping[str, str] | None = None,
     memo_dir: Path | None = None,
+    repos: LayerRepos | None = None,
+    use_lock: bool = True,
 ) -> Layer:
     """Load layer files with kas, later files overriding earlier ones. With memo_dir,
     kas's result is remembered there and used again while the files are unchanged."""
@@ -280,21 +291,20 @@ def load_layers(
         if not f.is_file():
             raise RecipeError(f, "", "layer file not found")
     files = [f.resolve() for f in files]
-    config, top_dir = _kas_config(files, memo_dir)
+    config, top_dir = _kas_config(files, memo_dir if use_lock else None, use_lock)
     first = files[-1]
 
     recipe_dirs: list[Path] = []
     docker_dirs: list[Path] = []
+    used: list[tuple[str, str, str]] = []
+    locked = ((config.get("overrides") or {}).get("repos")) or {}
     for repo_id, repo in (config.get("repos") or {}).items():
         repo = repo or {}
         if repo.get("url"):
-            raise RecipeError(
-                first,
-                f"repos.{repo_id}.url",
-                "remote layer repositories are not supported; check the "
-                "repository out and give its local 'path'",
-            )
-        root = (top_dir / repo["path"]).resolve() if repo.get("path") else top_dir
+            root = _remote_repo(repo_id, repo, locked.get(repo_id) or {}, first, repos)
+            used.append((repo_id, repo["url"], root.name.rsplit("-", 1)[-1]))
+        else:
+            root = (top_dir / repo["path"]).resolve() if repo.get("path") else top_dir
         if not root.is_dir():
             raise RecipeError(first, f"repos.{repo_id}.path", f"directory {root} does not exist")
         layers = repo.get("layers") or {"recipes": None}
@@ -350,4 +360,43 @@ def load_layers(
         machine=str(config.get("machine") or ""),
         artifacts=tuple(sorted((config.get("artifacts") or {}).items())),
         mirrors=mirrors,
+        repos=tuple(used),
     )
+
+
+def _remote_repo(
+    name: str,
+    repo: Mapping[str, Any],
+    locked: Mapping[str, Any],
+    first: Path,
+    repos: LayerRepos | None,
+) -> Path:
+    """The checkout of a repository kas names by URL: at its lock file's commit, else its
+    own commit, else the newest of its branch or tag (which floats, and is said so)."""
+    from .layerrepos import LayerRepos, RepoPin
+
+    if repo.get("patches"):
+        raise RecipeError(
+            first, f"repos.{name}.patches", "patches of remote layer repositories are not supported"
+        )
+    commit = str(locked.get("commit") or repo.get("commit") or "")
+    branch, tag = str(repo.get("branch") or ""), str(repo.get("tag") or "")
+    if not commit and not branch and not tag:
+        raise RecipeError(
+            first, f"repos.{name}", "a remote repository needs a commit (or a branch or tag)"
+        )
+    if repos is None:
+        from .fetch import Fetcher
+        from .store import Store, default_cache_dir
+
+        repos = LayerRepos(Fetcher(Store(default_cache_dir())))
+    checkout = repos.checkout(RepoPin(name, str(repo["url"]), commit, branch, tag), first)
+    if checkout.floating:
+        log.warning(
+            "repos.%s: %s %s floats; this build uses commit %s (jailbake lock pins it)",
+            name,
+            "branch" if branch else "tag",
+            branch or tag,
+            checkout.commit,
+        )
+    return checkout.path

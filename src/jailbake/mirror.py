@@ -140,12 +140,13 @@ class MirrorWriter:
             self._record(rel, "url", source.sha256, source.location, recipe.name)
             blob = self.dest / rel  # the second name links to the first
 
-    def add_git(self, recipe: Recipe, source: Source) -> None:
+    def add_git(self, used_by: str, source: Source) -> None:
+        """A git source (or a remote layer repository) as `git archive` of its commit."""
         rel = git_archive_name(source.location, source.commit)
         origin = f"{source.location} {source.commit}"
         if rel in self.entries:
             return
-        git_dir = self.fetcher.fetch_git(recipe.name, source)
+        git_dir = self.fetcher.fetch_git(used_by, source)
         target = self._target(rel)
         tmp = target.with_name(f".{target.name}.part")
         tmp.unlink(missing_ok=True)
@@ -161,7 +162,7 @@ class MirrorWriter:
                     stderr=subprocess.PIPE,
                 )
         os.replace(tmp, target)
-        self._record(rel, "git", file_sha256(target), origin, recipe.name)
+        self._record(rel, "git", file_sha256(target), origin, used_by)
 
     def add_image(self, client: Any, tag: str, used_by: str) -> None:
         rel = image_file(tag)
@@ -222,7 +223,9 @@ def write_mirror(
             if source.kind is SourceKind.URL:
                 writer.add_url(recipe, source)
             else:
-                writer.add_git(recipe, source)
+                writer.add_git(recipe.name, source)
+        for name, url, commit in graph.layer.repos:  # remote layer repositories
+            writer.add_git(f"repos.{name}", Source(SourceKind.GIT, url, commit=commit))
         if client_factory is not None:
             _add_images(writer, graph, client_factory())
     finally:

@@ -18,6 +18,7 @@ COMMANDS = (
     "explain",
     "graph",
     "dump",
+    "lock",
     "legal-info",
     "log",
     "shell",
@@ -262,6 +263,19 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="only the recipes these need (repeatable; default: the layer's target)",
     )
+    _cache_dir(du)
+
+    lo = _subparser(
+        sub,
+        "lock",
+        "pin every remote layer repository at its commit in <config>.lock.yml (kas's lock "
+        "file format)",
+    )
+    _config(lo)
+    lo.add_argument(
+        "--update", action="store_true", help="move to the newest commit of each branch or tag"
+    )
+    _cache_dir(lo)
 
     li = _subparser(
         sub,

@@ -140,6 +140,11 @@ SUBDIRS = (
 )
 
 
+def default_cache_dir() -> Path:
+    env = os.environ.get("JAILBAKE_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "jailbake"
+
+
 class Store:
     """A cache directory shared safely by concurrent builds."""
 

@@ -1,0 +1,142 @@
+"""Layer repositories named by URL, as kas's `repos: NAME: url: ... commit:` (or
+`branch:` / `tag:`): kept as bare repositories in the cache's git store (shared with
+git sources), each commit checked out once into a directory of its own."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import run
+from .errors import FetchError, RecipeError
+from .fetch import Fetcher
+from .recipe import COMMIT_RE, Source, SourceKind
+from .store import remove_tree
+from .unpack import extract_tar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RepoPin:
+    """What a layer file says of a remote repository, after its lock file's overrides."""
+
+    name: str
+    url: str
+    commit: str = ""  # full id: the reproducible way
+    branch: str = ""
+    tag: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"refs/heads/{self.branch}" if self.branch else f"refs/tags/{self.tag}"
+
+
+@dataclass(frozen=True)
+class Checkout:
+    name: str
+    url: str
+    commit: str
+    path: Path
+    floating: bool  # resolved from a branch or tag, not pinned
+
+
+class LayerRepos:
+    """Resolves and checks out remote layer repositories into the cache."""
+
+    def __init__(self, fetcher: Fetcher) -> None:
+        self.fetcher = fetcher
+        self.root = fetcher.store.root / "layer-repos"
+
+    def _resolve(self, pin: RepoPin, origin: Path) -> str:
+        """The commit a branch or tag names: asked of the server, or (offline) as the
+        cache last saw it."""
+        git_dir = self.fetcher.git_dir(pin.url)
+        if not self.fetcher.offline:
+            cp = run.run(
+                ["git", "ls-remote", pin.url, pin.ref, f"{pin.ref}^{{}}"],
+                check=False,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=120,
+            )
+            lines = cp.stdout.decode(errors="replace").splitlines()
+            found: dict[str, str] = {}
+            for line in lines:
+                sha, _, ref = line.partition("\t")
+                if ref:
+                    found[ref] = sha
+            commit = found.get(f"{pin.ref}^{{}}") or found.get(pin.ref, "")
+            if cp.returncode != 0 or not COMMIT_RE.match(commit):
+                detail = lines[-1] if lines and cp.returncode != 0 else f"no {pin.ref}"
+                raise FetchError(f"{origin}: repos.{pin.name}: {pin.url}: {detail}")
+            return commit
+        cp = run.run(
+            ["git", "--git-dir", str(git_dir), "rev-parse", "--verify", f"{pin.ref}^{{commit}}"],
+            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        commit = cp.stdout.decode().strip()
+        if cp.returncode != 0 or not COMMIT_RE.match(commit):
+            raise FetchError(
+                f"{origin}: repos.{pin.name}: --offline: the cache has not seen {pin.ref} "
+                f"of {pin.url}; pin a commit (jailbake lock) or build once online"
+            )
+        return commit
+
+    def checkout(self, pin: RepoPin, origin: Path) -> Checkout:
+        """The repository's files at its commit, checked out once under the cache."""
+        commit = pin.commit or self._resolve(pin, origin)
+        if not COMMIT_RE.match(commit):
+            raise RecipeError(
+                origin,
+                f"repos.{pin.name}.commit",
+                f"expected a full 40-hex commit id, got {commit!r}",
+            )
+        label = re.sub(r"[^A-Za-z0-9._-]", "_", pin.name)
+        dest = self.root / f"{label}-{commit}"
+        with self.fetcher.store.lock(f"layer-{label}-{commit}"):
+            if not dest.is_dir():
+                self._checkout(pin, commit, dest, origin)
+        return Checkout(pin.name, pin.url, commit, dest, floating=not pin.commit)
+
+    def _checkout(self, pin: RepoPin, commit: str, dest: Path, origin: Path) -> None:
+        source = Source(SourceKind.GIT, pin.url, commit=commit)
+        git_dir = self.fetcher.fetch_git(f"{origin}: repos.{pin.name}", source)
+        if pin.branch or pin.tag:  # remember what the ref named, for --offline
+            run.run(
+                ["git", "--git-dir", str(self.fetcher.git_dir(pin.url)), "update-ref",
+                 pin.ref, commit],
+                check=False,
+            )  # fmt: skip
+        self._export(git_dir, source, dest)
+
+    def _export(self, git_dir: Path | None, source: Source, dest: Path) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{os.getpid()}-{dest.name}"
+        remove_tree(tmp)
+        origin = f"{source.location} {source.commit}"
+        try:
+            if git_dir is None:  # a mirror's `git archive` of the commit
+                archive = self.fetcher.mirror_archive(source)
+                assert archive is not None
+                extract_tar(None, archive, tmp, origin=origin)
+            else:
+                with subprocess.Popen(
+                    ["git", "--git-dir", str(git_dir), "archive", "--format=tar", source.commit],
+                    stdout=subprocess.PIPE,
+                    env=run.clean_env(),
+                ) as proc:
+                    assert proc.stdout is not None
+                    extract_tar(proc.stdout, None, tmp, origin=origin)
+                if proc.returncode != 0:
+                    raise FetchError(f"{origin}: git archive failed")
+            os.rename(tmp, dest)
+        except BaseException:
+            remove_tree(tmp)
+            raise
