@@ -121,10 +121,17 @@ def test_a_floating_branch_is_said_and_locked(
     assert "branch main floats" in result.stderr and one in result.stderr
     assert built_text(project, tmp_path)[1:] == ("one", one)
 
+    dumped = project.run("dump", "layer.yml", "--resolve-refs", "--cache-dir",
+                         str(project.cache), check=True)  # fmt: skip
+    repo = yaml.safe_load(dumped.stdout)["repos"]["bsp"]
+    assert repo["branch"] == "main" and repo["commit"] == one
+    as_lock = project.run("dump", "layer.yml", "--lock", "--cache-dir", str(project.cache),
+                          check=True)  # fmt: skip
     locked = project.run("lock", "layer.yml", "--cache-dir", str(project.cache), check=True)
     assert locked.stdout.strip() == f"bsp: {one}"
     lock = yaml.safe_load((project.root / "layer.lock.yml").read_text())
     assert lock["overrides"]["repos"]["bsp"]["commit"] == one
+    assert yaml.safe_load(as_lock.stdout) == lock
 
     two = served.commit("two")  # the branch moves on; the lock holds
     result = project.build(artifacts=tmp_path / "art")

@@ -278,7 +278,8 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 def _cmd_dump(args: argparse.Namespace) -> int:
     from .dump import dump
 
-    sys.stdout.write(dump(_graph(args, args.config, args.target)))
+    graph = _graph(args, args.config, args.target)
+    sys.stdout.write(dump(graph, resolve_refs=args.resolve_refs, lock=args.lock))
     return 0
 
 

@@ -5,6 +5,7 @@ comments, so the document stays a kas configuration)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -33,11 +34,27 @@ def origins(graph: Graph) -> list[str]:
     return lines
 
 
-def dump(graph: Graph) -> str:
-    """The configuration the graph was loaded from, flattened, and its recipes' origins."""
+def lock_document(graph: Graph) -> dict[str, Any]:
+    """kas's lock file: the commit of each remote layer repository the graph used."""
+    repos = {name: {"commit": commit} for name, _, commit in sorted(graph.layer.repos)}
+    return {"header": {"version": 14}, "overrides": {"repos": repos}}
+
+
+def dump(graph: Graph, *, resolve_refs: bool = False, lock: bool = False) -> str:
+    """The configuration the graph was loaded from, flattened, and its recipes' origins;
+    with resolve_refs each remote repository names the commit used; with lock, the lock
+    file instead (as kas dump --lock)."""
+    if lock:
+        return yaml.safe_dump(lock_document(graph), sort_keys=False)
     config, _ = merged_config(list(graph.layer.files))
     header = dict(config.get("header") or {})
     header.pop("includes", None)  # merged in already
     config = {**config, "header": header}
+    if resolve_refs:
+        used = {name: commit for name, _, commit in graph.layer.repos}
+        config["repos"] = {
+            name: {**(repo or {}), "commit": used[name]} if name in used else repo
+            for name, repo in (config.get("repos") or {}).items()
+        }
     text = yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
     return text + "".join(f"{line}\n" for line in origins(graph))

@@ -24,10 +24,10 @@ def write_lock(
     """Pin every remote repository of the layer files: at the commits their lock file
     already holds, or (update, or none yet) at the newest commit of each branch or tag."""
     layer = load_layers(files, repos=repos, use_lock=not update)
-    pins = {name: commit for name, _, commit in layer.repos}
+    pins = {name: commit for name, _, commit in sorted(layer.repos)}
     dest = lock_path(layer.files[0])
     document = {"header": {"version": 14}, "overrides": {"repos": {
-        name: {"commit": commit} for name, commit in sorted(pins.items())}}}  # fmt: skip
+        name: {"commit": commit} for name, commit in pins.items()}}}  # fmt: skip
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     tmp.write_text(
         "# Written by jailbake lock: the commit of each remote layer repository.\n"

@@ -263,6 +263,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="only the recipes these need (repeatable; default: the layer's target)",
     )
+    du.add_argument(
+        "--resolve-refs",
+        action="store_true",
+        help="name the commit each remote layer repository's branch or tag resolved to",
+    )
+    du.add_argument(
+        "--lock", action="store_true", help="print the lock file instead (as kas dump --lock)"
+    )
     _cache_dir(du)
 
     lo = _subparser(
