@@ -168,3 +168,34 @@ def test_a_mirror_holds_remote_layers_for_a_machine_without_network(
     assert built_text(project, tmp_path, "--offline", "--mirror", str(mirror)) == (
         ["app"], "one", one
     )  # fmt: skip
+
+
+def test_kas_patches_on_a_remote_layer(project: Project, served: Served, tmp_path: Path) -> None:
+    one = served.commit("one")
+    project.file(
+        "patches/greet.patch",
+        "--- a/recipes/app.yml\n+++ b/recipes/app.yml\n@@ -1,3 +1,3 @@\n name: app\n"
+        ' version: \'1\'\n-script: mkdir -p "$OUT"; echo one > "$OUT/app.txt"\n'
+        '+script: mkdir -p "$OUT"; echo ONE > "$OUT/app.txt"\n',
+    )
+    patches = {"greet": {"repo": "this", "path": "patches/greet.patch"}}
+    project.layer(
+        "layer.yml",
+        {
+            "header": {"version": 14},
+            "repos": {
+                "this": {},
+                "bsp": {"url": served.url, "commit": one, "patches": patches,
+                        "layers": {"recipes": None}},
+            },
+            "env": {"SOURCE_DATE_EPOCH": str(SDE)},
+        },
+    )  # fmt: skip
+    assert built_text(project, tmp_path) == (["app"], "ONE", one)
+    # A patch that does not apply: one line naming it.
+    project.file("patches/greet.patch", "--- a/recipes/app.yml\n+++ b/recipes/app.yml\n"
+                 "@@ -1 +1 @@\n-nothing like this\n+x\n")  # fmt: skip
+    result = project.build(check=False)
+    assert result.rc != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert "repos.bsp.patches" in line and "greet.patch does not apply" in line

@@ -301,7 +301,8 @@ def load_layers(
     for repo_id, repo in (config.get("repos") or {}).items():
         repo = repo or {}
         if repo.get("url"):
-            root = _remote_repo(repo_id, repo, locked.get(repo_id) or {}, first, repos)
+            patches = _patch_files(repo_id, repo, config, top_dir, first)
+            root = _remote_repo(repo_id, repo, locked.get(repo_id) or {}, first, repos, patches)
             used.append((repo_id, repo["url"], root.name.rsplit("-", 1)[-1]))
         else:
             root = (top_dir / repo["path"]).resolve() if repo.get("path") else top_dir
@@ -364,21 +365,52 @@ def load_layers(
     )
 
 
+def _patch_files(
+    name: str, repo: Mapping[str, Any], config: Mapping[str, Any], top: Path, first: Path
+) -> list[Path]:
+    """kas's `patches:` of a repository, in the order of their ids: each a patch file, or
+    a quilt directory whose `series` lists them, in a local repository of the
+    configuration (`repo:`)."""
+    out: list[Path] = []
+    for pid, entry in sorted((repo.get("patches") or {}).items()):
+        field = f"repos.{name}.patches.{pid}"
+        if not isinstance(entry, dict) or not entry.get("path") or not entry.get("repo"):
+            raise RecipeError(first, field, "expected a 'repo' and a 'path', as kas does")
+        holder = (config.get("repos") or {}).get(entry["repo"])
+        if holder is None or (holder or {}).get("url"):
+            raise RecipeError(
+                first, f"{field}.repo", f"expected a local repository of this configuration, "
+                f"got {entry['repo']!r}"
+            )  # fmt: skip
+        root = (top / holder["path"]).resolve() if (holder or {}).get("path") else top
+        path = (root / str(entry["path"])).resolve()
+        if not path.is_relative_to(root) or not path.exists():
+            raise RecipeError(first, f"{field}.path", f"{path} is not a file in {root}")
+        if path.is_dir():
+            series = path / "series"
+            if not series.is_file():
+                raise RecipeError(first, f"{field}.path", f"{path} holds no quilt 'series'")
+            names = [ln.split()[0] for ln in series.read_text().splitlines()
+                     if ln.strip() and not ln.startswith("#")]  # fmt: skip
+            out += [(path / n).resolve() for n in names]
+        else:
+            out.append(path)
+    return out
+
+
 def _remote_repo(
     name: str,
     repo: Mapping[str, Any],
     locked: Mapping[str, Any],
     first: Path,
     repos: LayerRepos | None,
+    patches: Sequence[Path] = (),
 ) -> Path:
     """The checkout of a repository kas names by URL: at its lock file's commit, else its
-    own commit, else the newest of its branch or tag (which floats, and is said so)."""
+    own commit, else the newest of its branch or tag (which floats, and is said so); its
+    patches applied."""
     from .layerrepos import LayerRepos, RepoPin
 
-    if repo.get("patches"):
-        raise RecipeError(
-            first, f"repos.{name}.patches", "patches of remote layer repositories are not supported"
-        )
     commit = str(locked.get("commit") or repo.get("commit") or "")
     branch, tag = str(repo.get("branch") or ""), str(repo.get("tag") or "")
     if not commit and not branch and not tag:
@@ -390,7 +422,8 @@ def _remote_repo(
         from .store import Store, default_cache_dir
 
         repos = LayerRepos(Fetcher(Store(default_cache_dir())))
-    checkout = repos.checkout(RepoPin(name, str(repo["url"]), commit, branch, tag), first)
+    pin = RepoPin(name, str(repo["url"]), commit, branch, tag)
+    checkout = repos.checkout(pin, first, patches)
     if checkout.floating:
         log.warning(
             "repos.%s: %s %s floats; this build uses commit %s (jailbake lock pins it)",

@@ -4,16 +4,19 @@ git sources), each commit checked out once into a directory of its own."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import run
 from .errors import FetchError, RecipeError
 from .fetch import Fetcher
+from .keys import file_sha256
 from .recipe import COMMIT_RE, Source, SourceKind
 from .store import remove_tree
 from .unpack import extract_tar
@@ -89,8 +92,9 @@ class LayerRepos:
             )
         return commit
 
-    def checkout(self, pin: RepoPin, origin: Path) -> Checkout:
-        """The repository's files at its commit, checked out once under the cache."""
+    def checkout(self, pin: RepoPin, origin: Path, patches: Sequence[Path] = ()) -> Checkout:
+        """The repository's files at its commit with the patches applied, checked out once
+        under the cache (per commit and patches' contents)."""
         commit = pin.commit or self._resolve(pin, origin)
         if not COMMIT_RE.match(commit):
             raise RecipeError(
@@ -99,13 +103,19 @@ class LayerRepos:
                 f"expected a full 40-hex commit id, got {commit!r}",
             )
         label = re.sub(r"[^A-Za-z0-9._-]", "_", pin.name)
-        dest = self.root / f"{label}-{commit}"
-        with self.fetcher.store.lock(f"layer-{label}-{commit}"):
+        patched = ""
+        if patches:
+            digest = hashlib.sha256(b"".join(file_sha256(p).encode() for p in patches))
+            patched = "-patched-" + digest.hexdigest()[:16]
+        dest = self.root / f"{label}{patched}-{commit}"
+        with self.fetcher.store.lock(f"layer-{dest.name}"):
             if not dest.is_dir():
-                self._checkout(pin, commit, dest, origin)
+                self._checkout(pin, commit, dest, origin, patches)
         return Checkout(pin.name, pin.url, commit, dest, floating=not pin.commit)
 
-    def _checkout(self, pin: RepoPin, commit: str, dest: Path, origin: Path) -> None:
+    def _checkout(
+        self, pin: RepoPin, commit: str, dest: Path, origin: Path, patches: Sequence[Path]
+    ) -> None:
         source = Source(SourceKind.GIT, pin.url, commit=commit)
         git_dir = self.fetcher.fetch_git(f"{origin}: repos.{pin.name}", source)
         if pin.branch or pin.tag:  # remember what the ref named, for --offline
@@ -114,9 +124,16 @@ class LayerRepos:
                  pin.ref, commit],
                 check=False,
             )  # fmt: skip
-        self._export(git_dir, source, dest)
+        self._export(git_dir, source, dest, patches, f"{origin}: repos.{pin.name}.patches")
 
-    def _export(self, git_dir: Path | None, source: Source, dest: Path) -> None:
+    def _export(
+        self,
+        git_dir: Path | None,
+        source: Source,
+        dest: Path,
+        patches: Sequence[Path] = (),
+        where: str = "",
+    ) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{os.getpid()}-{dest.name}"
         remove_tree(tmp)
@@ -136,6 +153,18 @@ class LayerRepos:
                     extract_tar(proc.stdout, None, tmp, origin=origin)
                 if proc.returncode != 0:
                     raise FetchError(f"{origin}: git archive failed")
+            for patch in patches:
+                cp = run.run(
+                    ["patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch",
+                     "-d", str(tmp), "-i", str(patch)],
+                    check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+                if cp.returncode != 0:
+                    detail = cp.stdout.decode(errors="replace").strip().splitlines()
+                    raise FetchError(
+                        f"{where}: {patch.name} does not apply: "
+                        + (detail[-1] if detail else "patch failed")
+                    )
             os.rename(tmp, dest)
         except BaseException:
             remove_tree(tmp)
