@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,19 +161,22 @@ def test_an_include_loop_is_one_line(project: Project) -> None:
     )
 
 
-def test_a_copy_without_git_finds_its_top_directory(tmp_path: Path) -> None:
-    """A release tarball or `git archive` of the checkout has no .git: layer paths start
-    at the directory holding pyproject.toml (or a jailbake.yml) above the layer file."""
-    copy = tmp_path / "jailbake-1.0"
-    copy.mkdir()
-    # The checkout's files as a release tarball has them (what `git archive` exports).
+def release_copy(dest: Path) -> Path:
+    """The checkout's files as a release tarball has them (what `git archive` exports)."""
     files = subprocess.run(
         ["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True
     ).stdout.split()
     for rel in files:
         if (ROOT / rel).is_file():
-            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, copy / rel)
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    return dest
+
+
+def test_a_copy_without_git_finds_its_top_directory(tmp_path: Path) -> None:
+    """A release tarball or `git archive` of the checkout has no .git: layer paths start
+    at the directory holding pyproject.toml (or a jailbake.yml) above the layer file."""
+    copy = release_copy(tmp_path / "jailbake-1.0")
     assert not (copy / ".git").exists() and (copy / "pyproject.toml").is_file()
     for config, recipe in [
         ("examples/hello/hello.yml", "hello"),
@@ -233,3 +238,49 @@ def test_dump_is_the_flattened_configuration_kas_reads_again(tmp_path: Path) -> 
     again = jailbake("dump", "layers/flat.yml", cwd=checkout)
     assert again.rc == 0, again.stderr
     assert again.stdout == result.stdout
+
+
+def test_an_installed_wheel_builds_a_project_directory(tmp_path: Path) -> None:
+    """jailbake installed from its wheel (not this checkout) finds a project's layer
+    paths from its jailbake.yml, in a directory that is no git checkout."""
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    source = release_copy(tmp_path / "source")  # setuptools writes build/ where it builds
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(wheels), str(source)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = wheels.glob("jailbake-*.whl")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+         str(wheel)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    project = tmp_path / "bsp"
+    (project / "layers").mkdir(parents=True)
+    (project / "recipes").mkdir()
+    (project / "jailbake.yml").write_text("")
+    (project / "layers/board.yml").write_text(
+        "header:\n  version: 14\n  includes:\n    - layers/common.yml\n"
+        "repos:\n  bsp:\n    layers:\n      recipes:\ntarget: app\n"
+    )
+    (project / "layers/common.yml").write_text(
+        f"header:\n  version: 14\nenv:\n  SOURCE_DATE_EPOCH: '{SDE}'\n"
+    )
+    (project / "recipes/app.yml").write_text(
+        'name: app\nversion: \'1\'\nscript: mkdir -p "$OUT"; echo hi > "$OUT/app.txt"\n'
+        "outputs: [{path: app.txt, publish: true}]\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(site))  # the wheel's files, not ./src
+    where = subprocess.run(
+        [sys.executable, "-c", "import jailbake; print(jailbake.__file__)"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(site))
+    run = subprocess.run(
+        [sys.executable, "-m", "jailbake.cli", "build", "layers/board.yml", "--executor",
+         "host", "--cache-dir", str(tmp_path / "c")],
+        cwd=project, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (project / "artifacts/app.txt").read_text() == "hi\n"
