@@ -573,3 +573,12 @@ def in_pty(
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), pieces
+
+
+def assert_valid_spdx(path: Path) -> None:
+    """The SPDX tools' validator accepts the document."""
+    validated = subprocess.run(
+        [str(Path(sys.executable).parent / "pyspdxtools"), "-i", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert validated.returncode == 0, validated.stdout + validated.stderr

@@ -192,8 +192,9 @@ def test_a_copy_without_git_finds_its_top_directory(tmp_path: Path) -> None:
     assert result.rc == 0, result.stderr
 
 
-def test_a_project_directory_is_marked_by_jailbake_yml(tmp_path: Path) -> None:
-    project = tmp_path / "bsp"
+def bsp_project(project: Path) -> Path:
+    """A project directory that is no git checkout, its top marked by a jailbake.yml: a
+    layer file including another by its project-relative path, and one recipe."""
     (project / "layers").mkdir(parents=True)
     (project / "recipes").mkdir()
     (project / "jailbake.yml").write_text("# the top of this project's layer paths\n")
@@ -206,8 +207,13 @@ def test_a_project_directory_is_marked_by_jailbake_yml(tmp_path: Path) -> None:
     )
     (project / "recipes/app.yml").write_text(
         'name: app\nversion: \'1\'\nscript: mkdir -p "$OUT"; echo hi > "$OUT/app.txt"\n'
-        "outputs: [app.txt]\n"
+        "outputs: [{path: app.txt, publish: true}]\n"
     )
+    return project
+
+
+def test_a_project_directory_is_marked_by_jailbake_yml(tmp_path: Path) -> None:
+    project = bsp_project(tmp_path / "bsp")
     result = jailbake("build", "layers/board.yml", "--executor", "host", "--cache-dir",
                       str(tmp_path / "c"), "--json", cwd=project)  # fmt: skip
     assert result.rc == 0, result.stderr
@@ -256,21 +262,7 @@ def test_an_installed_wheel_builds_a_project_directory(tmp_path: Path) -> None:
          str(wheel)],
         check=True, capture_output=True,
     )  # fmt: skip
-    project = tmp_path / "bsp"
-    (project / "layers").mkdir(parents=True)
-    (project / "recipes").mkdir()
-    (project / "jailbake.yml").write_text("")
-    (project / "layers/board.yml").write_text(
-        "header:\n  version: 14\n  includes:\n    - layers/common.yml\n"
-        "repos:\n  bsp:\n    layers:\n      recipes:\ntarget: app\n"
-    )
-    (project / "layers/common.yml").write_text(
-        f"header:\n  version: 14\nenv:\n  SOURCE_DATE_EPOCH: '{SDE}'\n"
-    )
-    (project / "recipes/app.yml").write_text(
-        'name: app\nversion: \'1\'\nscript: mkdir -p "$OUT"; echo hi > "$OUT/app.txt"\n'
-        "outputs: [{path: app.txt, publish: true}]\n"
-    )
+    project = bsp_project(tmp_path / "bsp")
     env = dict(os.environ, PYTHONPATH=str(site))  # the wheel's files, not ./src
     where = subprocess.run(
         [sys.executable, "-c", "import jailbake; print(jailbake.__file__)"],

@@ -5,13 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import HTTPFiles, Project, copy_checkout, jailbake, make_tarball, sha256
+from conftest import (
+    HTTPFiles,
+    Project,
+    assert_valid_spdx,
+    copy_checkout,
+    jailbake,
+    make_tarball,
+    sha256,
+)
 from test_fetch import git_repo
 
 COPYING = "Permission is hereby granted, free of charge, ...\n"
@@ -43,14 +50,6 @@ PATCH = """--- a/main.c
 
 def pinned(text: str = COPYING, license: str = "MIT") -> list[dict[str, str]]:
     return [{"path": "COPYING", "sha256": sha256(text.encode()), "license": license}]
-
-
-def assert_valid_spdx(path: Path) -> None:
-    validated = subprocess.run(
-        [str(Path(sys.executable).parent / "pyspdxtools"), "-i", str(path)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert validated.returncode == 0, validated.stdout + validated.stderr
 
 
 def test_licence_files_are_checked_and_described_in_the_sbom(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Project, WebDAV, copy_checkout, jailbake
+from conftest import ROOT, Project, WebDAV, assert_valid_spdx, copy_checkout, jailbake
 from test_fetch import git_repo
 
 RELEASE = {"SHA256SUMS", "manifest.json", "sbom.spdx.json"}
@@ -29,15 +29,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         cwd=checkout, check=True,
     )  # fmt: skip
     return checkout, art
-
-
-def assert_valid_spdx(path: Path) -> None:
-    """The SPDX tools' validator accepts the document."""
-    validated = subprocess.run(
-        [str(Path(sys.executable).parent / "pyspdxtools"), "-i", str(path)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert validated.returncode == 0, validated.stdout + validated.stderr
 
 
 def artifacts_copy(built: tuple[Path, Path], tmp_path: Path) -> Path:

@@ -27,7 +27,7 @@ from .keys import digest_of, path_digest, step_key, step_key_inputs
 from .recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
 from .remote import RemoteCache
 from .store import ActionResult, Store, normalize_tree, remove_tree
-from .unpack import extract_tar
+from .unpack import extract_tar, git_export
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
@@ -425,7 +425,7 @@ class RecipeBuilder:
                     assert archive is not None
                     extract_tar(None, archive, dest, origin=origin)
                 else:
-                    _git_export(git_dir, source.commit, dest, origin)
+                    git_export(git_dir, source.commit, dest, origin=origin)
             else:
                 assert source.path is not None
                 rel = PurePosixPath(source.dest or ".", source.path.name)
@@ -524,18 +524,6 @@ def _declared_outputs_ok(recipe: Recipe, result: ActionResult) -> ActionResult |
         )
         return None
     return result
-
-
-def _git_export(git_dir: Path, commit: str, dest: Path, origin: str) -> None:
-    with subprocess.Popen(
-        ["git", "--git-dir", str(git_dir), "archive", "--format=tar", commit],
-        stdout=subprocess.PIPE,
-        env=run.clean_env(),
-    ) as proc:
-        assert proc.stdout is not None
-        extract_tar(proc.stdout, None, dest, origin=origin)
-    if proc.returncode != 0:
-        raise JailbakeError(f"{origin}: git archive of {commit} failed")
 
 
 def _load_image(client: Any, mirrors: list[str], tag: str) -> bool:

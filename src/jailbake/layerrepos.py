@@ -19,7 +19,7 @@ from .fetch import Fetcher
 from .keys import file_sha256
 from .recipe import COMMIT_RE, Source, SourceKind
 from .store import remove_tree
-from .unpack import extract_tar
+from .unpack import extract_tar, git_export
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +144,7 @@ class LayerRepos:
                 assert archive is not None
                 extract_tar(None, archive, tmp, origin=origin)
             else:
-                with subprocess.Popen(
-                    ["git", "--git-dir", str(git_dir), "archive", "--format=tar", source.commit],
-                    stdout=subprocess.PIPE,
-                    env=run.clean_env(),
-                ) as proc:
-                    assert proc.stdout is not None
-                    extract_tar(proc.stdout, None, tmp, origin=origin)
-                if proc.returncode != 0:
-                    raise FetchError(f"{origin}: git archive failed")
+                git_export(git_dir, source.commit, tmp, origin=origin)
             for patch in patches:
                 cp = run.run(
                     ["patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch",

@@ -68,6 +68,10 @@ def _config(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("config", nargs="?", metavar="CONFIG", help=CONFIG_HELP)
 
 
+def _targets(sp: argparse.ArgumentParser, what: str) -> None:
+    sp.add_argument("--target", action="append", default=[], metavar="NAME", help=what)
+
+
 def _cache_dir(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--cache-dir",
@@ -256,13 +260,7 @@ def parser() -> argparse.ArgumentParser:
         "recipe comes from",
     )
     _config(du)
-    du.add_argument(
-        "--target",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="only the recipes these need (repeatable; default: the layer's target)",
-    )
+    _targets(du, "only the recipes these need (repeatable; default: the layer's target)")
     du.add_argument(
         "--resolve-refs",
         action="store_true",
@@ -312,13 +310,7 @@ def parser() -> argparse.ArgumentParser:
         "the recipe graph as Graphviz DOT (or SVG): versions, cache states, targets",
     )
     _config(gr)
-    gr.add_argument(
-        "--target",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="only what these recipes need (repeatable; default: the layer's target)",
-    )
+    _targets(gr, "only what these recipes need (repeatable; default: the layer's target)")
     gr.add_argument(
         "-o",
         "--output",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import lzma
 import posixpath
+import subprocess
 import tarfile
 import zlib
 from pathlib import Path
 from typing import IO
 
-from .errors import UnpackError
+from . import run
+from .errors import JailbakeError, UnpackError
 
 
 def _strip(name: str, strip: int) -> str | None:
@@ -75,3 +77,16 @@ def _extract_members(tar: tarfile.TarFile, dest: Path, strip: int, origin: str) 
         # The "data" filter also resolves each member against what is already on disk,
         # which catches chains of links that the name checks above cannot see.
         tar.extract(member, dest, set_attrs=not member.issym(), filter="data")
+
+
+def git_export(git_dir: Path, commit: str, dest: Path, *, origin: str) -> None:
+    """The files of a commit of a bare repository (`git archive`), checked like any tar."""
+    with subprocess.Popen(
+        ["git", "--git-dir", str(git_dir), "archive", "--format=tar", commit],
+        stdout=subprocess.PIPE,
+        env=run.clean_env(),
+    ) as proc:
+        assert proc.stdout is not None
+        extract_tar(proc.stdout, None, dest, origin=origin)
+    if proc.returncode != 0:
+        raise JailbakeError(f"{origin}: git archive of {commit} failed")
