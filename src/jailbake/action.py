@@ -278,6 +278,7 @@ class RecipeBuilder:
             image=image,
             jobs=jobs or self.cores,
             root=recipe.run_as_root,
+            ccache=self.ccache_dir(recipe) if image else None,
         )
 
     def _execute(
@@ -322,6 +323,15 @@ class RecipeBuilder:
         )
         self.store.put_result(result)
         return result
+
+    def ccache_dir(self, recipe: Recipe) -> Path | None:
+        """The compiler cache of the recipe's builder image, kept in the cache outside
+        any key (a hit gives the bytes a miss would); None where a step goes without:
+        root steps, written images and file systems, recipes that say ccache: false."""
+        if not recipe.ccache or recipe.run_as_root or recipe.image or recipe.rootfs:
+            return None
+        image = self.builder_identity(recipe).get("image")
+        return self.store.root / "ccache" / f"{recipe.builder}-{image[:20]}" if image else None
 
     @contextlib.contextmanager
     def _claim_cores(self) -> Iterator[int]:

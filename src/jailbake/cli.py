@@ -365,8 +365,20 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     from .status import human_size, plural
 
     config, names = _split_config(args.args, "clean [CONFIG] [RECIPE...]", most=None)
-    if bool(names) == bool(args.all):
+    if names and args.all:
         raise JailbakeError("clean: give the recipes whose results to remove, or --all")
+    if args.ccache:
+        from .store import Store, default_cache_dir, remove_tree
+
+        ccache = Store(args.cache_dir or default_cache_dir()).root / "ccache"
+        size = sum(f.stat().st_size for f in ccache.rglob("*") if f.is_file())
+        remove_tree(ccache)
+        print(f"[jailbake] clean: compiler caches emptied, {human_size(size)} freed",
+              file=sys.stderr)  # fmt: skip
+        if not names and not args.all:
+            return 0
+    if not names and not args.all:
+        raise JailbakeError("clean: give the recipes whose results to remove, --all or --ccache")
     graph, builder = _builder(args, config, names)
     freed = collect_garbage(graph, builder) if args.all else clean_recipes(graph, builder, names)
     print(

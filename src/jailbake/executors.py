@@ -31,6 +31,18 @@ log = logging.getLogger(__name__)
 
 CONTAINER_WORKDIR = Path("/work")
 CONTAINER_UID = 1000
+CONTAINER_CCACHE = Path("/ccache")
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# ccache's settings for steps: hits whatever the step's path (its work directory is
+# /work in every container anyway), the compiler known by its content, a bounded size.
+CCACHE_SETTINGS = {
+    "CCACHE_DIR": str(CONTAINER_CCACHE),
+    "CCACHE_BASEDIR": "/work",
+    "CCACHE_NOHASHDIR": "true",
+    "CCACHE_COMPILERCHECK": "content",
+    "CCACHE_UMASK": "002",
+    "PATH": "/usr/lib/ccache:" + CONTAINER_PATH,
+}
 STEP_LOG = "build.log"
 # Added to the engine's defaults for run_as: root steps; part of their keys.
 ROOT_STEP_CAPS = ("MKNOD",)
@@ -91,6 +103,7 @@ class Step:
     # a confined host shell sees it there again, so absolute paths in build files hold.
     ran_at: Path | None = None
     root: bool = False  # uid 0 inside the container (still unprivileged on the host side)
+    ccache: Path | None = None  # the builder image's compiler cache, for container steps
 
 
 def write_script(work: Path, script: str) -> None:
@@ -468,13 +481,21 @@ class DockerExecutor:
             (step.work / "deps" / name).mkdir(exist_ok=True)
             volumes[str(tree)] = {"bind": str(CONTAINER_WORKDIR / "deps" / name), "mode": "ro"}
         user = "0:0" if step.root else self._user(step.work)
+        environment = _variables(step, CONTAINER_WORKDIR)
+        if step.ccache is not None:
+            step.ccache.mkdir(parents=True, exist_ok=True)
+            if os.getuid() == 0 and not step.root:
+                os.chown(step.ccache, CONTAINER_UID, CONTAINER_UID)
+            volumes[str(step.ccache)] = {"bind": str(CONTAINER_CCACHE), "mode": "rw"}
+            size = os.environ.get("JAILBAKE_CCACHE_SIZE", "5G")
+            environment.update(CCACHE_SETTINGS, CCACHE_MAXSIZE=size)
         # Root steps (e.g. mmdebstrap --mode=root) keep the engine's default capabilities
         # so they can chown inside their tree, plus MKNOD (in Docker's defaults, not in
         # Podman's) to unpack root file systems with device nodes; the engine's device
         # rules still refuse to open any device the container was not given.
         caps = {"cap_add": list(ROOT_STEP_CAPS)} if step.root else {"cap_drop": ["ALL"]}
         return {
-            "environment": _variables(step, CONTAINER_WORKDIR),
+            "environment": environment,
             "hostname": "jailbake",
             "labels": {
                 "org.jailbake.recipe": step.recipe,

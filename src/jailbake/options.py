@@ -357,6 +357,11 @@ def parser() -> argparse.ArgumentParser:
         "args", nargs="*", metavar="[CONFIG] [RECIPE]", help="configuration and recipes"
     )
     cl.add_argument(
+        "--ccache",
+        action="store_true",
+        help="empty the builder images' compiler caches (ccache) as well, or only them",
+    )
+    cl.add_argument(
         "--all",
         action="store_true",
         help="remove every result, tree, download and log this configuration does not "

@@ -115,6 +115,7 @@ class Recipe:
     run_as_root: bool = False
     license_files: tuple[LicenseFile, ...] = ()
     redistribute: bool = True  # False: legal-info ships no sources (binary blobs)
+    ccache: bool = True  # False: the step compiles without the builder's compiler cache
 
     def where(self, field: str) -> str:
         """'file:line' of a top-level field, for error messages."""
@@ -125,6 +126,7 @@ class Recipe:
         checked = {"license_files": [f.pin() for f in self.license_files]}
         return {
             **(checked if self.license_files else {}),  # the build checks them
+            **({} if self.ccache else {"ccache": False}),  # built another way
             "name": self.name,
             "version": self.version,
             "sources": [s.pin() for s in self.sources],
@@ -148,6 +150,7 @@ _KEYS = {
     "license": False,
     "license_files": False,
     "redistribute": False,
+    "ccache": False,
     "sources": False,
     "patches": False,
     "depends": False,
@@ -279,6 +282,7 @@ def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
             for i, f in enumerate(ctx.seq(data.get("license_files") or [], "license_files"))
         ),
         redistribute=_bool(ctx, data.get("redistribute", True), "redistribute"),
+        ccache=_bool(ctx, data.get("ccache", True), "ccache"),
     )
 
 
