@@ -41,6 +41,7 @@ CCACHE_SETTINGS = {
     "CCACHE_NOHASHDIR": "true",
     "CCACHE_COMPILERCHECK": "content",
     "CCACHE_UMASK": "002",
+    "CCACHE_DEPEND": "true",  # no preprocessor run on a miss: kbuild passes -MMD
     "PATH": "/usr/lib/ccache:" + CONTAINER_PATH,
 }
 STEP_LOG = "build.log"
