@@ -372,12 +372,12 @@ def _wait(container: Any, fifo: Path) -> int:
     errors: list[Exception] = []
     try:
         while True:
-            ready = [reader]
             if reader >= 0:
-                ready, _, _ = select.select([reader], [], [], WAIT_INTERVAL)
+                announced = bool(select.select([reader], [], [], WAIT_INTERVAL)[0])
             else:
+                announced = False
                 time.sleep(WAIT_INTERVAL)
-            if ready and reader >= 0:
+            if announced:
                 os.read(reader, 64)
                 delay = 0.005
                 for _ in range(8):  # the shell announced its end: the engine follows

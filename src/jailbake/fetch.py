@@ -192,7 +192,7 @@ class Fetcher:
             if not self._download(location, part, missing_ok=mirror):
                 return False
         else:
-            path = Path(location.removeprefix("file://"))
+            path = _local_path(location)
             if not path.is_file():
                 if mirror:
                     return False

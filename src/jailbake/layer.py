@@ -198,9 +198,8 @@ def _project_top(first: Path) -> Path | None:
     checkout (a release tarball, `git archive`, a CI cache): the nearest directory above
     it that holds a jailbake.yml or pyproject.toml. None inside a checkout (kas finds its
     top) or without a marker (kas takes the file's directory)."""
-    for d in (first.parent, *first.parent.parents):
-        if (d / ".git").exists() or (d / ".hg").exists():
-            return None
+    if _repositories(first):
+        return None
     for d in (first.parent, *first.parent.parents):
         if any((d / marker).is_file() for marker in PROJECT_MARKERS):
             return d
@@ -209,11 +208,8 @@ def _project_top(first: Path) -> Path | None:
 
 def _top_hint(first: Path) -> str:
     """Why layer paths may not be found, where the top directory is only a guess."""
-    for d in (first.parent, *first.parent.parents):
-        if (d / ".git").exists() or (d / ".hg").exists():
-            return ""
-        if any((d / marker).is_file() for marker in PROJECT_MARKERS):
-            return ""
+    if _repositories(first) or _project_top(first) is not None:
+        return ""
     return (
         f" (layer paths start at {first.parent}: {first.name} is in no git or mercurial "
         "checkout, and no jailbake.yml or pyproject.toml above it marks the project's top "

@@ -264,7 +264,7 @@ def render(doc: dict[str, Any]) -> str:
     other = doc["otherData"]
     wall_us = max(
         [round(other.get("wall_seconds", 0) * 1e6)]
-        + [e["ts"] + e.get("dur", 0) for e in doc["traceEvents"] if e["ph"] in "XC"]
+        + [e["ts"] + e.get("dur", 0) for e in doc["traceEvents"] if e["ph"] in ("X", "C")]
     )
     axis = _Axis(wall_us)
     targets = ", ".join(other.get("targets", [])) or "all recipes"
