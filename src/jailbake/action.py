@@ -28,6 +28,7 @@ from .recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
 from .remote import RemoteCache
 from .store import ActionResult, Store, normalize_tree, remove_tree
 from .unpack import extract_tar, git_export
+from .workspace import Workspace, Workspaces
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
@@ -92,6 +93,7 @@ class RecipeBuilder:
         self._image_keys: dict[str, str] = {}
         self._images: dict[str, str] = {}
         self._image_lock = threading.Lock()
+        self.workspaces = Workspaces(store.root)
 
     # -- keys -----------------------------------------------------------------
     def executor_for(self, recipe: Recipe) -> Executor:
@@ -133,6 +135,9 @@ class RecipeBuilder:
             raise RecipeError(
                 recipe.where("sources"), "sources", f"a layer file cannot be hashed: {exc}"
             ) from None
+        ws = self.workspace_of(recipe)
+        if ws is not None:  # the sources, as the user has edited them
+            files["workspace"] = self.workspaces.scan(ws).digest
         variables = dict(self.graph.layer.variables())
         wanted = {"SOURCE_DATE_EPOCH", *recipe.variables}
         inputs = step_key_inputs(
@@ -143,6 +148,12 @@ class RecipeBuilder:
             self.builder_identity(recipe),
         )
         return KeyInfo(step_key(inputs), inputs)
+
+    def workspace_of(self, recipe: Recipe) -> Workspace | None:
+        """The workspace whose directory replaces the recipe's sources, if one is active."""
+        if recipe.rootfs or recipe.image:
+            return None
+        return self.workspaces.of(recipe.file)
 
     def lookup(
         self, recipe: Recipe, deps: Mapping[str, ActionResult]
@@ -183,9 +194,12 @@ class RecipeBuilder:
         if hit is None:
             with self.store.lock(info.key):
                 hit = self._cached(recipe, info.key)  # another build may have finished it
-                if hit is None and self.remote is not None:
+                # A workspace's results stay on this machine: built incrementally, from
+                # sources nobody else has.
+                remote = None if self.workspace_of(recipe) else self.remote
+                if hit is None and remote is not None:
                     sde = self.graph.layer.source_date_epoch
-                    hit = self.remote.fetch(recipe.name, info.key, sde)
+                    hit = remote.fetch(recipe.name, info.key, sde)
                     hit = hit and _declared_outputs_ok(recipe, hit)
                     if hit is not None:
                         self.store.record_last(recipe.name, info.key)
@@ -194,8 +208,8 @@ class RecipeBuilder:
                 if hit is None:
                     result = self._execute(recipe, deps, info, start)
                     self.store.record_last(recipe.name, info.key)
-                    if self.remote is not None:
-                        self.remote.upload(result)
+                    if remote is not None:
+                        remote.upload(result)
                     return Outcome(recipe.name, Status.BUILT, result, time.monotonic() - start)
         self.store.record_last(recipe.name, info.key)
         return Outcome(recipe.name, Status.REUSED, hit, time.monotonic() - start)
@@ -236,13 +250,26 @@ class RecipeBuilder:
         work: Path,
         log_path: Path,
         jobs: int | None = None,
+        *,
+        incremental: bool = False,
     ) -> Step:
         """Lay out work as the recipe's step finds it (sources unpacked and patched, the
         script, an image's layout) and describe the step: its variables, dependencies,
-        builder image and user."""
+        builder image and user. A recipe with a workspace finds the workspace's files in
+        its sources; incremental: work is the workspace's build directory, whose other
+        files (the last build's) stay."""
         executor = self.executor_for(recipe)
         image = None if recipe.rootfs else self._image(recipe, executor)
-        self.prepare_sources(recipe, work / "src")
+        ws = self.workspace_of(recipe)
+        if ws is None:
+            self.prepare_sources(recipe, work / "src")
+        else:
+            synced = self.workspaces.sync(ws, work / "src", keep=incremental)
+            log.debug(
+                "%s: sources from the workspace %s (%d files copied, %d kept, %d removed)",
+                recipe.name, ws.dir, synced.copied, synced.kept, synced.removed,
+            )  # fmt: skip
+            licenses.check(recipe, work / "src", self.store)
         write_script(work, recipe.script)
         if recipe.image:
             layout = recipe.image.layout(self.graph.layer.source_date_epoch)
@@ -287,9 +314,15 @@ class RecipeBuilder:
         executor = self.executor_for(recipe)
         log_path = self.store.root / "logs" / f"{recipe.name}-{info.key[:16]}.log"
         log_path.unlink(missing_ok=True)
-        with self.store.temp_dir(recipe.name) as work, self._claim_cores() as cores:
+        ws = self.workspace_of(recipe)
+        with (
+            self._work_dir(recipe, ws) as work,
+            self._claim_cores() as cores,
+        ):
             phase = time.monotonic()
-            step = self.prepare_step(recipe, deps, info, work, log_path, cores)
+            step = self.prepare_step(
+                recipe, deps, info, work, log_path, cores, incremental=ws is not None
+            )
             phase = self._phase("prepare", recipe, phase)
             try:
                 if self.on_step is not None:
@@ -301,7 +334,7 @@ class RecipeBuilder:
                     raise BuildError(recipe.name, rc, log_path, _tail(log_path))
                 tree = self._collect_outputs(recipe, work, log_path)
             except BuildError as exc:
-                if self.keep_failed:
+                if self.keep_failed and ws is None:  # a workspace's build directory stays
                     raise self._keep(work, recipe, info, exc) from None
                 raise
             try:
@@ -323,6 +356,27 @@ class RecipeBuilder:
         )
         self.store.put_result(result)
         return result
+
+    @contextlib.contextmanager
+    def _work_dir(self, recipe: Recipe, ws: Workspace | None) -> Iterator[Path]:
+        """A fresh scratch directory; for a recipe with a workspace, the workspace's build
+        directory, emptied but for the sources (and what the last build made in them)."""
+        if ws is None:
+            with self.store.temp_dir(recipe.name) as work:
+                yield work
+            return
+        identity = {"recipe": recipe.definition(), "builder": self.builder_identity(recipe)}
+        with self.store.lock(f"workspace-{ws.id}"):
+            work = self.workspaces.build_dir(ws, identity)
+            for entry in os.listdir(work):
+                if entry != "src" or not stat.S_ISDIR(os.lstat(work / entry).st_mode):
+                    remove_tree(work / entry)
+            try:
+                yield work
+            finally:
+                for entry in ("out", "tree"):
+                    if os.path.lexists(work / entry):
+                        remove_tree(work / entry)
 
     def ccache_dir(self, recipe: Recipe) -> Path | None:
         """The compiler cache of the recipe's builder image, kept in the cache outside
@@ -414,9 +468,10 @@ class RecipeBuilder:
             print(f"wrote {target.name}: {count} entries, {target.stat().st_size} bytes", file=logf)
         return 0
 
-    def prepare_sources(self, recipe: Recipe, src: Path) -> None:
-        """Sources unpacked and patched into src. Every write stays inside src: a link
-        that an earlier source put there is never followed (see paths)."""
+    def prepare_sources(self, recipe: Recipe, src: Path, *, patches: bool = True) -> None:
+        """Sources unpacked and patched into src (without patches: only unpacked). Every
+        write stays inside src: a link that an earlier source put there is never followed
+        (see paths)."""
         src.mkdir(parents=True, exist_ok=True)
         for i, source in enumerate(recipe.sources):
             origin = f"{recipe.where('sources')}: sources[{i}] {source.location}"
@@ -440,6 +495,8 @@ class RecipeBuilder:
                 assert source.path is not None
                 rel = PurePosixPath(source.dest or ".", source.path.name)
                 paths.copy_into(source.path, src, rel, origin=origin)
+        if not patches:
+            return
         for i, patch in enumerate(recipe.patches):
             origin = f"{recipe.where('patches')}: patches[{i}] {patch.rel}: dest"
             where = paths.check_inside(src, patch.dest or ".", origin=origin)

@@ -165,6 +165,9 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         force=frozenset(options.force),
         keep_failed=options.keep_failed,
     )
+    for name in graph.order:
+        if (ws := builder.workspace_of(graph.recipes[name])) is not None:
+            log.info("%s: sources from the workspace %s", name, ws.dir)
     progress = progress or Progress()
     builder.on_step = progress.step_log
     tracer = Tracer()

@@ -188,8 +188,10 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _builder(
-    args: argparse.Namespace, config: str | None, targets: Sequence[str] = ()
+    args: argparse.Namespace, config: str | None, targets: Sequence[str] = (), *, keys: bool = True
 ) -> tuple[Graph, RecipeBuilder]:
+    """The graph and a builder for questions about it; keys: the command shows keys (and
+    says which executor they are for when no build told)."""
     from .action import RecipeBuilder
     from .bake import make_executor
     from .executors import ExecutorKind, HostExecutor
@@ -201,11 +203,12 @@ def _builder(
     kind = args.executor or store.remembered_executor(graph.layer.files)
     if kind is None:
         kind = ExecutorKind.DOCKER.value
-        print(
-            "[jailbake] keys for the docker executor: no build of this configuration in "
-            "this cache says otherwise (--executor chooses)",
-            file=sys.stderr,
-        )
+        if keys:
+            print(
+                "[jailbake] keys for the docker executor: no build of this configuration "
+                "in this cache says otherwise (--executor chooses)",
+                file=sys.stderr,
+            )
     # Keys need only the executor's kind: no engine is contacted for list and explain.
     executor = make_executor(ExecutorKind(kind))
     return graph, RecipeBuilder(
@@ -229,6 +232,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for s in e.sources:
             pin = s.get("sha256") or s.get("commit") or ""
             print(f"    {s.get('url') or s.get('git') or s.get('file')} {pin}".rstrip())
+        if e.workspace:
+            print(f"    workspace {e.workspace} (replaces the sources and patches above)")
     for name, file in graph.overridden:
         print(f"note: {name} from {file} is overridden by a later layer", file=sys.stderr)
     return 0
@@ -249,6 +254,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(f"{name}: key unknown until these are built: {', '.join(ex.missing_deps)}")
         return 0
     print(f"{name}: key {ex.key}")
+    ws = builder.workspace_of(graph.recipes[name])
+    if ws is not None:
+        print(f"sources from the workspace {ws.dir} (inputs: files.workspace)")
     print("inputs:")
     print(json.dumps(ex.inputs, indent=2, sort_keys=True))
     if ex.last_key is None:
@@ -358,6 +366,39 @@ def _cmd_shell(args: argparse.Namespace) -> int:
     graph, builder = _builder(args, config, (name,))
     _recipe_of(graph, name, "shell")
     return open_shell(graph, builder, name, command=args.shell_command, workdir=args.workdir)
+
+
+def _cmd_workspace(args: argparse.Namespace) -> int:
+    from .edit import finish_workspace, list_workspaces, reset_workspace, start_workspace
+
+    words = list(args.args)
+    if args.layer is not None and not args.finish:
+        raise JailbakeError("workspace: --layer goes with --finish")
+    if not words:
+        if args.finish or args.reset:
+            raise JailbakeError("workspace: name the recipe whose workspace ends")
+        for line in list_workspaces(args):
+            print(line)
+        return 0
+    if args.finish or args.reset:
+        config, (name,) = _split_config(words, "workspace --finish|--reset [CONFIG] RECIPE")
+        graph, builder = _builder(args, config, (name,), keys=False)
+        _recipe_of(graph, name, "workspace")
+        if args.reset:
+            print(reset_workspace(builder, name), file=sys.stderr)
+        else:
+            print(finish_workspace(graph, builder, name, args.layer), file=sys.stderr)
+        return 0
+    if len(words) == 3 or (len(words) == 2 and _looks_like_config(words[0])):
+        config, name, dest = words[0], words[1], (words[2] if len(words) == 3 else None)
+    elif len(words) <= 2:
+        config, name, dest = None, words[0], (words[1] if len(words) == 2 else None)
+    else:
+        raise JailbakeError("expected workspace [CONFIG] RECIPE [DIR]")
+    graph, builder = _builder(args, config, (name,), keys=False)
+    _recipe_of(graph, name, "workspace")
+    print(start_workspace(graph, builder, name, dest, args), file=sys.stderr)
+    return 0
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
@@ -522,6 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "legal-info": _cmd_legal_info,
         "log": _cmd_log,
         "shell": _cmd_shell,
+        "workspace": _cmd_workspace,
         "clean": _cmd_clean,
         "run": _cmd_run,
         "verify": _cmd_verify,

@@ -22,6 +22,7 @@ COMMANDS = (
     "legal-info",
     "log",
     "shell",
+    "workspace",
     "clean",
     "run",
     "verify",
@@ -347,6 +348,49 @@ def parser() -> argparse.ArgumentParser:
         help="run CMD there instead of an interactive shell; its exit status is the shell's",
     )
     _executor(sh, remembered=True)
+
+    ws = _subparser(
+        sub,
+        "workspace",
+        "edit a recipe's sources: unpacked and patched into DIR as a git repository (one "
+        "commit per patch), which builds then take the recipe's sources from",
+    )
+    ws.add_argument(
+        "args",
+        nargs="*",
+        metavar="[CONFIG] RECIPE [DIR]",
+        help="configuration, recipe, and where its sources go (default: workspace/RECIPE); "
+        "none: list the active workspaces",
+    )
+    ending = ws.add_mutually_exclusive_group()
+    ending.add_argument(
+        "--finish",
+        action="store_true",
+        help="write the workspace's commits back as the recipe's patches and end it",
+    )
+    ending.add_argument(
+        "--reset",
+        action="store_true",
+        help="end the workspace, dropping its commits' effect on builds (DIR stays)",
+    )
+    ws.add_argument(
+        "--layer",
+        type=Path,
+        metavar="DIR",
+        help="with --finish: write the recipe, with its new patches, into this recipe "
+        "directory of a later layer (which then overrides it) instead of its own",
+    )
+    ws.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="DIR|URL",
+        help="look for sources here first, by sha256 and by file name (repeatable)",
+    )
+    ws.add_argument(
+        "--offline", action="store_true", help="never download: only the cache and mirrors"
+    )
+    _executor(ws, remembered=True)
 
     cl = _subparser(
         sub,

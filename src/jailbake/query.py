@@ -22,6 +22,7 @@ class Entry:
     depends: list[str]
     sources: list[dict[str, Any]]
     file: str
+    workspace: str | None = None  # the directory the recipe's sources come from instead
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +35,7 @@ class Entry:
             "depends": self.depends,
             "sources": self.sources,
             "file": self.file,
+            "workspace": self.workspace,
         }
 
 
@@ -67,6 +69,7 @@ def list_graph(graph: Graph, builder: RecipeBuilder) -> list[Entry]:
             {k: v for k, v in s.pin().items() if k in ("url", "sha256", "git", "commit", "file")}
             for s in recipe.sources
         ]
+        ws = builder.workspace_of(recipe)
         entries.append(
             Entry(
                 name,
@@ -80,6 +83,7 @@ def list_graph(graph: Graph, builder: RecipeBuilder) -> list[Entry]:
                 str(recipe.file.relative_to(graph.layer.top_dir))
                 if recipe.file.is_relative_to(graph.layer.top_dir)
                 else str(recipe.file),
+                str(ws.dir) if ws else None,
             )
         )
     return entries

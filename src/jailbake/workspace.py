@@ -1,0 +1,330 @@
+"""Workspaces: a recipe's sources as a directory the user edits, taken by builds.
+
+`jailbake workspace` unpacks and patches a recipe's sources into a git repository
+(see patchstack). While it is active, the recipe builds from that directory:
+
+- its content (every file but `.git`) enters the recipe's key, hashed with a memo of
+  each file's size, times and inode so that an unchanged tree is not read again;
+- it is synced into a build directory kept between builds, as Buildroot's
+  OVERRIDE_SRCDIR is: files that changed are copied (with a new time, so make rebuilds
+  them), files that went away are removed, and what the last build made stays, so the
+  step recompiles only what changed.
+
+The state of each workspace lives in the cache (workspaces/<id>.json), named after
+the recipe file it replaces the sources of.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import JailbakeError
+from .keys import digest_of, file_sha256
+from .store import remove_tree
+
+STATE_DIR = "workspaces"
+BUILD_DIR = "workspace-builds"
+# A file changed within this many nanoseconds of a scan may change again within the same
+# tick of the file system's clock, unseen by its times: it is hashed again next time.
+RACY_NS = 2_000_000_000
+VCS_DIR = ".git"
+
+
+class WorkspaceError(JailbakeError):
+    """A workspace cannot be made, used or ended as asked."""
+
+
+@dataclass(frozen=True)
+class PatchCommit:
+    """One of the recipe's patches as the workspace first applied it."""
+
+    rel: str  # the patch's path in its layer, as the recipe names it
+    commit: str
+    subject: str
+
+
+@dataclass(frozen=True)
+class Workspace:
+    recipe: str
+    recipe_file: Path  # the recipe whose sources the directory replaces
+    dir: Path
+    base: str  # the commit holding the pinned sources, before any patch
+    patches: tuple[PatchCommit, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(str(self.recipe_file).encode()).hexdigest()[:24]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "recipe_file": str(self.recipe_file),
+            "dir": str(self.dir),
+            "base": self.base,
+            "patches": [
+                {"rel": p.rel, "commit": p.commit, "subject": p.subject} for p in self.patches
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Workspace:
+        return cls(
+            recipe=str(data["recipe"]),
+            recipe_file=Path(data["recipe_file"]),
+            dir=Path(data["dir"]),
+            base=str(data["base"]),
+            patches=tuple(
+                PatchCommit(str(p["rel"]), str(p["commit"]), str(p["subject"]))
+                for p in data.get("patches", [])
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A workspace directory's content, as keys see trees (see keys.tree_manifest)."""
+
+    entries: tuple[dict[str, Any], ...]
+    digest: str
+
+
+@dataclass
+class SyncStats:
+    copied: int = 0
+    removed: int = 0
+    kept: int = 0
+    changed: list[str] = field(default_factory=list)  # the first few copied paths
+
+
+class Workspaces:
+    """The active workspaces of one cache."""
+
+    def __init__(self, cache_root: Path) -> None:
+        self.root = cache_root / STATE_DIR
+        self.builds = cache_root / BUILD_DIR
+        self._all: dict[Path, Workspace] | None = None
+        self._scans: dict[str, Scan] = {}
+
+    def all(self) -> list[Workspace]:
+        return sorted(self._load().values(), key=lambda w: (w.recipe, str(w.recipe_file)))
+
+    def _load(self) -> dict[Path, Workspace]:
+        if self._all is None:
+            self._all = {}
+            for path in sorted(self.root.glob("*.json")):
+                try:
+                    ws = Workspace.from_dict(json.loads(path.read_text()))
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    raise WorkspaceError(
+                        f"{path}: not a workspace record ({exc}); remove it to drop that workspace"
+                    ) from None
+                self._all[ws.recipe_file] = ws
+        return self._all
+
+    def of(self, recipe_file: Path) -> Workspace | None:
+        """The workspace that replaces the sources of this recipe file, if any."""
+        if not self.root.is_dir():
+            return None
+        return self._load().get(recipe_file.resolve())
+
+    def add(self, ws: Workspace) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{ws.id}.tmp"
+        tmp.write_text(json.dumps(ws.to_dict(), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.root / f"{ws.id}.json")
+        self._load()[ws.recipe_file] = ws
+
+    def remove(self, ws: Workspace) -> None:
+        """Forget the workspace and its build directory; its sources stay where they are."""
+        (self.root / f"{ws.id}.json").unlink(missing_ok=True)
+        (self.root / "memo" / f"{ws.id}.stat.json").unlink(missing_ok=True)
+        (self.root / "memo" / f"{ws.id}.sync.json").unlink(missing_ok=True)
+        for build in self.builds.glob(f"{ws.id}-*"):
+            _remove(build)
+        self._load().pop(ws.recipe_file, None)
+
+    def scan(self, ws: Workspace) -> Scan:
+        """The workspace's content now (once per process: a build sees one state)."""
+        if ws.id not in self._scans:
+            if not ws.dir.is_dir():
+                raise WorkspaceError(
+                    f"workspace of {ws.recipe}: {ws.dir} is gone; "
+                    f"'jailbake workspace --reset {ws.recipe}' builds from the pinned sources again"
+                )
+            self._scans[ws.id] = scan(ws.dir, self.root / "memo" / f"{ws.id}.stat.json")
+        return self._scans[ws.id]
+
+    def build_dir(self, ws: Workspace, identity: Mapping[str, Any]) -> Path:
+        """Where the workspace's builds run, kept between builds of the same recipe
+        definition and builder; older ones of the workspace are removed."""
+        name = f"{ws.id}-{digest_of(dict(identity))[:16]}"
+        self.builds.mkdir(parents=True, exist_ok=True)
+        for old in self.builds.glob(f"{ws.id}-*"):
+            if old.name != name:
+                _remove(old)
+                (self.root / "memo" / f"{ws.id}.sync.json").unlink(missing_ok=True)
+        path = self.builds / name
+        path.mkdir(exist_ok=True)
+        return path
+
+    def sync(self, ws: Workspace, dest: Path, *, keep: bool) -> SyncStats:
+        """Bring dest to the workspace's content: with keep, dest is a build directory
+        whose other files stay; without, dest is new and everything is copied."""
+        record = self.root / "memo" / f"{ws.id}.sync.json" if keep else None
+        if record is not None:
+            record.parent.mkdir(parents=True, exist_ok=True)
+        return sync(self.scan(ws), ws.dir, dest, record)
+
+
+def _walk(root: Path) -> Iterable[tuple[str, Path, os.stat_result]]:
+    """(relative path, path, lstat) of every entry under root but the top .git, sorted."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        base = Path(dirpath)
+        if base == root:
+            dirnames[:] = [d for d in dirnames if d != VCS_DIR]
+            filenames = [f for f in filenames if f != VCS_DIR]  # a worktree's .git file
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = base / name
+            yield path.relative_to(root).as_posix(), path, path.lstat()
+
+
+def scan(root: Path, memo_path: Path) -> Scan:
+    """root's manifest and digest; files whose size, times and inode are as the memo
+    recorded are not read again."""
+    try:
+        memo: dict[str, list[Any]] = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    fresh: dict[str, list[Any]] = {}
+    now = time.time_ns()
+    entries: list[dict[str, Any]] = []
+    for rel, path, st in _walk(root):
+        if stat.S_ISLNK(st.st_mode):
+            entries.append({"path": rel, "type": "symlink", "target": os.readlink(path)})
+        elif stat.S_ISDIR(st.st_mode):
+            entries.append({"path": rel, "type": "dir"})
+        elif stat.S_ISREG(st.st_mode):
+            seen = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            known = memo.get(rel)
+            sha = known[4] if known and known[:4] == seen else file_sha256(path)
+            if max(st.st_mtime_ns, st.st_ctime_ns) < now - RACY_NS:
+                fresh[rel] = [*seen, sha]
+            entries.append(
+                {
+                    "path": rel,
+                    "type": "file",
+                    "exec": bool(st.st_mode & 0o111),
+                    "size": st.st_size,
+                    "sha256": sha,
+                }
+            )
+        else:
+            raise WorkspaceError(f"{path}: not a file, directory or symbolic link")
+    if fresh != memo:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(fresh, separators=(",", ":")))
+        os.replace(tmp, memo_path)
+    return Scan(tuple(entries), digest_of(entries))
+
+
+def _same(entry: Mapping[str, Any], was: list[Any] | None, st: os.stat_result | None) -> bool:
+    """Whether dest still holds what the last sync put there for this entry. A build
+    step's own writes change a file's mtime; ownership changes (the container's user)
+    change only its ctime, which is therefore not compared."""
+    if was is None or st is None or was[0] != _identity(entry):
+        return False
+    kind = entry["type"]
+    if kind == "dir":
+        return stat.S_ISDIR(st.st_mode)
+    if kind == "symlink":
+        return stat.S_ISLNK(st.st_mode)
+    return stat.S_ISREG(st.st_mode) and was[1:] == [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _identity(entry: Mapping[str, Any]) -> str:
+    if entry["type"] == "file":
+        return f"file:{entry['sha256']}:{int(entry['exec'])}"
+    if entry["type"] == "symlink":
+        return f"symlink:{entry['target']}"
+    return "dir"
+
+
+def sync(scanned: Scan, source: Path, dest: Path, record: Path | None) -> SyncStats:
+    """Make dest hold scanned's entries (read from source). Nothing below dest is
+    followed: a link or file the build left where a directory belongs is replaced."""
+    try:
+        before: dict[str, list[Any]] = json.loads(record.read_text()) if record else {}
+    except (OSError, ValueError):
+        before = {}
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        _remove(dest)  # a build step may have replaced its source directory
+    dest.mkdir(parents=True, exist_ok=True)
+    stats = SyncStats()
+    after: dict[str, list[Any]] = {}
+    for entry in scanned.entries:
+        rel = entry["path"]
+        target = dest / rel
+        try:
+            st: os.stat_result | None = target.lstat()
+        except FileNotFoundError:
+            st = None
+        if _same(entry, before.get(rel), st):
+            stats.kept += 1
+            after[rel] = before[rel]
+            continue
+        kind = entry["type"]
+        if kind == "dir":
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                _remove(target)
+                st = None
+            if st is None:
+                target.mkdir()
+            after[rel] = [_identity(entry)]
+            continue
+        if st is not None:
+            _remove(target)
+        if kind == "symlink":
+            os.symlink(entry["target"], target)
+            after[rel] = [_identity(entry)]
+        else:
+            mode = 0o755 if entry["exec"] else 0o644
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            with open(fd, "wb") as out, (source / rel).open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.chmod(target, mode)
+            st = target.lstat()
+            after[rel] = [_identity(entry), st.st_size, st.st_mtime_ns, st.st_ino]
+        stats.copied += 1
+        if len(stats.changed) < 5:
+            stats.changed.append(rel)
+    for rel in sorted(set(before) - set(after), reverse=True):  # children first
+        gone = dest / rel
+        try:
+            if stat.S_ISDIR(gone.lstat().st_mode):
+                gone.rmdir()  # only if the build left nothing in it
+            else:
+                gone.unlink()
+            stats.removed += 1
+        except OSError:
+            pass
+    if record is not None:
+        tmp = record.with_name(f".{record.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(after, separators=(",", ":")))
+        os.replace(tmp, record)
+    return stats
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or tree without following links."""
+    remove_tree(path)
