@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 
 from . import patchstack
@@ -52,8 +53,8 @@ def start_workspace(
         with builder.store.temp_dir(f"workspace-{name}") as work:
             unpacked = work / "src"
             builder.prepare_sources(recipe, unpacked, patches=False)
-            for entry in sorted(os.listdir(unpacked)):
-                os.rename(unpacked / entry, where / entry)
+            for entry in sorted(os.listdir(unpacked)):  # the cache may be on another disk
+                shutil.move(unpacked / entry, where / entry)
         base, commits = patchstack.start(where, recipe, graph.layer.source_date_epoch)
     except BaseException:
         if made:

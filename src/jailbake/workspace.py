@@ -132,9 +132,8 @@ class Workspaces:
 
     def of(self, recipe_file: Path) -> Workspace | None:
         """The workspace that replaces the sources of this recipe file, if any."""
-        if not self.root.is_dir():
-            return None
-        return self._load().get(recipe_file.resolve())
+        active = self._load()
+        return active.get(recipe_file.resolve()) if active else None
 
     def add(self, ws: Workspace) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
