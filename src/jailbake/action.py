@@ -69,6 +69,7 @@ class RecipeBuilder:
         executor: Executor,
         *,
         host: Executor | None = None,
+        local: Executor | None = None,
         remote: RemoteCache | None = None,
         force: frozenset[str] = frozenset(),
         on_step: Callable[[str, Path], None] | None = None,
@@ -79,6 +80,8 @@ class RecipeBuilder:
         self.fetcher = fetcher
         self.executor = executor
         self.host = host
+        # Where steps that a remote executor cannot take run (root steps): containers here.
+        self.local = local
         # $JOBS of each step: its share of the cores, taken from one budget when it starts
         # (the first of two parallel steps gets what is free, the second at least one).
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -99,7 +102,27 @@ class RecipeBuilder:
     def executor_for(self, recipe: Recipe) -> Executor:
         if recipe.builder == HOST_BUILDER and self.host is not None:
             return self.host
+        if self.executor.kind is ExecutorKind.REMOTE and self.local_reason(recipe):
+            assert self.local is not None
+            return self.local
         return self.executor
+
+    def runs(self, recipe: Recipe) -> str | None:
+        """With a remote executor, where the recipe's step runs and why (None otherwise)."""
+        if self.executor.kind is not ExecutorKind.REMOTE:
+            return None
+        reason = self.local_reason(recipe)
+        return f"here: {reason}" if reason else f"on {getattr(self.executor, 'url', 'remote')}"
+
+    def local_reason(self, recipe: Recipe) -> str:
+        """Why a step stays here although the executor is remote ('' if it does not)."""
+        if recipe.rootfs:
+            return "written by jailbake itself"
+        if recipe.builder == HOST_BUILDER:
+            return "a host step"
+        if recipe.run_as_root:
+            return "a root step (uid 0 and capabilities no remote worker grants)"
+        return ""
 
     def builder_identity(self, recipe: Recipe) -> dict[str, str]:
         if recipe.rootfs is not None:
@@ -219,6 +242,8 @@ class RecipeBuilder:
         return None if recipe.rootfs else self._image(recipe, self.executor_for(recipe))
 
     def _image(self, recipe: Recipe, executor: Executor) -> str | None:
+        if executor.kind is ExecutorKind.REMOTE:  # the workers' registry holds it
+            return engine.image_tag(recipe.builder, self.builder_identity(recipe)["image"])
         if executor.kind is not ExecutorKind.DOCKER:
             return None
         key = self.builder_identity(recipe)["image"]
@@ -305,7 +330,9 @@ class RecipeBuilder:
             image=image,
             jobs=jobs or self.cores,
             root=recipe.run_as_root,
-            ccache=self.ccache_dir(recipe) if image else None,
+            ccache=self.ccache_dir(recipe)
+            if image and self.executor_for(recipe).kind is ExecutorKind.DOCKER
+            else None,
         )
 
     def _execute(

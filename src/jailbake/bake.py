@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from . import engine, report, spdx, trace
 from .action import RecipeBuilder, Status
@@ -27,6 +27,9 @@ from .schedule import Scheduler
 from .status import Progress
 from .store import ActionResult, Store, default_cache_dir
 from .trace import Tracer
+
+if TYPE_CHECKING:  # the remote executor's code loads only for --executor remote
+    from .remoteexec import RemoteSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +50,8 @@ class BuildOptions:
     keep_going: bool = False
     force: tuple[str, ...] = ()  # recipes built again even when cached
     keep_failed: bool = False  # a failed step's work directory is kept for a shell
+    remote_executor: str | None = None  # --executor remote: the service's URL
+    remote_instance: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,24 @@ class BuildReport:
         }
 
 
-def make_executor(kind: ExecutorKind) -> Executor:
+def make_executor(kind: ExecutorKind, remote: RemoteSettings | None = None) -> Executor:
     if kind is ExecutorKind.HOST:
         return HostExecutor()
+    if kind is ExecutorKind.REMOTE:
+        assert remote is not None
+        from .remoteexec import RemoteExecutor
+
+        return RemoteExecutor(remote)
     return DockerExecutor(engine.connect)
+
+
+def remote_settings(graph: Graph, url: str | None, instance: str | None) -> RemoteSettings:
+    """The remote executor's service and platform, from the command line and the layer."""
+    from .remoteexec import RemoteSettings
+
+    return RemoteSettings.from_layer(
+        graph.layer.variables(), url, instance, str(graph.layer.files[-1])
+    )
 
 
 @contextlib.contextmanager
@@ -143,7 +162,15 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     mirrors += graph.layer.mirrors
     fetcher = Fetcher(store, mirrors, offline=options.offline)
     host = HostExecutor()
-    executor = host if options.executor is ExecutorKind.HOST else make_executor(options.executor)
+    settings = (
+        remote_settings(graph, options.remote_executor, options.remote_instance)
+        if options.executor is ExecutorKind.REMOTE
+        else None
+    )
+    executor = (
+        host if options.executor is ExecutorKind.HOST else make_executor(options.executor, settings)
+    )
+    local = make_executor(ExecutorKind.DOCKER) if settings is not None else None
     remote = (
         RemoteCache(options.remote_cache, store, readonly=options.remote_readonly)
         if options.remote_cache
@@ -161,6 +188,7 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         fetcher,
         executor,
         host=host,
+        local=local,
         remote=remote,
         force=frozenset(options.force),
         keep_failed=options.keep_failed,
@@ -180,11 +208,14 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
             raise FetchError(
                 f"--offline: {len(missing)} source(s) are neither cached nor in a mirror: {lines}"
             )
-    if options.executor is ExecutorKind.DOCKER and any(
-        builder.builder_identity(graph.recipes[n])["executor"] == "docker" for n in graph.order
-    ):
-        assert isinstance(executor, DockerExecutor)
-        _ = executor.client  # fail early, with how to start an engine
+    containers = [
+        builder.executor_for(graph.recipes[n])
+        for n in graph.order
+        if builder.builder_identity(graph.recipes[n])["executor"] == "docker"
+    ]
+    for used in dict.fromkeys(containers):
+        if isinstance(used, DockerExecutor):
+            _ = used.client  # fail early, with how to start an engine
     to_build: frozenset[str] = frozenset()
     estimates: dict[str, float] = {}
     if progress.live:  # an ETA needs what the cache holds and what earlier builds took
@@ -198,7 +229,7 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         estimates = {n: d for n in graph.order if (d := store.last_duration(n)) is not None}
     with (
         Sampler(tracer.sample),
-        _cancel_on_interrupt(executor, host),
+        _cancel_on_interrupt(executor, host, *([local] if local else [])),
         store.temp_dir("schedule") as state,
         progress.watching(
             len(graph.order),

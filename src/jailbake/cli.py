@@ -63,6 +63,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         keep_going=args.keep_going,
         force=tuple(args.force),
         keep_failed=args.keep_failed,
+        remote_executor=args.remote_executor,
+        remote_instance=args.remote_instance,
     )
     report = bake(options)
     remote = f"{len(report.downloaded)} from the remote cache, " if report.downloaded else ""
@@ -193,7 +195,7 @@ def _builder(
     """The graph and a builder for questions about it; keys: the command shows keys (and
     says which executor they are for when no build told)."""
     from .action import RecipeBuilder
-    from .bake import make_executor
+    from .bake import make_executor, remote_settings
     from .executors import ExecutorKind, HostExecutor
     from .fetch import Fetcher
     from .store import Store, default_cache_dir
@@ -209,10 +211,17 @@ def _builder(
                 "in this cache says otherwise (--executor chooses)",
                 file=sys.stderr,
             )
-    # Keys need only the executor's kind: no engine is contacted for list and explain.
-    executor = make_executor(ExecutorKind(kind))
+    # Keys need only the executor's kind: no engine or service is contacted for list and
+    # explain.
+    settings = None
+    if kind == ExecutorKind.REMOTE.value:
+        settings = remote_settings(
+            graph, args.remote_executor or "grpc://unused:1", args.remote_instance
+        )
+    executor = make_executor(ExecutorKind(kind), settings)
+    local = make_executor(ExecutorKind.DOCKER) if settings else None
     return graph, RecipeBuilder(
-        graph, store, Fetcher(store, offline=True), executor, host=HostExecutor()
+        graph, store, Fetcher(store, offline=True), executor, host=HostExecutor(), local=local
     )
 
 
@@ -234,6 +243,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"    {s.get('url') or s.get('git') or s.get('file')} {pin}".rstrip())
         if e.workspace:
             print(f"    workspace {e.workspace} (replaces the sources and patches above)")
+        if e.runs:
+            print(f"    runs {e.runs}")
     for name, file in graph.overridden:
         print(f"note: {name} from {file} is overridden by a later layer", file=sys.stderr)
     return 0

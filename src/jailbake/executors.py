@@ -87,6 +87,7 @@ def _shell_variables(step: Step) -> dict[str, str]:
 class ExecutorKind(StrEnum):
     DOCKER = "docker"
     HOST = "host"
+    REMOTE = "remote"  # a Remote Execution API service (see remoteexec)
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,11 @@ COMMANDS = (
     "verify",
     "base-image",
 )
-EXECUTORS = ("docker", "host")
+EXECUTORS = ("docker", "host", "remote")
 EXECUTOR_HELP = (
     "where steps run: fresh containers, or this machine: under bubblewrap where it "
-    "works, otherwise UNCONFINED with your rights (root's, for root)"
+    "works, otherwise UNCONFINED with your rights (root's, for root), or a Remote "
+    "Execution API service (--remote-executor)"
 )
 CONFIG_HELP = (
     "layer file(s), colon-separated, later files overriding earlier ones "
@@ -84,6 +85,17 @@ def _cache_dir(sp: argparse.ArgumentParser) -> None:
 
 def _executor(sp: argparse.ArgumentParser, *, remembered: bool) -> None:
     _cache_dir(sp)
+    sp.add_argument(
+        "--remote-executor",
+        metavar="URL",
+        help="with --executor remote: grpc://HOST:PORT or grpcs://HOST:PORT of a Remote "
+        "Execution API service (default: the layer's JAILBAKE_REMOTE_EXECUTOR)",
+    )
+    sp.add_argument(
+        "--remote-instance",
+        metavar="NAME",
+        help="the service's instance name (default: the layer's JAILBAKE_REMOTE_INSTANCE)",
+    )
     sp.add_argument(
         "--executor",
         choices=EXECUTORS,

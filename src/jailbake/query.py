@@ -23,6 +23,7 @@ class Entry:
     sources: list[dict[str, Any]]
     file: str
     workspace: str | None = None  # the directory the recipe's sources come from instead
+    runs: str | None = None  # with a remote executor: where the step runs
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +37,7 @@ class Entry:
             "sources": self.sources,
             "file": self.file,
             "workspace": self.workspace,
+            "runs": self.runs,
         }
 
 
@@ -84,6 +86,7 @@ def list_graph(graph: Graph, builder: RecipeBuilder) -> list[Entry]:
                 if recipe.file.is_relative_to(graph.layer.top_dir)
                 else str(recipe.file),
                 str(ws.dir) if ws else None,
+                builder.runs(recipe),
             )
         )
     return entries

@@ -1,0 +1,220 @@
+"""The remote executor: each step an Action of the Remote Execution API.
+
+The step's work directory, laid out as for a container (build.sh, src/) with its
+dependencies' stored trees under deps/, becomes the action's input root. The command
+runs the step script with the step's variables (sorted) and the paths of the input root
+as the worker placed it; `out` is its output directory. Platform properties name the
+builder image (a template over the local tag) and whatever else the cluster needs.
+The result's output tree is fetched, checked against its digests and written to
+out/, where jailbake stores it as it stores a local step's outputs: same keys, same
+cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import JailbakeError
+from .executors import ExecutorKind, Step
+
+# Runs in the input root: the paths a step knows, where the worker put it.
+WRAPPER = (
+    'set -e; w="$PWD"; mkdir -p out home deps; '
+    'export WORKDIR="$w" SRC="$w/src" OUT="$w/out" DEPS="$w/deps" HOME="$w/home" '
+    'JOBS="$(nproc 2>/dev/null || echo 1)"; '
+    "exec bash build.sh 2>&1"
+)
+STEP_VARIABLES = {"TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+DEFAULT_IMAGE = "docker://{image}"
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """Where and how steps run remotely: from the command line or the layer's env."""
+
+    url: str
+    instance: str = ""
+    image: str = DEFAULT_IMAGE  # the container-image property; {image}, {name}, {tag}
+    properties: tuple[tuple[str, str], ...] = ()  # more platform properties
+    timeout: int = 0  # seconds an action may run (0: the server's default)
+
+    @classmethod
+    def from_layer(
+        cls, env: Mapping[str, str], url: str | None, instance: str | None, where: str
+    ) -> RemoteSettings:
+        url = url or env.get("JAILBAKE_REMOTE_EXECUTOR", "")
+        if not url:
+            raise JailbakeError(
+                "--executor remote: no service named; give --remote-executor "
+                "grpc://HOST:PORT or set JAILBAKE_REMOTE_EXECUTOR in the layer's env"
+            )
+        properties = []
+        for word in env.get("JAILBAKE_REMOTE_PROPERTIES", "").split():
+            name, sep, value = word.partition("=")
+            if not sep or not name:
+                raise JailbakeError(
+                    f"{where}: env.JAILBAKE_REMOTE_PROPERTIES: expected NAME=VALUE words, "
+                    f"got {word!r}"
+                )
+            properties.append((name, value))
+        timeout = env.get("JAILBAKE_REMOTE_TIMEOUT", "0")
+        if not timeout.isdigit():
+            raise JailbakeError(
+                f"{where}: env.JAILBAKE_REMOTE_TIMEOUT: expected seconds, got {timeout!r}"
+            )
+        return cls(
+            url=url,
+            instance=instance if instance is not None else env.get("JAILBAKE_REMOTE_INSTANCE", ""),
+            image=env.get("JAILBAKE_REMOTE_IMAGE", DEFAULT_IMAGE),
+            properties=tuple(sorted(properties)),
+            timeout=int(timeout),
+        )
+
+    def platform(self, image: str | None) -> list[tuple[str, str]]:
+        """The action's platform properties, sorted as the API wants them."""
+        props = dict(self.properties)
+        if image:
+            name, _, tag = image.rpartition(":")
+            props["container-image"] = self.image.format(
+                image=image, name=name.rsplit("/", 1)[-1], tag=tag
+            )
+        return sorted(props.items())
+
+
+class RemoteExecutor:
+    """Runs steps on a Remote Execution API service."""
+
+    kind = ExecutorKind.REMOTE
+
+    def __init__(self, settings: RemoteSettings) -> None:
+        self.settings = settings
+        self.url = settings.url + (f" ({settings.instance})" if settings.instance else "")
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._running: dict[str, Any] = {}  # operation name -> the call streaming it
+        self._cancelled = False
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from .reapi import Client
+
+                self._client = Client(self.settings.url, self.settings.instance)
+            return self._client
+
+    def run(self, step: Step) -> int:
+        from . import reapi
+
+        client = self.client
+        action, blobs = self._action(step)
+        names: list[str] = []
+
+        def started(name: str, call: Any) -> None:
+            names.append(name)
+            with self._lock:
+                self._running[name] = call
+                if self._cancelled:
+                    call.cancel()
+
+        try:
+            client.upload(blobs)
+            try:
+                response = client.execute(action.digest, on_operation=started)
+            except reapi.MissingBlobs:  # the server dropped an input meanwhile: once more
+                client.upload(blobs)
+                response = client.execute(action.digest, on_operation=started)
+        finally:
+            with self._lock:
+                for name in names:
+                    self._running.pop(name, None)
+        result = response.result
+        self._write_log(client, result, step.log)
+        if result.exit_code == 0:
+            self._fetch_outputs(client, result, step.work / "out")
+        return int(result.exit_code)
+
+    def _action(self, step: Step) -> tuple[Any, list[Any]]:
+        from google.protobuf import duration_pb2
+
+        from ._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as pb
+        from .reapi import message_blob
+        from .remotetree import InputRoot
+
+        root = InputRoot()
+        root.add_file("build.sh", step.work / "build.sh")
+        root.add_tree("src", step.work / "src")
+        for name, tree in step.deps:
+            root.add_tree(f"deps/{name}", tree)
+        root_digest = root.digest()
+        env = dict(step.env)
+        env.update(STEP_VARIABLES)
+        platform = pb.Platform(
+            properties=[
+                pb.Platform.Property(name=n, value=v) for n, v in self.settings.platform(step.image)
+            ]
+        )
+        command = pb.Command(
+            arguments=["/bin/bash", "-c", WRAPPER],
+            environment_variables=[
+                pb.Command.EnvironmentVariable(name=k, value=v) for k, v in sorted(env.items())
+            ],
+            output_paths=["out"],
+            output_directories=["out"],
+            platform=platform,
+        )
+        command_blob = message_blob(command)
+        action = pb.Action(
+            command_digest=command_blob.digest,
+            input_root_digest=root_digest,
+            platform=platform,
+        )
+        if self.settings.timeout:
+            action.timeout.CopyFrom(duration_pb2.Duration(seconds=self.settings.timeout))
+        action_blob = message_blob(action)
+        return action_blob, [*root.blobs(), command_blob, action_blob]
+
+    def _write_log(self, client: Any, result: Any, log: Path) -> None:
+        parts = []
+        for raw, digest in ((result.stdout_raw, result.stdout_digest),
+                            (result.stderr_raw, result.stderr_digest)):  # fmt: skip
+            if raw:
+                parts.append(bytes(raw))
+            elif digest.hash and digest.size_bytes:
+                parts.append(client.read(digest))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as f:
+            for part in parts:
+                f.write(part)
+
+    def _fetch_outputs(self, client: Any, result: Any, out: Path) -> None:
+        from .remotetree import write_tree
+
+        out.mkdir(exist_ok=True)
+        for directory in result.output_directories:
+            if directory.path != "out":
+                continue
+            write_tree(client, directory.tree_digest, out)
+            return
+        # A step that wrote nothing into out/ leaves no output directory: nothing to fetch.
+
+    def live_log(self, step: Step) -> Path:
+        return step.log
+
+    def shell(self, step: Step, command: str | None) -> int:
+        raise JailbakeError(
+            f"{step.recipe}: the remote executor opens no shell; run 'jailbake shell' "
+            "with --executor docker to see the step's directory"
+        )
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            running = dict(self._running)
+        for name, call in running.items():
+            self.client.cancel(name)
+            call.cancel()
