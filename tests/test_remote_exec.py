@@ -199,3 +199,26 @@ def test_an_interrupt_cancels_the_remote_operation(
     assert build.returncode != 0
     assert time.monotonic() - started < 20
     assert fake.seen.cancelled == fake.seen.running, err
+
+
+def test_the_hello_example_remotely(fake: FakeREAPI, tmp_path: Path) -> None:
+    """Every kind of step: compiled, rendered, written by jailbake, and the card image,
+    whose step runs the layout tool beside build.sh."""
+    from conftest import ROOT, jailbake
+
+    art = tmp_path / "art"
+    result = jailbake(
+        "build", "examples/hello/hello.yml", "--executor", "remote", "--remote-executor",
+        fake.url, "--cache-dir", str(tmp_path / "cache"), "--artifacts-dir", str(art),
+        cwd=ROOT,
+    )  # fmt: skip
+    assert result.rc == 0, result.stderr
+    assert (art / "hello-sdcard.img").stat().st_size > 0
+    images = {
+        p.value
+        for a in fake.seen.actions
+        for p in a.platform.properties
+        if p.name == "container-image"
+    }
+    assert any("jailbake-image-tools" in i for i in images)
+    assert any("jailbake-debian-build" in i for i in images)

@@ -349,3 +349,118 @@ def test_a_workspace_in_a_builder_container(
     # The container's user owns the build directory now: only the edited file is new.
     assert compiled_by(project, key) == ["b.in"]
     assert (art / "b.txt").read_text() == "HORNET\n"
+
+
+SECOND_MAIL = """\
+From 2222222222222222222222222222222222222222 Mon Sep 17 00:00:00 2001
+From: Ada <ada@example.org>
+Date: Tue, 14 Nov 2023 22:13:21 +0000
+Subject: [PATCH] More data
+
+---
+ sub/data.txt | 2 +-
+ 1 file changed, 1 insertion(+), 1 deletion(-)
+
+diff --git a/sub/data.txt b/sub/data.txt
+--- a/sub/data.txt
++++ b/sub/data.txt
+@@ -1 +1 @@
+-data
++more data
+--
+2.39.5
+"""
+
+
+def test_a_file_of_several_mails_stays_one_patch(
+    project: Project, http: HTTPFiles, tmp_path: Path
+) -> None:
+    recipe_file = calc_project(project, http)
+    project.file("recipes/files/0001-louder.patch", MAIL_PATCH + SECOND_MAIL)
+    before = yaml.safe_load(recipe_file.read_text())["patches"]
+    ws = tmp_path / "ws"
+    assert workspace(project, "layer.yml", "calc", str(ws)).returncode == 0
+    assert len(git(ws, "rev-list", "jailbake-base..HEAD").split()) == 3
+    finished = workspace(project, "--finish", "layer.yml", "calc")
+    assert finished.returncode == 0, finished.stderr
+    assert "2 kept; 0 written" in finished.stderr
+    assert yaml.safe_load(recipe_file.read_text())["patches"] == before
+    assert sorted(p.name for p in (recipe_file.parent / "files").iterdir()) == [
+        "0001-louder.patch",
+        "fix-b.patch",
+    ]
+
+
+def test_finish_refuses_ignored_files_and_a_changed_recipe(
+    project: Project, http: HTTPFiles, tmp_path: Path
+) -> None:
+    calc_project(project, http)
+    ws = tmp_path / "ws"
+    assert workspace(project, "layer.yml", "calc", str(ws)).returncode == 0
+    (ws / "c.in").write_text("new\n")  # the sources' .gitignore names *.in
+    ignored = workspace(project, "--finish", "layer.yml", "calc")
+    assert ignored.returncode == 2 and "changes not committed (c.in)" in ignored.stderr
+    (ws / "c.in").unlink()
+    project.file("recipes/files/fix-b.patch", PLAIN_PATCH.replace("bumblebee", "hornet"))
+    changed = workspace(project, "--finish", "layer.yml", "calc")
+    assert changed.returncode == 2
+    assert "changed its sources or patches since the workspace began" in changed.stderr
+    assert "hornet" in (project.root / "recipes/files/fix-b.patch").read_text()
+
+
+def test_a_changed_dependency_is_rebuilt_from_in_the_build_directory(
+    project: Project, http: HTTPFiles, tmp_path: Path
+) -> None:
+    calc_project(
+        project,
+        http,
+        depends=["words"],
+        script=SCRIPT.replace("make\n", 'make\ncp "$DEPS/words/w.txt" w.txt; make out/w.up\n'),
+    )
+    project.recipe("words", script='mkdir -p "$OUT"; echo "$WORD" > "$OUT/w.txt"',
+                   environment={"WORD": "one"}, outputs=["w.txt"])  # fmt: skip
+    makefile_rule = "out/w.up: w.txt\n\ttr a-z A-Z < $< > $@\n\techo w >> compiled.log\n"
+    ws = tmp_path / "ws"
+    assert workspace(project, "layer.yml", "calc", str(ws)).returncode == 0
+    (ws / "Makefile").write_text((ws / "Makefile").read_text() + makefile_rule)
+    art = tmp_path / "art"
+    first = build(project, art)
+    assert compiled_by(project, first["key"]) == ["a.in", "b.in", "w"]
+    project.recipe("words", script='mkdir -p "$OUT"; echo "$WORD" > "$OUT/w.txt"',
+                   environment={"WORD": "two"}, outputs=["w.txt"])  # fmt: skip
+    second = build(project, art)
+    assert second["built"] == "words,calc"
+    assert compiled_by(project, second["key"]) == ["w"]
+    (build_dir,) = (project.cache / "workspace-builds").iterdir()
+    assert (build_dir / "src" / "out" / "w.up").read_text() == "TWO\n"
+
+
+def test_sync_checks_what_it_copies_and_never_removes_through_a_link(tmp_path: Path) -> None:
+    from jailbake.workspace import WorkspaceChanged, scan, sync
+
+    src, dest, outside = tmp_path / "ws", tmp_path / "build", tmp_path / "outside"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "f.c").write_text("one\n")
+    (src / "g.c").write_text("g\n")
+    record = tmp_path / "record.json"
+    sync(scan(src, tmp_path / "memo.json"), src, dest, record)
+    assert (dest / "a" / "f.c").read_text() == "one\n"
+
+    # Changed after the scan that made the key: refused, not copied.
+    scanned = scan(src, tmp_path / "memo.json")
+    (src / "g.c").write_text("G\n")
+    (dest / "g.c").write_text("stale\n")
+    with pytest.raises(WorkspaceChanged, match=r"g\.c changed while the build ran"):
+        sync(scanned, src, dest, record)
+    assert not (dest / "g.c").exists()
+
+    # A build replaced a/ by a link; a/ then left the workspace: nothing behind the link goes.
+    outside.mkdir()
+    (outside / "f.c").write_text("keep me\n")
+    import shutil
+
+    shutil.rmtree(dest / "a")
+    (dest / "a").symlink_to(outside)
+    shutil.rmtree(src / "a")
+    sync(scan(src, tmp_path / "memo.json"), src, dest, record)
+    assert (outside / "f.c").read_text() == "keep me\n"

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
 MAX_ARG_STRLEN = 131072  # Linux: 32 pages
 RAN_AT = ".jailbake-ran-at"  # in a kept work directory: where its step ran
+DEP_COPIES = "dep-trees"  # in a workspace's build directory: its dependencies' outputs
 ENV_RESERVE = 64 << 10  # room for the variables and arguments jailbake itself gives a step
 
 
@@ -286,6 +287,7 @@ class RecipeBuilder:
         executor = self.executor_for(recipe)
         image = None if recipe.rootfs else self._image(recipe, executor)
         ws = self.workspace_of(recipe)
+        dep_trees = None
         if ws is None:
             self.prepare_sources(recipe, work / "src")
         else:
@@ -295,6 +297,8 @@ class RecipeBuilder:
                 recipe.name, ws.dir, synced.copied, synced.kept, synced.removed,
             )  # fmt: skip
             licenses.check(recipe, work / "src", self.store)
+            if incremental:
+                dep_trees = self._dependency_copies(ws, deps, work)
         write_script(work, recipe.script)
         if recipe.image:
             layout = recipe.image.layout(self.graph.layer.source_date_epoch)
@@ -302,7 +306,23 @@ class RecipeBuilder:
             from .image import sdtool
 
             shutil.copyfile(Path(sdtool.__file__), work / "sdtool.py")
-        return self.step_for(recipe, deps, info, work, log_path, image, jobs)
+        return self.step_for(recipe, deps, info, work, log_path, image, jobs, dep_trees)
+
+    def _dependency_copies(
+        self, ws: Workspace, deps: Mapping[str, ActionResult], work: Path
+    ) -> dict[str, Path]:
+        """The dependencies' outputs copied into a workspace's build directory (beside
+        the step's own, which is remade each time): unchanged files keep their times."""
+        copies = work / DEP_COPIES
+        copies.mkdir(exist_ok=True)  # _work_dir removed anything else of that name
+        for gone in set(os.listdir(copies)) - set(deps):
+            remove_tree(copies / gone)
+        trees = {}
+        for name, result in sorted(deps.items()):
+            tree = self.store.tree_path(result.output_digest)
+            self.workspaces.sync_dependency(ws, name, tree, result.outputs, copies / name)
+            trees[name] = copies / name
+        return trees
 
     def step_for(
         self,
@@ -313,9 +333,11 @@ class RecipeBuilder:
         log_path: Path,
         image: str | None,
         jobs: int | None = None,
+        dep_trees: Mapping[str, Path] | None = None,
     ) -> Step:
         """The step of recipe in an already laid out work directory; jobs is its $JOBS
-        (default: the whole machine's cores, as for a step alone)."""
+        (default: the whole machine's cores, as for a step alone); dep_trees: where the
+        dependencies' outputs are, if not in the store."""
         env = dict(recipe.environment)
         env.update(info.inputs["variables"])
         self._check_env_sizes(recipe, env)
@@ -323,7 +345,8 @@ class RecipeBuilder:
             recipe=recipe.name,
             work=work,
             deps=tuple(
-                (n, self.store.tree_path(deps[n].output_digest)) for n in sorted(recipe.depends)
+                (n, (dep_trees or {}).get(n) or self.store.tree_path(deps[n].output_digest))
+                for n in sorted(recipe.depends)
             ),
             env=tuple(sorted(env.items())),
             log=log_path,
@@ -343,7 +366,7 @@ class RecipeBuilder:
         log_path.unlink(missing_ok=True)
         ws = self.workspace_of(recipe)
         with (
-            self._work_dir(recipe, ws) as work,
+            self._work_dir(recipe, ws, info) as work,
             self._claim_cores() as cores,
         ):
             phase = time.monotonic()
@@ -385,18 +408,24 @@ class RecipeBuilder:
         return result
 
     @contextlib.contextmanager
-    def _work_dir(self, recipe: Recipe, ws: Workspace | None) -> Iterator[Path]:
+    def _work_dir(self, recipe: Recipe, ws: Workspace | None, info: KeyInfo) -> Iterator[Path]:
         """A fresh scratch directory; for a recipe with a workspace, the workspace's build
-        directory, emptied but for the sources (and what the last build made in them)."""
+        directory, emptied but for the sources (and what the last build made in them).
+        That directory belongs to every input of the key but the workspace's content and
+        the dependencies' outputs, which make sees changing by their times (the
+        dependencies are copied in, see _dependency_copies); other inputs (the recipe,
+        variables, the builder) start a new one."""
         if ws is None:
             with self.store.temp_dir(recipe.name) as work:
                 yield work
             return
-        identity = {"recipe": recipe.definition(), "builder": self.builder_identity(recipe)}
+        identity = {k: v for k, v in info.inputs.items() if k != "deps"}
+        identity["files"] = {k: v for k, v in info.inputs["files"].items() if k != "workspace"}
         with self.store.lock(f"workspace-{ws.id}"):
             work = self.workspaces.build_dir(ws, identity)
             for entry in os.listdir(work):
-                if entry != "src" or not stat.S_ISDIR(os.lstat(work / entry).st_mode):
+                kept = entry in ("src", DEP_COPIES)
+                if not kept or not stat.S_ISDIR(os.lstat(work / entry).st_mode):
                     remove_tree(work / entry)
             try:
                 yield work

@@ -63,7 +63,7 @@ def start_workspace(
             for entry in os.listdir(where):
                 remove_tree(where / entry)
         raise
-    ws = Workspace(name, recipe.file.resolve(), where, base, commits)
+    ws = Workspace(name, recipe.file.resolve(), where, base, commits, patchstack.pins(recipe))
     builder.workspaces.add(ws)
     patches = f", {len(commits)} patches as commits" if commits else ""
     return (

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from . import run
+from .keys import digest_of, path_digest
 from .recipe import Patch, Recipe
 from .workspace import PatchCommit, Workspace, WorkspaceError
 
@@ -82,9 +83,22 @@ def start(repo: Path, recipe: Recipe, epoch: int) -> tuple[str, tuple[PatchCommi
     base = git(repo, "rev-parse", "HEAD").strip()
     commits = []
     for i, patch in enumerate(recipe.patches):
+        before = git(repo, "rev-parse", "HEAD").strip()
         subject = _apply(repo, recipe, i, patch, env)
-        commits.append(PatchCommit(patch.rel, git(repo, "rev-parse", "HEAD").strip(), subject))
+        made = tuple(git(repo, "rev-list", "--reverse", f"{before}..HEAD").split())
+        commits.append(PatchCommit(patch.rel, made[-1], subject, made))
     return base, tuple(commits)
+
+
+def pins(recipe: Recipe) -> str:
+    """What the recipe's sources and patches are: a workspace finishes only onto these."""
+    return digest_of(
+        {
+            "sources": [s.pin() for s in recipe.sources],
+            "files": [path_digest(s.path) for s in recipe.sources if s.path is not None],
+            "patches": [[p.rel, p.strip, p.dest, path_digest(p.path)] for p in recipe.patches],
+        }
+    )
 
 
 def _apply(repo: Path, recipe: Recipe, i: int, patch: Patch, env: Mapping[str, str]) -> str:
@@ -136,7 +150,15 @@ def finish(
     """Write the workspace's commits back as the recipe's patches: into the recipe's own
     file, or (layer_dir) into a copy of the recipe in a later layer, which overrides it."""
     repo = ws.dir
-    dirty = git(repo, "status", "--porcelain", "--untracked-files=all").splitlines()
+    if ws.pins and pins(recipe) != ws.pins:
+        raise WorkspaceError(
+            f"workspace of {ws.recipe}: {recipe.file} changed its sources or patches since "
+            "the workspace began; finishing would undo that. Carry the commits over by hand "
+            f"('jailbake workspace --reset {ws.recipe}', then start a new workspace)"
+        )
+    # Ignored files count: builds take every file of the workspace.
+    status = ["status", "--porcelain", "--untracked-files=all", "--ignored=matching"]
+    dirty = git(repo, *status).splitlines()
     if dirty:
         raise WorkspaceError(
             f"workspace of {ws.recipe}: {repo} has changes not committed "
@@ -155,25 +177,34 @@ def finish(
             f"workspace of {ws.recipe}: merge commit {merges[0][:12]} cannot become a patch; "
             "make the history linear (git rebase)"
         )
-    by_commit = {p.commit: p for p in ws.patches}
+    ids = [line.split()[0] for line in commits]
+    by_first = {p.commits[0]: p for p in ws.patches if p.commits}
     existing = {p.rel: p for p in recipe.patches}
     home = layer_dir or recipe.layer_dir
     patch_dir = _patch_dir(recipe)
     entries: list[Patch] = []
     kept: list[str] = []
     written: dict[str, bytes] = {}
-    for n, line in enumerate(commits, 1):
-        commit = line.split()[0]
-        original = by_commit.get(commit)
-        if original is not None and original.rel in existing:
+    n = 0
+    while n < len(ids):
+        original = by_first.get(ids[n])
+        if (
+            original is not None
+            and original.rel in existing
+            and tuple(ids[n : n + len(original.commits)]) == original.commits
+        ):
             entries.append(existing[original.rel])
             kept.append(original.rel)
+            n += len(original.commits)
             continue
+        commit = ids[n]
+        n += 1
         text = _format_patch(repo, commit, ws.recipe)
         subject = git(repo, "log", "-1", "--format=%s", commit).strip()
-        rel = _reused_name(ws, subject, commits, {e.rel for e in entries} | set(written))
+        taken = {e.rel for e in entries} | set(written) | set(kept)
+        rel = _reused_name(ws, subject, ids, taken, home, used_elsewhere)
         if rel is None:
-            rel = _fresh_name(home, patch_dir, n, subject, {e.rel for e in entries} | set(written))
+            rel = _fresh_name(home, patch_dir, n, subject, taken)
         written[rel] = text
         entries.append(Patch(path=home / rel, rel=rel))
     listed = {e.rel for e in entries}
@@ -186,9 +217,10 @@ def finish(
         path.write_bytes(text)
     if layer_dir is not None:
         _copy_layer_files(recipe, layer_dir, [e for e in entries if e.rel not in written])
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(new_text)
-    os.replace(tmp, target)
+    if written or dropped or layer_dir is not None:  # else the recipe stays as it was written
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(new_text)
+        os.replace(tmp, target)
     if layer_dir is None:
         for rel in dropped:
             path = recipe.layer_dir / rel
@@ -223,13 +255,25 @@ def _format_patch(repo: Path, commit: str, recipe: str) -> bytes:
 
 
 def _reused_name(
-    ws: Workspace, subject: str, commits: Sequence[str], taken: set[str]
+    ws: Workspace,
+    subject: str,
+    commits: Sequence[str],
+    taken: set[str],
+    home: Path,
+    used_elsewhere: set[Path],
 ) -> str | None:
-    """An original patch's file name, for a commit that replaces it (amended, reworded
-    within the same subject): the original commit is gone and the subject is its."""
-    present = {c.split()[0] for c in commits}
+    """An original patch's file name, for a commit that replaces it (amended within the
+    same subject): a one-commit patch whose commit is gone, whose subject it has, and
+    whose file no other recipe uses."""
+    present = set(commits)
     for p in ws.patches:
-        if p.subject == subject and p.commit not in present and p.rel not in taken:
+        if (
+            p.subject == subject
+            and len(p.commits) == 1
+            and p.commit not in present
+            and p.rel not in taken
+            and (home / p.rel).resolve() not in used_elsewhere
+        ):
             return p.rel
     return None
 

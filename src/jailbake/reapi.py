@@ -249,10 +249,12 @@ class Client:
             data = bytes(response.data)
         else:
             read = bs.ReadRequest(resource_name=self._resource(d, upload=False))
+            # A deadline for the whole blob: the usual one, and a second per MiB.
+            deadline = RPC_TIMEOUT + d.size_bytes / (1 << 20)
             data = b"".join(
                 self._call(
                     "ByteStream.Read",
-                    lambda: [r.data for r in self.bytestream.Read(read, timeout=RPC_TIMEOUT)],
+                    lambda: [r.data for r in self.bytestream.Read(read, timeout=deadline)],
                 )
             )
         if hashlib.sha256(data).hexdigest() != d.hash or len(data) != d.size_bytes:
@@ -288,15 +290,21 @@ class Client:
                     if operation.done:
                         return self._response(operation)
             except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.CANCELLED:
-                    raise KeyboardInterrupt from None
                 if exc.code() == grpc.StatusCode.NOT_FOUND and name:
                     name = ""  # the server forgot the operation: ask again
                 elif exc.code() not in RETRYABLE or attempts >= RETRIES:
                     raise RemoteExecutionError(self.describe(exc, "Execute")) from None
                 attempts += 1
                 time.sleep(min(0.2 * 2**attempts, 5.0))
-            # A stream that ends without a finished operation is resumed.
+                continue
+            # A stream that ends without a finished operation is resumed, a few times.
+            attempts += 1
+            if attempts > RETRIES:
+                raise RemoteExecutionError(
+                    f"remote executor {self.url}: Execute: the operation's stream kept ending "
+                    "without a result"
+                )
+            time.sleep(min(0.2 * 2**attempts, 5.0))
 
     def _response(self, operation: ops.Operation) -> pb.ExecuteResponse:
         if operation.HasField("error") and operation.error.code != 0:

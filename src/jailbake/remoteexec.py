@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import JailbakeError
-from .executors import ExecutorKind, Step
+from .executors import STEP_LOG, ExecutorKind, Step
 
 # Runs in the input root: the paths a step knows, where the worker put it.
 WRAPPER = (
@@ -51,6 +52,15 @@ class RemoteSettings:
             raise JailbakeError(
                 "--executor remote: no service named; give --remote-executor "
                 "grpc://HOST:PORT or set JAILBAKE_REMOTE_EXECUTOR in the layer's env"
+            )
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("grpc", "grpcs") or not parts.hostname or not port:
+            raise JailbakeError(
+                f"--remote-executor {url!r}: expected grpc://HOST:PORT or grpcs://HOST:PORT"
             )
         properties = []
         for word in env.get("JAILBAKE_REMOTE_PROPERTIES", "").split():
@@ -118,16 +128,24 @@ class RemoteExecutor:
             names.append(name)
             with self._lock:
                 self._running[name] = call
-                if self._cancelled:
-                    call.cancel()
+                cancelled = self._cancelled
+            if cancelled:  # interrupted while the action was being sent
+                client.cancel(name)
+                call.cancel()
 
         try:
             client.upload(blobs)
+            if self._cancelled:
+                raise KeyboardInterrupt
             try:
                 response = client.execute(action.digest, on_operation=started)
             except reapi.MissingBlobs:  # the server dropped an input meanwhile: once more
                 client.upload(blobs)
                 response = client.execute(action.digest, on_operation=started)
+        except reapi.RemoteExecutionError:
+            if self._cancelled:  # the service ended the operation we cancelled
+                raise KeyboardInterrupt from None
+            raise
         finally:
             with self._lock:
                 for name in names:
@@ -146,7 +164,9 @@ class RemoteExecutor:
         from .remotetree import InputRoot
 
         root = InputRoot()
-        root.add_file("build.sh", step.work / "build.sh")
+        for entry in sorted(step.work.iterdir()):  # build.sh, an image's layout and tool
+            if entry.is_file() and not entry.is_symlink() and entry.name != STEP_LOG:
+                root.add_file(entry.name, entry)
         root.add_tree("src", step.work / "src")
         for name, tree in step.deps:
             root.add_tree(f"deps/{name}", tree)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,8 +48,9 @@ class PatchCommit:
     """One of the recipe's patches as the workspace first applied it."""
 
     rel: str  # the patch's path in its layer, as the recipe names it
-    commit: str
+    commit: str  # the last commit it made
     subject: str
+    commits: tuple[str, ...] = ()  # every commit it made (a file of several mails: more)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Workspace:
     dir: Path
     base: str  # the commit holding the pinned sources, before any patch
     patches: tuple[PatchCommit, ...] = ()
+    pins: str = ""  # digest of the recipe's sources and patches when the workspace began
 
     @property
     def id(self) -> str:
@@ -71,8 +73,10 @@ class Workspace:
             "dir": str(self.dir),
             "base": self.base,
             "patches": [
-                {"rel": p.rel, "commit": p.commit, "subject": p.subject} for p in self.patches
+                {"rel": p.rel, "commit": p.commit, "subject": p.subject, "commits": p.commits}
+                for p in self.patches
             ],
+            "pins": self.pins,
         }
 
     @classmethod
@@ -83,9 +87,15 @@ class Workspace:
             dir=Path(data["dir"]),
             base=str(data["base"]),
             patches=tuple(
-                PatchCommit(str(p["rel"]), str(p["commit"]), str(p["subject"]))
+                PatchCommit(
+                    str(p["rel"]),
+                    str(p["commit"]),
+                    str(p["subject"]),
+                    tuple(str(c) for c in p.get("commits") or [p["commit"]]),
+                )
                 for p in data.get("patches", [])
             ),
+            pins=str(data.get("pins", "")),
         )
 
 
@@ -113,22 +123,26 @@ class Workspaces:
         self.builds = cache_root / BUILD_DIR
         self._all: dict[Path, Workspace] | None = None
         self._scans: dict[str, Scan] = {}
+        self._lock = threading.RLock()
 
     def all(self) -> list[Workspace]:
         return sorted(self._load().values(), key=lambda w: (w.recipe, str(w.recipe_file)))
 
     def _load(self) -> dict[Path, Workspace]:
-        if self._all is None:
-            self._all = {}
-            for path in sorted(self.root.glob("*.json")):
-                try:
-                    ws = Workspace.from_dict(json.loads(path.read_text()))
-                except (OSError, ValueError, KeyError, TypeError) as exc:
-                    raise WorkspaceError(
-                        f"{path}: not a workspace record ({exc}); remove it to drop that workspace"
-                    ) from None
-                self._all[ws.recipe_file] = ws
-        return self._all
+        with self._lock:
+            if self._all is None:
+                found: dict[Path, Workspace] = {}
+                for path in sorted(self.root.glob("*.json")):
+                    try:
+                        ws = Workspace.from_dict(json.loads(path.read_text()))
+                    except (OSError, ValueError, KeyError, TypeError) as exc:
+                        raise WorkspaceError(
+                            f"{path}: not a workspace record ({exc}); "
+                            "remove it to drop that workspace"
+                        ) from None
+                    found[ws.recipe_file] = ws
+                self._all = found
+            return self._all
 
     def of(self, recipe_file: Path) -> Workspace | None:
         """The workspace that replaces the sources of this recipe file, if any."""
@@ -153,6 +167,10 @@ class Workspaces:
 
     def scan(self, ws: Workspace) -> Scan:
         """The workspace's content now (once per process: a build sees one state)."""
+        with self._lock:
+            return self._scan(ws)
+
+    def _scan(self, ws: Workspace) -> Scan:
         if ws.id not in self._scans:
             if not ws.dir.is_dir():
                 raise WorkspaceError(
@@ -170,7 +188,8 @@ class Workspaces:
         for old in self.builds.glob(f"{ws.id}-*"):
             if old.name != name:
                 _remove(old)
-                (self.root / "memo" / f"{ws.id}.sync.json").unlink(missing_ok=True)
+                for record in (self.root / "memo").glob(f"{ws.id}.*sync.json"):
+                    record.unlink()
         path = self.builds / name
         path.mkdir(exist_ok=True)
         return path
@@ -182,6 +201,15 @@ class Workspaces:
         if record is not None:
             record.parent.mkdir(parents=True, exist_ok=True)
         return sync(self.scan(ws), ws.dir, dest, record)
+
+    def sync_dependency(
+        self, ws: Workspace, name: str, tree: Path, manifest: list[dict[str, Any]], dest: Path
+    ) -> SyncStats:
+        """A dependency's stored tree, copied into the build directory so that files it
+        changed since the last build have a new time there (stored trees all have one)."""
+        record = self.root / "memo" / f"{ws.id}.dep-{name}.sync.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        return sync(Scan(tuple(manifest), ""), tree, dest, record)
 
 
 def _walk(root: Path) -> Iterable[tuple[str, Path, os.stat_result]]:
@@ -298,10 +326,7 @@ def sync(scanned: Scan, source: Path, dest: Path, record: Path | None) -> SyncSt
             after[rel] = [_identity(entry)]
         else:
             mode = 0o755 if entry["exec"] else 0o644
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-            with open(fd, "wb") as out, (source / rel).open("rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-            os.chmod(target, mode)
+            _copy_checked(source / rel, target, mode, entry["sha256"], rel)
             st = target.lstat()
             after[rel] = [_identity(entry), st.st_size, st.st_mtime_ns, st.st_ino]
         stats.copied += 1
@@ -309,6 +334,8 @@ def sync(scanned: Scan, source: Path, dest: Path, record: Path | None) -> SyncSt
             stats.changed.append(rel)
     for rel in sorted(set(before) - set(after), reverse=True):  # children first
         gone = dest / rel
+        if not _real_parents(dest, rel):
+            continue  # the build put a link on the way: what is behind it is not ours
         try:
             if stat.S_ISDIR(gone.lstat().st_mode):
                 gone.rmdir()  # only if the build left nothing in it
@@ -322,6 +349,46 @@ def sync(scanned: Scan, source: Path, dest: Path, record: Path | None) -> SyncSt
         tmp.write_text(json.dumps(after, separators=(",", ":")))
         os.replace(tmp, record)
     return stats
+
+
+def _copy_checked(src: Path, dest: Path, mode: int, sha256: str, rel: str) -> None:
+    """Copy src to the new file dest, checking that the bytes are those the key hashed:
+    the workspace may have changed since it was scanned."""
+    h = hashlib.sha256()
+    try:
+        fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise WorkspaceChanged(rel, exc.strerror or str(exc)) from None
+    fout = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with open(fin, "rb") as reader, open(fout, "wb") as writer:
+        while chunk := reader.read(1 << 20):
+            h.update(chunk)
+            writer.write(chunk)
+    os.chmod(dest, mode)
+    if h.hexdigest() != sha256:
+        dest.unlink()
+        raise WorkspaceChanged(rel, "its content changed")
+
+
+class WorkspaceChanged(WorkspaceError):
+    def __init__(self, rel: str, detail: str) -> None:
+        super().__init__(
+            f"workspace: {rel} changed while the build ran ({detail}); build again to "
+            "build what it holds now"
+        )
+
+
+def _real_parents(root: Path, rel: str) -> bool:
+    """Whether every directory between root and rel is a real directory, not a link."""
+    path = root
+    for part in Path(rel).parts[:-1]:
+        path = path / part
+        try:
+            if not stat.S_ISDIR(path.lstat().st_mode):
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _remove(path: Path) -> None:
