@@ -22,9 +22,16 @@ from urllib.parse import urlsplit
 from .errors import JailbakeError
 from .executors import STEP_LOG, ExecutorKind, Step
 
-# Runs in the input root: the paths a step knows, where the worker put it.
+# Runs in the input root, making it what a container step sees: its sources its own
+# (workers hand inputs over read-only, often hard links into their cache: a copy is
+# made then, never a change to theirs), the dependencies read-only as the store keeps
+# them, and the paths a step knows, wherever the worker put the input root.
 WRAPPER = (
-    'set -e; w="$PWD"; mkdir -p out home deps; '
+    'set -e; w="$PWD"; mkdir -p out home deps src; '
+    'if [ -n "$(find src ! -perm -u+w -print -quit)" ]; then '
+    "cp -R src .jailbake-src; chmod -R u+w .jailbake-src; "
+    "mv src .jailbake-inputs; mv .jailbake-src src; fi; "
+    "chmod -R a-w deps 2>/dev/null || true; "
     'export WORKDIR="$w" SRC="$w/src" OUT="$w/out" DEPS="$w/deps" HOME="$w/home" '
     'JOBS="$(nproc 2>/dev/null || echo 1)"; '
     "exec bash build.sh 2>&1"
