@@ -222,3 +222,24 @@ def test_the_hello_example_remotely(fake: FakeREAPI, tmp_path: Path) -> None:
     }
     assert any("jailbake-image-tools" in i for i in images)
     assert any("jailbake-debian-build" in i for i in images)
+
+
+def test_root_steps_go_to_the_workers_the_layer_names(
+    project: Project, fake: FakeREAPI, tmp_path: Path
+) -> None:
+    project.with_builders()
+    project.recipe("root-step", builder="debian-build", run_as="root")
+    project.recipe("plain", builder="debian-build", depends=["root-step"])
+    layer = project.root / "layer.yml"
+    layer.write_text(
+        layer.read_text().replace(
+            "env:\n", "env:\n  JAILBAKE_REMOTE_ROOT_PROPERTIES: pool=privileged\n"
+        )
+    )
+    listed = project.run("list", "layer.yml", "--executor", "remote", "--remote-executor",
+                         fake.url, "--cache-dir", str(project.cache), check=True)  # fmt: skip
+    assert f"runs on {fake.url} (the root-step workers)" in listed.stdout
+    project.build("--target", "plain", "--remote-executor", fake.url, executor="remote")
+    props = [{p.name: p.value for p in a.platform.properties} for a in fake.seen.actions]
+    pools = [p.get("pool") for p in props]
+    assert pools == ["privileged", None]

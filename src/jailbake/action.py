@@ -113,7 +113,10 @@ class RecipeBuilder:
         if self.executor.kind is not ExecutorKind.REMOTE:
             return None
         reason = self.local_reason(recipe)
-        return f"here: {reason}" if reason else f"on {getattr(self.executor, 'url', 'remote')}"
+        if reason:
+            return f"here: {reason}"
+        pool = " (the root-step workers)" if recipe.run_as_root else ""
+        return f"on {getattr(self.executor, 'url', 'remote')}{pool}"
 
     def local_reason(self, recipe: Recipe) -> str:
         """Why a step stays here although the executor is remote ('' if it does not)."""
@@ -121,8 +124,8 @@ class RecipeBuilder:
             return "written by jailbake itself"
         if recipe.builder == HOST_BUILDER:
             return "a host step"
-        if recipe.run_as_root:
-            return "a root step (uid 0 and capabilities no remote worker grants)"
+        if recipe.run_as_root and not getattr(self.executor, "takes_root_steps", False):
+            return "a root step (JAILBAKE_REMOTE_ROOT_PROPERTIES names no workers for it)"
         return ""
 
     def builder_identity(self, recipe: Recipe) -> dict[str, str]:

@@ -48,6 +48,9 @@ class RemoteSettings:
     instance: str = ""
     image: str = DEFAULT_IMAGE  # the container-image property; {image}, {name}, {tag}
     properties: tuple[tuple[str, str], ...] = ()  # more platform properties
+    # Properties naming the workers that run root steps (uid 0, the capabilities of
+    # ROOT_STEP_PRIVILEGES); none: root steps stay on this machine.
+    root_properties: tuple[tuple[str, str], ...] = ()
     timeout: int = 0  # seconds an action may run (0: the server's default)
 
     @classmethod
@@ -69,15 +72,8 @@ class RemoteSettings:
             raise JailbakeError(
                 f"--remote-executor {url!r}: expected grpc://HOST:PORT or grpcs://HOST:PORT"
             )
-        properties = []
-        for word in env.get("JAILBAKE_REMOTE_PROPERTIES", "").split():
-            name, sep, value = word.partition("=")
-            if not sep or not name:
-                raise JailbakeError(
-                    f"{where}: env.JAILBAKE_REMOTE_PROPERTIES: expected NAME=VALUE words, "
-                    f"got {word!r}"
-                )
-            properties.append((name, value))
+        properties = _properties(env, "JAILBAKE_REMOTE_PROPERTIES", where)
+        root_properties = _properties(env, "JAILBAKE_REMOTE_ROOT_PROPERTIES", where)
         timeout = env.get("JAILBAKE_REMOTE_TIMEOUT", "0")
         if not timeout.isdigit():
             raise JailbakeError(
@@ -87,19 +83,32 @@ class RemoteSettings:
             url=url,
             instance=instance if instance is not None else env.get("JAILBAKE_REMOTE_INSTANCE", ""),
             image=env.get("JAILBAKE_REMOTE_IMAGE", DEFAULT_IMAGE),
-            properties=tuple(sorted(properties)),
+            properties=properties,
+            root_properties=root_properties,
             timeout=int(timeout),
         )
 
-    def platform(self, image: str | None) -> list[tuple[str, str]]:
+    def platform(self, image: str | None, root: bool = False) -> list[tuple[str, str]]:
         """The action's platform properties, sorted as the API wants them."""
         props = dict(self.properties)
+        if root:
+            props.update(self.root_properties)
         if image:
             name, _, tag = image.rpartition(":")
             props["container-image"] = self.image.format(
                 image=image, name=name.rsplit("/", 1)[-1], tag=tag
             )
         return sorted(props.items())
+
+
+def _properties(env: Mapping[str, str], name: str, where: str) -> tuple[tuple[str, str], ...]:
+    properties = []
+    for word in env.get(name, "").split():
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise JailbakeError(f"{where}: env.{name}: expected NAME=VALUE words, got {word!r}")
+        properties.append((key, value))
+    return tuple(sorted(properties))
 
 
 class RemoteExecutor:
@@ -110,6 +119,7 @@ class RemoteExecutor:
     def __init__(self, settings: RemoteSettings) -> None:
         self.settings = settings
         self.url = settings.url + (f" ({settings.instance})" if settings.instance else "")
+        self.takes_root_steps = bool(settings.root_properties)
         self._client: Any = None
         self._lock = threading.Lock()
         self._running: dict[str, Any] = {}  # operation name -> the call streaming it
@@ -180,10 +190,9 @@ class RemoteExecutor:
         root_digest = root.digest()
         env = dict(step.env)
         env.update(STEP_VARIABLES)
+        wanted = self.settings.platform(step.image, root=step.root)
         platform = pb.Platform(
-            properties=[
-                pb.Platform.Property(name=n, value=v) for n, v in self.settings.platform(step.image)
-            ]
+            properties=[pb.Platform.Property(name=n, value=v) for n, v in wanted]
         )
         command = pb.Command(
             arguments=["/bin/bash", "-c", WRAPPER],
