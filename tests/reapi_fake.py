@@ -45,6 +45,7 @@ class Knobs:
     lose_input_once: bool = False  # answer FAILED_PRECONDITION (missing blob) once
     refuse_property: str = ""  # refuse actions with this platform property
     corrupt_outputs: bool = False  # serve wrong bytes for output files
+    never_assign: bool = False  # actions wait for a worker that never comes
 
 
 @dataclass
@@ -288,6 +289,12 @@ class _Execution(pb_grpc.ExecutionServicer):
             return
         if action is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "missing action blob")
+        if fake.knobs.never_assign:
+            fake.done[name] = threading.Event()  # never set
+            yield self._queued(name)
+            while context.is_active():
+                time.sleep(0.05)
+            return
         done = threading.Event()
         fake.done[name] = done
 
@@ -312,10 +319,18 @@ class _Execution(pb_grpc.ExecutionServicer):
         if done is None:
             context.abort(grpc.StatusCode.NOT_FOUND, "no such operation")
             return
+        if not done.is_set():
+            yield self._queued(request.name)
         while not done.wait(0.05):
             if not context.is_active():
                 return
         yield fake.operations[request.name]
+
+    @staticmethod
+    def _queued(name: str) -> ops.Operation:
+        packed = any_pb2.Any()
+        packed.Pack(pb.ExecuteOperationMetadata(stage=pb.ExecutionStage.QUEUED))
+        return ops.Operation(name=name, done=False, metadata=packed)
 
     @staticmethod
     def _finished(name: str, response: pb.ExecuteResponse) -> ops.Operation:

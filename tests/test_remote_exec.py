@@ -243,3 +243,19 @@ def test_root_steps_go_to_the_workers_the_layer_names(
     props = [{p.name: p.value for p in a.platform.properties} for a in fake.seen.actions]
     pools = [p.get("pool") for p in props]
     assert pools == ["privileged", None]
+
+
+def test_an_action_no_worker_takes(project: Project, fake: FakeREAPI, tmp_path: Path) -> None:
+    fake.knobs.never_assign = True
+    project.with_builders()
+    project.recipe("app", builder="debian-build")
+    layer = project.root / "layer.yml"
+    layer.write_text(
+        layer.read_text().replace("env:\n", "env:\n  JAILBAKE_REMOTE_QUEUE_TIMEOUT: '2'\n")
+    )
+    started = time.monotonic()
+    result = project.build("--remote-executor", fake.url, executor="remote", check=False)
+    assert result.rc != 0 and time.monotonic() - started < 30
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("jailbake: error")]
+    assert "no worker took the action in" in line and "platform properties" in line
+    assert fake.seen.cancelled == ["operations/1"]

@@ -39,6 +39,7 @@ RETRYABLE = (
     grpc.StatusCode.ABORTED,
 )
 MAX_MESSAGE = 64 * 1024 * 1024
+STREAM_SPAN = 30.0  # seconds an Execute or WaitExecution stream is read before asking again
 
 
 class RemoteExecutionError(JailbakeError):
@@ -270,17 +271,26 @@ class Client:
         action: pb.Digest,
         *,
         on_operation: Callable[[str, Any], None],
+        queue_timeout: float = 0,
     ) -> pb.ExecuteResponse:
         """Run the action; on_operation(name, call) tells of the operation and of the
-        call streaming it, so that it can be cancelled."""
+        call streaming it, so that it can be cancelled. queue_timeout: seconds the
+        action may wait for a worker before the operation is cancelled (0: no limit)."""
         name = ""
         attempts = 0
+        queued_since: float | None = None
+        span = min(STREAM_SPAN, max(1.0, queue_timeout / 2)) if queue_timeout else STREAM_SPAN
         while True:
+            # The stream is read in spans of STREAM_SPAN seconds (a span's end is not an
+            # error): a service that says nothing while the action waits is asked again.
             if name:
-                call = self.execution.WaitExecution(pb.WaitExecutionRequest(name=name))
+                call = self.execution.WaitExecution(
+                    pb.WaitExecutionRequest(name=name), timeout=span
+                )
             else:
                 call = self.execution.Execute(
-                    pb.ExecuteRequest(instance_name=self.instance, action_digest=action)
+                    pb.ExecuteRequest(instance_name=self.instance, action_digest=action),
+                    timeout=span,
                 )
             try:
                 for operation in call:
@@ -289,7 +299,22 @@ class Client:
                         on_operation(name, call)
                     if operation.done:
                         return self._response(operation)
+                    if _stage(operation) == pb.ExecutionStage.QUEUED:
+                        queued_since = queued_since or time.monotonic()
+                    elif _stage(operation) is not None:
+                        queued_since = None
+                    attempts = 0
             except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and name:
+                    waited = time.monotonic() - queued_since if queued_since else 0.0
+                    if queue_timeout and waited > queue_timeout:
+                        self.cancel(name)
+                        raise RemoteExecutionError(
+                            f"remote executor {self.url}: no worker took the action in "
+                            f"{int(waited)} s (JAILBAKE_REMOTE_QUEUE_TIMEOUT); does a worker "
+                            "offer its platform properties?"
+                        ) from None
+                    continue
                 if exc.code() == grpc.StatusCode.NOT_FOUND and name:
                     name = ""  # the server forgot the operation: ask again
                 elif exc.code() not in RETRYABLE or attempts >= RETRIES:
@@ -335,6 +360,14 @@ class Client:
         # The operation may have ended, or the server may not cancel.
         with contextlib.suppress(grpc.RpcError):
             self.operations.CancelOperation(ops.CancelOperationRequest(name=name), timeout=10)
+
+
+def _stage(operation: ops.Operation) -> int | None:
+    """The execution stage an operation's metadata gives, if it gives one."""
+    metadata = pb.ExecuteOperationMetadata()
+    if operation.HasField("metadata") and operation.metadata.Unpack(metadata):
+        return int(metadata.stage)
+    return None
 
 
 def _code_name(code: int) -> str:

@@ -52,6 +52,7 @@ class RemoteSettings:
     # ROOT_STEP_PRIVILEGES); none: root steps stay on this machine.
     root_properties: tuple[tuple[str, str], ...] = ()
     timeout: int = 0  # seconds an action may run (0: the server's default)
+    queue_timeout: int = 3600  # seconds an action may wait for a worker
 
     @classmethod
     def from_layer(
@@ -74,18 +75,16 @@ class RemoteSettings:
             )
         properties = _properties(env, "JAILBAKE_REMOTE_PROPERTIES", where)
         root_properties = _properties(env, "JAILBAKE_REMOTE_ROOT_PROPERTIES", where)
-        timeout = env.get("JAILBAKE_REMOTE_TIMEOUT", "0")
-        if not timeout.isdigit():
-            raise JailbakeError(
-                f"{where}: env.JAILBAKE_REMOTE_TIMEOUT: expected seconds, got {timeout!r}"
-            )
+        timeout = _seconds(env, "JAILBAKE_REMOTE_TIMEOUT", "0", where)
+        queue_timeout = _seconds(env, "JAILBAKE_REMOTE_QUEUE_TIMEOUT", "3600", where)
         return cls(
             url=url,
             instance=instance if instance is not None else env.get("JAILBAKE_REMOTE_INSTANCE", ""),
             image=env.get("JAILBAKE_REMOTE_IMAGE", DEFAULT_IMAGE),
             properties=properties,
             root_properties=root_properties,
-            timeout=int(timeout),
+            timeout=timeout,
+            queue_timeout=queue_timeout,
         )
 
     def platform(self, image: str | None, root: bool = False) -> list[tuple[str, str]]:
@@ -99,6 +98,13 @@ class RemoteSettings:
                 image=image, name=name.rsplit("/", 1)[-1], tag=tag
             )
         return sorted(props.items())
+
+
+def _seconds(env: Mapping[str, str], name: str, default: str, where: str) -> int:
+    value = env.get(name, default)
+    if not value.isdigit():
+        raise JailbakeError(f"{where}: env.{name}: expected seconds, got {value!r}")
+    return int(value)
 
 
 def _properties(env: Mapping[str, str], name: str, where: str) -> tuple[tuple[str, str], ...]:
@@ -139,6 +145,7 @@ class RemoteExecutor:
 
         client = self.client
         action, blobs = self._action(step)
+        wait = self.settings.queue_timeout
         names: list[str] = []
 
         def started(name: str, call: Any) -> None:
@@ -155,10 +162,10 @@ class RemoteExecutor:
             if self._cancelled:
                 raise KeyboardInterrupt
             try:
-                response = client.execute(action.digest, on_operation=started)
+                response = client.execute(action.digest, on_operation=started, queue_timeout=wait)
             except reapi.MissingBlobs:  # the server dropped an input meanwhile: once more
                 client.upload(blobs)
-                response = client.execute(action.digest, on_operation=started)
+                response = client.execute(action.digest, on_operation=started, queue_timeout=wait)
         except reapi.RemoteExecutionError:
             if self._cancelled:  # the service ended the operation we cancelled
                 raise KeyboardInterrupt from None
