@@ -3,6 +3,11 @@ then two test workers on this machine) against the docker executor:
 
     .venv/bin/python benchmarks/remote_exec.py [--recipes 200] [--seconds 1]
 
+or its parts, to time each build on its own with a tool of your choice:
+
+    .venv/bin/python benchmarks/remote_exec.py --write DIR [--recipes 200] [--seconds 1]
+    .venv/bin/python benchmarks/remote_exec.py --serve WORKERS   # prints the URL; Ctrl-C ends it
+
 The graph has ten roots; every other recipe depends on the one ten before it, so ten
 steps can run at once. Each step sleeps --seconds in the debian-build image. Every build
 starts from an empty cache. Per-action overhead is the wall time beyond what the steps'
@@ -74,10 +79,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipes", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--write", type=Path, help="only write the project into this directory")
+    parser.add_argument("--serve", type=int, metavar="WORKERS", help="only run BuildGrid")
     args = parser.parse_args()
+    if args.write:
+        write_graph(args.write, args.recipes, args.seconds)
+        return
     reason = buildgrid_service.missing()
     if reason:
         sys.exit(f"remote_exec: {reason}")
+    if args.serve:
+        with buildgrid_service.running(workers=args.serve) as url:
+            print(url, flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "project"
         write_graph(root, args.recipes, args.seconds)

@@ -42,6 +42,10 @@ schedulers:
     property-set: !dynamic-property-set
       match-property-keys: [OSFamily]
       wildcard-property-keys: [container-image]
+    # Look for new jobs and finished ones every 0.1 s rather than every second.
+    poll-interval: 0.1
+    job-assignment-interval: 0.1
+    bot-poll-interval: 0.1
 instances:
   - name: ""
     services:
