@@ -215,9 +215,9 @@ def _builder(
     # explain.
     settings = None
     if kind == ExecutorKind.REMOTE.value:
-        settings = remote_settings(
-            graph, args.remote_executor or "grpc://unused:1", args.remote_instance
-        )
+        # The service's URL names where steps run in list; keys do not need it.
+        url = args.remote_executor or graph.layer.variables().get("JAILBAKE_REMOTE_EXECUTOR")
+        settings = remote_settings(graph, url or "grpc://not-given:1", args.remote_instance)
     executor = make_executor(ExecutorKind(kind), settings)
     local = make_executor(ExecutorKind.DOCKER) if settings else None
     return graph, RecipeBuilder(
