@@ -293,9 +293,10 @@ class Client:
                     timeout=span,
                 )
             try:
+                told = None
                 for operation in call:
-                    if operation.name and operation.name != name:
-                        name = operation.name
+                    if operation.name and (operation.name != name or told is not call):
+                        name, told = operation.name, call  # the call to cancel is this one
                         on_operation(name, call)
                     if operation.done:
                         return self._response(operation)

@@ -149,7 +149,8 @@ class RemoteExecutor:
         names: list[str] = []
 
         def started(name: str, call: Any) -> None:
-            names.append(name)
+            if name not in names:
+                names.append(name)
             with self._lock:
                 self._running[name] = call
                 cancelled = self._cancelled
