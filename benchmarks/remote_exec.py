@@ -6,7 +6,7 @@ then two test workers on this machine) against the docker executor:
 or its parts, to time each build on its own with a tool of your choice:
 
     .venv/bin/python benchmarks/remote_exec.py --write DIR [--recipes 200] [--seconds 1]
-    .venv/bin/python benchmarks/remote_exec.py --serve WORKERS   # prints the URL; Ctrl-C ends it
+    .venv/bin/python benchmarks/remote_exec.py --serve WORKERS   # prints the URL until killed
 
 The graph has ten roots; every other recipe depends on the one ten before it, so ten
 steps can run at once. Each step sleeps --seconds in the debian-build image. Every build
@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,9 @@ def main() -> None:
     if reason:
         sys.exit(f"remote_exec: {reason}")
     if args.serve:
+        # Ended by Ctrl-C or kill (a background job may not see SIGINT): either way the
+        # server, its workers and PostgreSQL stop with it.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         with buildgrid_service.running(workers=args.serve) as url:
             print(url, flush=True)
             try:
