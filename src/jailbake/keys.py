@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,24 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def tree_manifest(root: Path) -> list[dict[str, Any]]:
-    """Every entry under root, sorted, with normalized modes and content digests."""
+def _sha256_of(rel: str, path: Path, st: os.stat_result) -> str:
+    return file_sha256(path)
+
+
+def tree_manifest(
+    root: Path,
+    *,
+    hash_file: Callable[[str, Path, os.stat_result], str] = _sha256_of,
+    skip: Collection[str] = (),
+) -> list[dict[str, Any]]:
+    """Every entry under root, sorted, with normalized modes and content digests.
+    hash_file(rel, path, lstat) gives a file's sha256 (a caller may know it already);
+    skip: names left out at the top of root."""
     entries: list[dict[str, Any]] = []
     for dirpath, dirnames, filenames in os.walk(root):
+        if skip and dirpath == str(root):
+            dirnames[:] = [d for d in dirnames if d not in skip]
+            filenames = [f for f in filenames if f not in skip]
         dirnames.sort()
         base = Path(dirpath)
         for name in sorted(dirnames + filenames):
@@ -52,7 +66,7 @@ def tree_manifest(root: Path) -> list[dict[str, Any]]:
                         "type": "file",
                         "exec": bool(st.st_mode & 0o111),
                         "size": st.st_size,
-                        "sha256": file_sha256(path),
+                        "sha256": hash_file(rel, path, st),
                     }
                 )
             else:

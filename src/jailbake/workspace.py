@@ -22,14 +22,14 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import JailbakeError
-from .keys import digest_of, file_sha256
-from .store import remove_tree
+from .keys import digest_of, file_sha256, tree_manifest
+from .store import copy_hashed, remove_tree
 
 STATE_DIR = "workspaces"
 BUILD_DIR = "workspace-builds"
@@ -212,51 +212,28 @@ class Workspaces:
         return sync(Scan(tuple(manifest), ""), tree, dest, record)
 
 
-def _walk(root: Path) -> Iterable[tuple[str, Path, os.stat_result]]:
-    """(relative path, path, lstat) of every entry under root but the top .git, sorted."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        base = Path(dirpath)
-        if base == root:
-            dirnames[:] = [d for d in dirnames if d != VCS_DIR]
-            filenames = [f for f in filenames if f != VCS_DIR]  # a worktree's .git file
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            path = base / name
-            yield path.relative_to(root).as_posix(), path, path.lstat()
-
-
 def scan(root: Path, memo_path: Path) -> Scan:
-    """root's manifest and digest; files whose size, times and inode are as the memo
-    recorded are not read again."""
+    """root's manifest (as keys.tree_manifest gives it, without the top .git) and digest;
+    files whose size, times and inode are as the memo recorded are not read again."""
     try:
         memo: dict[str, list[Any]] = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
     fresh: dict[str, list[Any]] = {}
     now = time.time_ns()
-    entries: list[dict[str, Any]] = []
-    for rel, path, st in _walk(root):
-        if stat.S_ISLNK(st.st_mode):
-            entries.append({"path": rel, "type": "symlink", "target": os.readlink(path)})
-        elif stat.S_ISDIR(st.st_mode):
-            entries.append({"path": rel, "type": "dir"})
-        elif stat.S_ISREG(st.st_mode):
-            seen = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-            known = memo.get(rel)
-            sha = known[4] if known and known[:4] == seen else file_sha256(path)
-            if max(st.st_mtime_ns, st.st_ctime_ns) < now - RACY_NS:
-                fresh[rel] = [*seen, sha]
-            entries.append(
-                {
-                    "path": rel,
-                    "type": "file",
-                    "exec": bool(st.st_mode & 0o111),
-                    "size": st.st_size,
-                    "sha256": sha,
-                }
-            )
-        else:
-            raise WorkspaceError(f"{path}: not a file, directory or symbolic link")
+
+    def hash_file(rel: str, path: Path, st: os.stat_result) -> str:
+        seen = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        known = memo.get(rel)
+        sha = str(known[4]) if known and known[:4] == seen else file_sha256(path)
+        if max(st.st_mtime_ns, st.st_ctime_ns) < now - RACY_NS:
+            fresh[rel] = [*seen, sha]
+        return sha
+
+    try:  # a worktree's .git is a file
+        entries = tree_manifest(root, hash_file=hash_file, skip={VCS_DIR})
+    except ValueError as exc:
+        raise WorkspaceError(f"{root}: {exc}") from None
     if fresh != memo:
         memo_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}")
@@ -354,18 +331,12 @@ def sync(scanned: Scan, source: Path, dest: Path, record: Path | None) -> SyncSt
 def _copy_checked(src: Path, dest: Path, mode: int, sha256: str, rel: str) -> None:
     """Copy src to the new file dest, checking that the bytes are those the key hashed:
     the workspace may have changed since it was scanned."""
-    h = hashlib.sha256()
     try:
-        fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        copied = copy_hashed(src, dest)
     except OSError as exc:
         raise WorkspaceChanged(rel, exc.strerror or str(exc)) from None
-    fout = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    with open(fin, "rb") as reader, open(fout, "wb") as writer:
-        while chunk := reader.read(1 << 20):
-            h.update(chunk)
-            writer.write(chunk)
     os.chmod(dest, mode)
-    if h.hexdigest() != sha256:
+    if copied != sha256:
         dest.unlink()
         raise WorkspaceChanged(rel, "its content changed")
 
