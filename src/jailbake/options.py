@@ -109,6 +109,16 @@ def _executor(sp: argparse.ArgumentParser, *, remembered: bool) -> None:
     )
 
 
+def _mirrors(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="DIR|URL",
+        help="look for sources here first, by sha256 and by file name (repeatable)",
+    )
+
+
 def _artifacts_dir(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--artifacts-dir",
@@ -174,13 +184,7 @@ def parser() -> argparse.ArgumentParser:
         "that opens it",
     )
     _artifacts_dir(b)
-    b.add_argument(
-        "--mirror",
-        action="append",
-        default=[],
-        metavar="DIR|URL",
-        help="look for sources here first, by sha256 and by file name (repeatable)",
-    )
+    _mirrors(b)
     b.add_argument(
         "--offline",
         action="store_true",
@@ -212,13 +216,7 @@ def parser() -> argparse.ArgumentParser:
             help="only the sources these recipes need (repeatable; default: the layer's target)",
         )
         sp.add_argument("-j", "--jobs", type=int, default=4, help="downloads at a time")
-        sp.add_argument(
-            "--mirror",
-            action="append",
-            default=[],
-            metavar="DIR|URL",
-            help="look for sources here first (repeatable)",
-        )
+        _mirrors(sp)
         _cache_dir(sp)
 
     fe = _subparser(sub, "fetch", "download every source of the graph into the cache")
@@ -392,13 +390,7 @@ def parser() -> argparse.ArgumentParser:
         help="with --finish: write the recipe, with its new patches, into this recipe "
         "directory of a later layer (which then overrides it) instead of its own",
     )
-    ws.add_argument(
-        "--mirror",
-        action="append",
-        default=[],
-        metavar="DIR|URL",
-        help="look for sources here first, by sha256 and by file name (repeatable)",
-    )
+    _mirrors(ws)
     ws.add_argument(
         "--offline", action="store_true", help="never download: only the cache and mirrors"
     )
