@@ -68,8 +68,8 @@ def jailbake(root: Path, cache: Path, *args: str) -> float:
 
 def noop_in_process(root: Path, cache: Path) -> float:
     sys.path.insert(0, str(ROOT / "src"))
-    from jailbake.bake import BuildOptions, bake
-    from jailbake.executors import ExecutorKind
+    from jailbake.bake import bake
+    from jailbake.request import BuildOptions, ExecutorKind
     from jailbake.status import Progress
 
     cwd = Path.cwd()

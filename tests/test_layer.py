@@ -15,7 +15,8 @@ import yaml
 from conftest import ROOT, SDE, Project, copy_checkout, jailbake
 from jailbake.errors import RecipeError
 from jailbake.graph import build_graph
-from jailbake.layer import load_layers, split_config
+from jailbake.layer import load_layers
+from jailbake.scan import split_config
 
 
 def test_split_config() -> None:

@@ -94,11 +94,14 @@ def test_an_include_found_elsewhere_is_seen(project: Project) -> None:
 
 
 def test_a_no_op_build_loads_neither_kas_nor_doit(project: Project, tmp_path: Path) -> None:
+    """Also when the command has no record to be answered from (see test_replay): here,
+    another artifacts directory."""
     project.recipe("a")
     project.recipe("b", depends=["a"])
     project.build()
     argv = [sys.executable, "-X", "importtime", "-m", "jailbake.cli", "build", "layer.yml",
-            "--executor", "host", "--cache-dir", str(project.cache)]  # fmt: skip
+            "--executor", "host", "--cache-dir", str(project.cache),
+            "--artifacts-dir", str(tmp_path / "elsewhere")]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(SRC))
     run = subprocess.run(argv, cwd=project.root, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

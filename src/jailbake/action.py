@@ -20,12 +20,13 @@ from typing import Any
 
 from . import engine, licenses, paths, run
 from .errors import BuildError, JailbakeError, RecipeError
-from .executors import ROOT_STEP_PRIVILEGES, Executor, ExecutorKind, Step, write_script
+from .executors import ROOT_STEP_PRIVILEGES, Executor, Step, write_script
 from .fetch import Fetcher
 from .graph import Graph
 from .keys import digest_of, path_digest, step_key, step_key_inputs
 from .recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
 from .remote import RemoteCache
+from .request import ExecutorKind
 from .store import ActionResult, Store, normalize_tree, remove_tree
 from .unpack import extract_tar, git_export
 from .workspace import Workspace, Workspaces
@@ -98,6 +99,8 @@ class RecipeBuilder:
         self._images: dict[str, str] = {}
         self._image_lock = threading.Lock()
         self.workspaces = Workspaces(store.root)
+        # The last key computed for each recipe, with what went into it.
+        self.key_infos: dict[str, KeyInfo] = {}
 
     # -- keys -----------------------------------------------------------------
     def executor_for(self, recipe: Recipe) -> Executor:
@@ -174,7 +177,9 @@ class RecipeBuilder:
             {d: dep_digests[d] for d in sorted(recipe.depends)},
             self.builder_identity(recipe),
         )
-        return KeyInfo(step_key(inputs), inputs)
+        info = KeyInfo(step_key(inputs), inputs)
+        self.key_infos[recipe.name] = info
+        return info
 
     def workspace_of(self, recipe: Recipe) -> Workspace | None:
         """The workspace whose directory replaces the recipe's sources, if one is active."""
@@ -621,20 +626,26 @@ class RecipeBuilder:
         return tree
 
 
-def _layer_file_digests(recipe: Recipe) -> dict[str, str]:
-    """Digests of the layer's own files a recipe uses: file sources, patches, rootfs files."""
+def layer_file_paths(recipe: Recipe) -> dict[str, Path]:
+    """The layer's own files a recipe uses, by their name in its key: file sources,
+    patches, rootfs files."""
     files = {
-        f"sources/{s.location}": path_digest(s.path)
+        f"sources/{s.location}": s.path
         for s in recipe.sources
         if s.kind is SourceKind.FILE and s.path
     }
-    files.update({f"patches/{p.rel}": path_digest(p.path) for p in recipe.patches})
+    files.update({f"patches/{p.rel}": p.path for p in recipe.patches})
     if recipe.rootfs:
-        files.update({f"rootfs/{f.rel}": path_digest(f.source) for f in recipe.rootfs.files})
+        files.update({f"rootfs/{f.rel}": f.source for f in recipe.rootfs.files})
         if recipe.rootfs.device_table:
             table = recipe.layer_dir / recipe.rootfs.device_table
-            files[f"rootfs/{recipe.rootfs.device_table}"] = path_digest(table)
+            files[f"rootfs/{recipe.rootfs.device_table}"] = table
     return files
+
+
+def _layer_file_digests(recipe: Recipe) -> dict[str, str]:
+    """Digests of the layer's own files a recipe uses (see layer_file_paths)."""
+    return {label: path_digest(path) for label, path in layer_file_paths(recipe).items()}
 
 
 def _declared_outputs_ok(recipe: Recipe, result: ActionResult) -> ActionResult | None:

@@ -8,7 +8,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,8 @@ from .graph import Graph
 from .keys import file_sha256
 from .layer import Layer
 from .recipe import Recipe
+from .request import Artifact
 from .store import ActionResult, Store, copy_hashed, normalize_tree
-
-
-@dataclass(frozen=True)
-class Artifact:
-    path: str  # relative to the artifacts directory
-    sha256: str
-    recipe: str = ""  # the recipe that made it
 
 
 def _copy(src: Path, dest: Path, sde: int, sha256: str | None = None) -> None:

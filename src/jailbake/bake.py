@@ -8,24 +8,24 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from . import engine, report, spdx, trace
+from . import engine, replay, report, spdx
 from .action import RecipeBuilder, Status
-from .artifacts import Artifact, check_expected, publish, write_manifest
+from .artifacts import check_expected, publish, write_manifest
 from .errors import FetchError, JailbakeError
-from .executors import DockerExecutor, Executor, ExecutorKind, HostExecutor
+from .executors import DockerExecutor, Executor, HostExecutor
 from .fetch import Fetcher, resolve_mirror
 from .graph import Graph, build_graph
 from .layer import load_layers
 from .layerrepos import LayerRepos
 from .remote import RemoteCache
+from .request import BuildOptions, BuildReport, ExecutorKind
 from .sampler import Sampler
 from .schedule import Scheduler
 from .status import Progress
-from .store import ActionResult, Store, default_cache_dir
+from .store import ActionResult, Store
 from .trace import Tracer
 
 if TYPE_CHECKING:  # the remote executor's code loads only for --executor remote
@@ -33,42 +33,6 @@ if TYPE_CHECKING:  # the remote executor's code loads only for --executor remote
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    configs: tuple[Path, ...]
-    targets: tuple[str, ...] = ()
-    jobs: int = 1
-    executor: ExecutorKind = ExecutorKind.DOCKER
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    artifacts_dir: Path = Path("artifacts")
-    mirrors: tuple[str, ...] = ()
-    offline: bool = False
-    remote_cache: str | None = None  # URL of a Bazel-style HTTP cache
-    remote_readonly: bool = False
-    keep_going: bool = False
-    force: tuple[str, ...] = ()  # recipes built again even when cached
-    keep_failed: bool = False  # a failed step's work directory is kept for a shell
-    remote_executor: str | None = None  # --executor remote: the service's URL
-    remote_instance: str | None = None
-
-
-@dataclass(frozen=True)
-class BuildReport:
-    built: list[str]
-    reused: list[str]
-    artifacts: list[Artifact]
-    seconds: float
-    downloaded: list[str] = field(default_factory=list)  # from the remote cache
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "built": self.built,
-            "reused": self.reused,
-            "downloaded": self.downloaded,
-            "artifacts": [{"path": a.path, "sha256": a.sha256} for a in self.artifacts],
-        }
 
 
 def make_executor(kind: ExecutorKind, remote: RemoteSettings | None = None) -> Executor:
@@ -138,18 +102,9 @@ def _write_trace_and_report(
     tracer: Tracer, graph: Graph, store: Store, results: dict[str, ActionResult], dest: Path
 ) -> None:
     """build-trace.json and build-report.html beside the artifacts."""
-    seconds = {e["name"]: e["dur"] / 1e6 for e in tracer.recipes()}
     depends = {n: sorted(graph.recipes[n].depends) for n in graph.order}
-    total, chain = report.critical_path(seconds, depends)
     logs = {n: str(store.blob_path(r.log.hash)) for n, r in results.items() if r.log is not None}
-    document = tracer.document(
-        list(graph.targets),
-        critical_path={"seconds": total, "recipes": chain},
-        depends=depends,
-        logs=logs,
-    )
-    trace.write(dest, document)
-    report.write(dest, document)
+    report.write_with_trace(tracer, dest, graph.targets, depends, logs)
 
 
 def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport:
@@ -259,6 +214,7 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     artifacts.append(manifest)
     spdx.write(options.artifacts_dir, content, store.sha1_of)
     _write_trace_and_report(tracer, graph, store, results, options.artifacts_dir)
+    replay.record(options, graph, builder, results, artifacts)
     built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
     reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
     downloaded = [n for n in graph.order if outcomes[n].status is Status.DOWNLOADED]

@@ -38,14 +38,14 @@ def _default_config() -> str:
 
 
 def _configs(spec: str | None) -> tuple[Path, ...]:
-    from .layer import split_config
+    from .scan import split_config
 
     return tuple(split_config(spec or _default_config()))
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from .bake import BuildOptions, bake
-    from .executors import ExecutorKind
+    from .replay import answer
+    from .request import BuildOptions, ExecutorKind
     from .status import plural
     from .store import default_cache_dir
 
@@ -66,7 +66,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
         remote_executor=args.remote_executor,
         remote_instance=args.remote_instance,
     )
-    report = bake(options)
+    report = answer(options)
+    if report is None:  # something changed since the last build of this command
+        from .bake import bake
+
+        report = bake(options)
     remote = f"{len(report.downloaded)} from the remote cache, " if report.downloaded else ""
     total = len(report.built) + len(report.reused) + len(report.downloaded)
     print(
@@ -196,8 +200,9 @@ def _builder(
     says which executor they are for when no build told)."""
     from .action import RecipeBuilder
     from .bake import make_executor, remote_settings
-    from .executors import ExecutorKind, HostExecutor
+    from .executors import HostExecutor
     from .fetch import Fetcher
+    from .request import ExecutorKind
     from .store import Store, default_cache_dir
 
     graph = _graph(args, config, targets)

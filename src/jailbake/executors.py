@@ -20,12 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import console, run
 from .errors import EngineError, StepError
+from .request import ExecutorKind
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,6 @@ def _shell_variables(step: Step) -> dict[str, str]:
         "JAILBAKE_PS1": f"[jailbake {step.recipe}] \\w\\$ ",
         "TERM": os.environ.get("TERM", "dumb"),
     }
-
-
-class ExecutorKind(StrEnum):
-    DOCKER = "docker"
-    HOST = "host"
-    REMOTE = "remote"  # a Remote Execution API service (see remoteexec)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from .errors import CycleError, JailbakeError, RecipeError
 from .layer import Layer
 from .recipe import HOST_BUILDER, NO_BUILDER, Recipe, load_recipe
+from .scan import recipe_names
 from .yamlfile import ParseMemo
 
 
@@ -22,6 +23,8 @@ class Graph:
     order: tuple[str, ...]
     targets: tuple[str, ...]
     overridden: tuple[tuple[str, Path], ...] = ()
+    # Every recipe file read, with the sha256 of its bytes as read (see replay).
+    recipe_files: tuple[tuple[str, str], ...] = ()
 
     def builder_dir(self, recipe: Recipe) -> Path | None:
         if recipe.builder in (HOST_BUILDER, NO_BUILDER):
@@ -54,15 +57,16 @@ def _check_artifact_names(recipes: dict[str, Recipe], order: Iterable[str]) -> N
 
 def collect_recipes(
     layer: Layer, memo_dir: Path | None = None
-) -> tuple[dict[str, Recipe], list[tuple[str, Path]]]:
+) -> tuple[dict[str, Recipe], list[tuple[str, Path]], dict[Path, str]]:
     """All recipes of the layer's recipe directories; later directories override. With
-    memo_dir, recipe files parsed before are taken from there (see ParseMemo)."""
+    memo_dir, recipe files parsed before are taken from there (see ParseMemo). Also the
+    sha256 of each file read."""
     memo = ParseMemo(memo_dir / "recipes.json" if memo_dir else None)
     recipes: dict[str, Recipe] = {}
     overridden: list[tuple[str, Path]] = []
     for layer_dir in layer.recipe_dirs:
         seen_here: dict[str, Path] = {}
-        for file in sorted(layer_dir.glob("*.yml")) + sorted(layer_dir.glob("*.yaml")):
+        for file in (layer_dir / name for name in recipe_names(layer_dir)):
             recipe = load_recipe(file, layer_dir, memo)
             if recipe.name in seen_here:
                 raise RecipeError(
@@ -75,7 +79,7 @@ def collect_recipes(
                 overridden.append((recipe.name, recipes[recipe.name].file))
             recipes[recipe.name] = recipe
     memo.save()
-    return recipes, overridden
+    return recipes, overridden, memo.digests
 
 
 def _find_cycle(recipes: dict[str, Recipe]) -> list[str] | None:
@@ -125,7 +129,7 @@ def _order(recipes: dict[str, Recipe]) -> list[str]:
 
 def build_graph(layer: Layer, targets: Iterable[str] = (), memo_dir: Path | None = None) -> Graph:
     """Load the layer's recipes and validate the part of the graph the targets need."""
-    recipes, overridden = collect_recipes(layer, memo_dir)
+    recipes, overridden, digests = collect_recipes(layer, memo_dir)
     wanted = tuple(targets) or layer.targets or tuple(sorted(recipes))
     known = ", ".join(sorted(recipes)) or "none"
     for t in wanted:
@@ -161,7 +165,14 @@ def build_graph(layer: Layer, targets: Iterable[str] = (), memo_dir: Path | None
         raise CycleError(needed[cycle[0]].where("depends"), cycle)
     order = _order(needed)
     _check_artifact_names(needed, order)
-    graph = Graph(layer, needed, tuple(order), tuple(wanted), tuple(overridden))
+    graph = Graph(
+        layer,
+        needed,
+        tuple(order),
+        tuple(wanted),
+        tuple(overridden),
+        tuple((str(f), d) for f, d in digests.items()),
+    )
     for name in order:
         graph.builder_dir(needed[name])
     return graph

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import yamlfile
 from .errors import RecipeError
 from .fetch import resolve_mirror
+from .scan import ConfigScan, repositories
 
 if TYPE_CHECKING:
     from .layerrepos import LayerRepos
@@ -45,6 +46,14 @@ class Layer:
     mirrors: tuple[str, ...] = ()
     # Remote layer repositories as used: (name, url, commit), for the manifest.
     repos: tuple[tuple[str, str, str], ...] = ()
+    # What a later build must find unchanged to be answered from this one's record
+    # (see replay): where the configuration came from, the variables of its env: section,
+    # each repository's docker/ directory and whether it existed, and whether a
+    # repository floats on a branch or tag.
+    scan: ConfigScan | None = None
+    env_names: tuple[str, ...] = ()
+    probes: tuple[tuple[str, bool], ...] = ()
+    floating: bool = False
 
     @property
     def name(self) -> str:
@@ -54,41 +63,6 @@ class Layer:
         return dict(self.env)
 
 
-def split_config(spec: str) -> list[Path]:
-    """'a.yml:b.yml' -> paths, as kas takes them."""
-    return [Path(p) for p in spec.split(":") if p]
-
-
-def _fingerprint(dirs: Sequence[str]) -> str:
-    """The configuration files (*.yml, *.yaml, *.json) of these directories, by content:
-    any file kas could read or find there, added, removed or edited (whatever its size
-    and time), changes it."""
-    digest = hashlib.sha256()
-    for d in dirs:
-        try:
-            names = sorted(n for n in os.listdir(d) if n.endswith((".yml", ".yaml", ".json")))
-        except OSError:
-            names = []
-        digest.update(f"{d}\0{len(names)}\0".encode())
-        for name in names:
-            try:
-                data = Path(d, name).read_bytes()
-            except OSError:  # a directory so named, or unreadable
-                data = b"\0unreadable"
-            digest.update(f"{name}\0{len(data)}\0".encode() + data)
-    return digest.hexdigest()
-
-
-def _repositories(first: Path) -> list[str]:
-    """Where kas would find the top repository (.git or .hg above the first file)."""
-    return [
-        str(d / marker)
-        for d in (first.parent, *first.parent.parents)
-        for marker in (".git", ".hg")
-        if (d / marker).exists()
-    ]
-
-
 def _memo_path(memo_dir: Path, files: Sequence[Path]) -> Path:
     from . import __version__
 
@@ -96,30 +70,31 @@ def _memo_path(memo_dir: Path, files: Sequence[Path]) -> Path:
     return memo_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
 
 
-def _remembered(memo_dir: Path, files: Sequence[Path]) -> tuple[dict[str, Any], Path] | None:
+def _remembered(
+    memo_dir: Path, files: Sequence[Path]
+) -> tuple[dict[str, Any], Path, ConfigScan] | None:
     """kas's merged configuration of files as an earlier load left it, if none of the
     files it read (nor their neighbours) changed since."""
     try:
         memo = json.loads(_memo_path(memo_dir, files).read_bytes())
-        if (
-            memo["repositories"] == _repositories(files[0])
-            and _fingerprint(memo["dirs"]) == memo["fingerprint"]
-        ):
-            return memo["config"], Path(memo["top"])
+        scan = ConfigScan(
+            tuple(memo["dirs"]), str(memo["fingerprint"]), tuple(memo["repositories"])
+        )
+        if scan.holds(files[0]):
+            return memo["config"], Path(memo["top"]), scan
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
 
 
 def _remember(
-    memo_dir: Path, files: Sequence[Path], config: dict[str, Any], top: Path, read: list[Path]
+    memo_dir: Path, files: Sequence[Path], config: dict[str, Any], top: Path, scan: ConfigScan
 ) -> None:
-    dirs = sorted({str(top), *(str(f.parent) for f in (*files, *read))})
     try:
         memo = {
-            "dirs": dirs,
-            "fingerprint": _fingerprint(dirs),
-            "repositories": _repositories(files[0]),
+            "dirs": list(scan.dirs),
+            "fingerprint": scan.fingerprint,
+            "repositories": list(scan.repositories),
             "config": config,
             "top": str(top),
         }
@@ -134,17 +109,19 @@ def _remember(
 
 def _kas_config(
     files: Sequence[Path], memo_dir: Path | None = None, use_lock: bool = True
-) -> tuple[dict[str, Any], Path]:
-    """kas's merged configuration of files and the top repository's directory; with
-    memo_dir, remembered there, so that unchanged layer files need no kas at all."""
+) -> tuple[dict[str, Any], Path, ConfigScan]:
+    """kas's merged configuration of files, the top repository's directory and what it
+    was read from; with memo_dir, remembered there, so that unchanged layer files need no
+    kas at all."""
     if memo_dir is not None:
         known = _remembered(memo_dir, files)
         if known is not None:
             return known
     config, top, read = _load_with_kas(files, use_lock)
+    scan = ConfigScan.of(files[0], [str(top), *(str(f.parent) for f in (*files, *read))])
     if memo_dir is not None:
-        _remember(memo_dir, files, config, top, read)
-    return config, top
+        _remember(memo_dir, files, config, top, scan)
+    return config, top, scan
 
 
 def _load_with_kas(
@@ -198,7 +175,7 @@ def _project_top(first: Path) -> Path | None:
     checkout (a release tarball, `git archive`, a CI cache): the nearest directory above
     it that holds a jailbake.yml or pyproject.toml. None inside a checkout (kas finds its
     top) or without a marker (kas takes the file's directory)."""
-    if _repositories(first):
+    if repositories(first):
         return None
     for d in (first.parent, *first.parent.parents):
         if any((d / marker).is_file() for marker in PROJECT_MARKERS):
@@ -208,7 +185,7 @@ def _project_top(first: Path) -> Path | None:
 
 def _top_hint(first: Path) -> str:
     """Why layer paths may not be found, where the top directory is only a guess."""
-    if _repositories(first) or _project_top(first) is not None:
+    if repositories(first) or _project_top(first) is not None:
         return ""
     return (
         f" (layer paths start at {first.parent}: {first.name} is in no git or mercurial "
@@ -268,7 +245,8 @@ def _explain_kas_error(files: Sequence[Path], exc: Exception) -> RecipeError:
 def merged_config(files: Sequence[Path]) -> tuple[dict[str, Any], Path]:
     """kas's merged configuration of the layer files and the top directory of their paths
     (what `kas dump` prints)."""
-    return _kas_config([f.resolve() for f in files])
+    config, top, _ = _kas_config([f.resolve() for f in files])
+    return config, top
 
 
 def load_layers(
@@ -287,16 +265,19 @@ def load_layers(
         if not f.is_file():
             raise RecipeError(f, "", "layer file not found")
     files = [f.resolve() for f in files]
-    config, top_dir = _kas_config(files, memo_dir if use_lock else None, use_lock)
+    config, top_dir, scan = _kas_config(files, memo_dir if use_lock else None, use_lock)
     first = files[-1]
 
     recipe_dirs: list[Path] = []
     docker_dirs: list[Path] = []
     used: list[tuple[str, str, str]] = []
+    probes: list[tuple[str, bool]] = []
+    floating = False
     locked = ((config.get("overrides") or {}).get("repos")) or {}
     for repo_id, repo in (config.get("repos") or {}).items():
         repo = repo or {}
         if repo.get("url"):
+            floating |= not ((locked.get(repo_id) or {}).get("commit") or repo.get("commit"))
             patches = _patch_files(repo_id, repo, config, top_dir, first)
             root = _remote_repo(repo_id, repo, locked.get(repo_id) or {}, first, repos, patches)
             used.append((repo_id, repo["url"], root.name.rsplit("-", 1)[-1]))
@@ -324,7 +305,9 @@ def load_layers(
                 )
             if layer_dir not in recipe_dirs:
                 recipe_dirs.append(layer_dir)
-        if (root / "docker").is_dir() and (root / "docker") not in docker_dirs:
+        has_docker = (root / "docker").is_dir()
+        probes.append((str(root / "docker"), has_docker))
+        if has_docker and (root / "docker") not in docker_dirs:
             docker_dirs.append(root / "docker")
     if not recipe_dirs:
         raise RecipeError(first, "repos", "expected at least one repository with recipe layers")
@@ -358,6 +341,10 @@ def load_layers(
         artifacts=tuple(sorted((config.get("artifacts") or {}).items())),
         mirrors=mirrors,
         repos=tuple(used),
+        scan=scan,
+        env_names=tuple(sorted(str(v) for v in config.get("env") or {})),
+        probes=tuple(probes),
+        floating=floating,
     )
 
 

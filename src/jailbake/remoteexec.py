@@ -20,7 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import JailbakeError
-from .executors import STEP_LOG, ExecutorKind, Step
+from .executors import STEP_LOG, Step
+from .request import ExecutorKind
 
 # Runs in the input root, making it what a container step sees: its sources its own
 # (workers hand inputs over read-only, often hard links into their cache: a copy is

@@ -6,11 +6,13 @@ the totals, critical path included."""
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .trace import RECIPE_KINDS, write_atomic
+from . import trace
+from .trace import RECIPE_KINDS, Tracer, write_atomic
 
 REPORT = "build-report.html"
 WIDTH = 1000  # of the drawing area, in SVG user units
@@ -165,6 +167,8 @@ def _chart(doc: dict[str, Any], axis: _Axis, counter: str, key: str, ident: str)
 
 
 def _table(doc: dict[str, Any]) -> str:
+    from urllib.parse import quote
+
     logs: dict[str, str] = doc["otherData"].get("logs", {})
     rows = []
     for e in sorted(
@@ -173,7 +177,8 @@ def _table(doc: dict[str, Any]) -> str:
     ):
         args = e["args"]
         log = logs.get(e["name"])
-        link = f'<a href="{html.escape(Path(log).as_uri())}">log</a>' if log else ""
+        # Path(log).as_uri() of the absolute path, without a Path per row.
+        link = f'<a href="file://{html.escape(quote(os.fsencode(log)))}">log</a>' if log else ""
         rows.append(
             f'<tr data-name="{html.escape(e["name"])}"><td>{html.escape(e["name"])}</td>'
             f'<td class="{html.escape(e["cat"])}">{html.escape(e["cat"])}</td>'
@@ -289,3 +294,27 @@ def render(doc: dict[str, Any]) -> str:
 def write(dest_dir: Path, doc: dict[str, Any]) -> Path:
     """Write build-report.html into dest_dir, atomically."""
     return write_atomic(dest_dir / REPORT, render(doc))
+
+
+def write_with_trace(
+    tracer: Tracer,
+    dest_dir: Path,
+    targets: Sequence[str],
+    depends: Mapping[str, list[str]],
+    logs: Mapping[str, str],
+    **extra: Any,
+) -> None:
+    """build-trace.json and build-report.html of a build, beside its artifacts.
+    depends: each recipe's dependencies; logs: where each recipe's log is kept; extra
+    goes into the trace's otherData."""
+    seconds = {e["name"]: e["dur"] / 1e6 for e in tracer.recipes()}
+    total, chain = critical_path(seconds, depends)
+    document = tracer.document(
+        list(targets),
+        critical_path={"seconds": total, "recipes": chain},
+        depends=dict(depends),
+        logs=dict(logs),
+        **extra,
+    )
+    trace.write(dest_dir, document)
+    write(dest_dir, document)

@@ -22,10 +22,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .action import Outcome, Status
 from .keys import short_key
+
+if TYPE_CHECKING:  # a build answered from its record (replay) loads no step code
+    from .action import Outcome
 
 REFRESH = 0.5  # seconds between redraws of the live block
 
@@ -62,13 +64,18 @@ def human_time(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def reused(key: str, seconds: float) -> str:
+    """'reused in 0.0s (key)': a recipe's end when the cache had its result."""
+    return f"reused in {seconds:.1f}s ({short_key(key)})"
+
+
 def describe(outcome: Outcome) -> str:
     """'built in 3.2s (key)', 'reused in 0.0s (key)', ... for one recipe's end."""
     key = short_key(outcome.result.key)
     took = f"{outcome.seconds:.1f}s"
-    if outcome.status is Status.REUSED:
-        return f"reused in {took} ({key})"
-    if outcome.status is Status.DOWNLOADED:
+    if outcome.status == "reused":
+        return reused(outcome.result.key, outcome.seconds)
+    if outcome.status == "downloaded":
         return f"from the remote cache in {took} ({key})"
     text = f"built in {took} ({key})"
     if outcome.previous is not None:

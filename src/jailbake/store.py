@@ -125,6 +125,7 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
+WORKSPACES = "workspaces"  # the active workspaces' records (see workspace)
 SUBDIRS = (
     "cas",
     "ac",
@@ -305,13 +306,14 @@ class Store:
             remove_tree(doomed)
 
     # -- action cache --------------------------------------------------------
-    def _ac_path(self, key: str) -> Path:
+    def result_path(self, key: str) -> Path:
+        """Where the result stored under key is kept."""
         return self.root / "ac" / key[:2] / f"{key}.json"
 
     def get_result(self, key: str) -> ActionResult | None:
         """The stored result for key, if it and its output tree are complete."""
         try:
-            result = ActionResult.from_json(self._ac_path(key).read_bytes())
+            result = ActionResult.from_json(self.result_path(key).read_bytes())
         except (OSError, ValueError, TypeError):
             return None
         digest = result.output_digest
@@ -332,7 +334,7 @@ class Store:
         return result
 
     def put_result(self, result: ActionResult) -> None:
-        path = self._ac_path(result.key)
+        path = self.result_path(result.key)
         path.parent.mkdir(exist_ok=True)
         tmp = self.temp_path("ac")
         tmp.write_bytes(result.to_json())
@@ -377,7 +379,7 @@ class Store:
         """Seconds the recipe's last build took, as its result records."""
         key = self.last_key(recipe)
         try:
-            duration = json.loads(self._ac_path(key).read_bytes())["duration"] if key else None
+            duration = json.loads(self.result_path(key).read_bytes())["duration"] if key else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return float(duration) if isinstance(duration, int | float) else None
@@ -393,7 +395,7 @@ class Store:
         if key is None:
             return None
         try:
-            result = ActionResult.from_json(self._ac_path(key).read_bytes())
+            result = ActionResult.from_json(self.result_path(key).read_bytes())
         except (OSError, ValueError, TypeError):
             return None
         if result.log is not None and self.has_blob(result.log.hash):

@@ -12,10 +12,11 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .action import Outcome, Status
-from .sampler import Sample
+if TYPE_CHECKING:  # a build answered from its record (replay) loads no step code
+    from .action import Outcome
+    from .sampler import Sample
 
 TRACE = "build-trace.json"
 CACHE_TRACK = 0  # results reused or downloaded: no slot of their own
@@ -49,9 +50,15 @@ class Tracer:
             slot, start = self._open.pop(name, (CACHE_TRACK, now - outcome.seconds))
             size = sum(e.get("size", 0) for e in outcome.result.outputs if e["type"] == "file")
             args: dict[str, Any] = {"key": outcome.result.key, "output_bytes": size}
-            if outcome.status is Status.BUILT:
+            if outcome.status == "built":
                 args["step_seconds"] = outcome.result.duration
             self._add(name, str(outcome.status), slot, start, now, **args)
+
+    def reused(self, name: str, key: str, output_bytes: int) -> None:
+        """A recipe whose result a build answered from its record (see replay)."""
+        now = time.monotonic()
+        with self._lock:
+            self._add(name, "reused", CACHE_TRACK, now, now, key=key, output_bytes=output_bytes)
 
     def failed(self, name: str, exc: Exception) -> None:
         now = time.monotonic()
@@ -127,8 +134,8 @@ class Tracer:
             "otherData": {
                 "targets": targets,
                 **{
-                    str(s): sum(e["cat"] == str(s) for e in self.recipes())
-                    for s in (Status.BUILT, Status.REUSED, Status.DOWNLOADED)
+                    s: sum(e["cat"] == s for e in self.recipes())
+                    for s in ("built", "reused", "downloaded")
                 },
                 "wall_seconds": round(time.monotonic() - self.started, 3),
                 **extra,

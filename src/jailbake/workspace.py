@@ -29,9 +29,9 @@ from typing import Any
 
 from .errors import JailbakeError
 from .keys import digest_of, file_sha256, tree_manifest
-from .store import copy_hashed, remove_tree
+from .store import WORKSPACES, copy_hashed, remove_tree
 
-STATE_DIR = "workspaces"
+STATE_DIR = WORKSPACES
 BUILD_DIR = "workspace-builds"
 # A file changed within this many nanoseconds of a scan may change again within the same
 # tick of the file system's clock, unseen by its times: it is hashed again next time.

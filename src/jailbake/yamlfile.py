@@ -84,6 +84,20 @@ def read(path: Path) -> str:
         raise RecipeError(path, "", f"cannot read it: {exc.strerror}") from None
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(path, "", f"cannot read it: {exc.strerror}") from None
+
+
+def _decode(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(path, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+
+
 def load(path: Path) -> Any:
     """parse() of a file."""
     return parse(read(path), path)
@@ -92,7 +106,8 @@ def load(path: Path) -> Any:
 class ParseMemo:
     """YAML files parsed before, by the sha256 of their text, kept as JSON in a file:
     an unchanged file (whatever its time) is not parsed again; any edit is. Documents
-    that JSON cannot hold as they are (dates, non-string keys) are parsed every time."""
+    that JSON cannot hold as they are (dates, non-string keys) are parsed every time.
+    digests: the sha256 of each file's bytes as parsed."""
 
     LIMIT = 20000  # entries kept; the least recently used go first
 
@@ -100,6 +115,7 @@ class ParseMemo:
         self.path = path
         self.entries: dict[str, list[Any]] = {}
         self.used: dict[str, list[Any]] = {}
+        self.digests: dict[Path, str] = {}
         if path is not None:
             try:
                 loaded = json.loads(path.read_bytes())
@@ -109,13 +125,14 @@ class ParseMemo:
 
     def parse(self, path: Path) -> tuple[Any, dict[str, int]]:
         """parse_with_lines() of a file, from the memo when its text was seen."""
-        text = read(path)
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        raw = _read_bytes(path)
+        digest = hashlib.sha256(raw).hexdigest()
+        self.digests[path] = digest
         known = self.entries.get(digest)
         if isinstance(known, list) and len(known) == 2 and isinstance(known[1], dict):
             self.used[digest] = known
             return known[0], known[1]
-        data, lines = parse_with_lines(text, path)
+        data, lines = parse_with_lines(_decode(raw, path), path)
         try:
             if json.loads(json.dumps(data)) == data:
                 self.used[digest] = [data, lines]

@@ -1,0 +1,323 @@
+"""A build answered from the record of the last one like it.
+
+Each successful build leaves a record in the cache, named after its command: layer
+files, targets, options and working directory. It notes everything the outcome rested
+on. A later build of the same command whose record still holds is answered from it:
+each recipe is reported reused, the trace and the report are written again, and the
+artifacts are left as they are. Nothing is parsed, no key is computed, and neither kas
+nor doit is loaded.
+
+The record holds when, now as then:
+- jailbake's own modules are the same files (size and times);
+- the variables of the layer's env: section and every JAILBAKE_* variable have the
+  same values;
+- the directories kas read hold the same configuration files, by content, under the
+  same repository markers;
+- each recipe directory lists the same recipe files, each with the same bytes;
+- each layer file a recipe uses (file sources, patches, rootfs files) hashes the same;
+- each builder's context hashes to the same image key, found in the same docker/
+  directory, and each repository's docker/ directory exists or not as it did;
+- no workspace is active, and no layer repository floats on a branch or tag;
+- the cache holds each result as the same file, with its output tree;
+- each artifact, manifest.json and the SPDX document is the file the build left
+  (size, modification and change times, inode).
+
+Otherwise the build runs as usual, and leaves a new record. Output trees are not
+checked against their digests here: nothing reads them. A build that uses one (a
+step's dependency, a copy into the artifacts directory) checks it first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .keys import path_digest
+from .request import Artifact, BuildOptions, BuildReport
+from .scan import ConfigScan, bytes_digest, recipe_names
+from .store import WORKSPACES, Store, tree_stamp
+
+if TYPE_CHECKING:
+    from .action import RecipeBuilder
+    from .graph import Graph
+    from .store import ActionResult
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+RECORDS = "replay"  # under the cache directory
+VARIABLE_PREFIX = "JAILBAKE_"
+
+
+def _identity(options: BuildOptions) -> str:
+    """The command a record answers: what it builds, how, from where, and into where."""
+    command = [
+        FORMAT,
+        __version__,
+        os.getcwd(),
+        [str(c.resolve()) for c in options.configs],
+        list(options.targets),
+        str(options.executor),
+        str(options.cache_dir.resolve()),
+        str(options.artifacts_dir.resolve()),
+        list(options.mirrors),
+        options.offline,
+        options.remote_cache,
+        options.remote_readonly,
+        options.keep_going,
+        options.keep_failed,
+        options.remote_executor,
+        options.remote_instance,
+    ]
+    return hashlib.sha256(json.dumps(command).encode()).hexdigest()[:32]
+
+
+def _record_path(options: BuildOptions) -> Path:
+    return options.cache_dir / RECORDS / f"{_identity(options)}.json"
+
+
+def _code_stamp() -> list[list[Any]]:
+    """jailbake's own modules, as the file system describes them."""
+    package = Path(__file__).parent
+    stamp: list[list[Any]] = []
+    for dirpath, dirnames, filenames in os.walk(package):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(dirpath, name))
+                stamp.append([os.path.join(dirpath, name), st.st_size, st.st_mtime_ns])
+    return stamp
+
+
+def _environ(names: Sequence[str]) -> dict[str, str | None]:
+    """The values of the layer's variables and of every JAILBAKE_* variable, by their
+    sha256 (a record in the cache keeps no token a variable may hold)."""
+    wanted = {*names, *(k for k in os.environ if k.startswith(VARIABLE_PREFIX))}
+    return {k: _value_digest(os.environ.get(k)) for k in sorted(wanted)}
+
+
+def _value_digest(value: str | None) -> str | None:
+    return None if value is None else hashlib.sha256(os.fsencode(value)).hexdigest()
+
+
+def _stat_key(path: Path) -> list[int]:
+    st = path.lstat()
+    return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def _no_workspaces(cache_dir: Path) -> bool:
+    try:
+        return not any(n.endswith(".json") for n in os.listdir(cache_dir / WORKSPACES))
+    except FileNotFoundError:
+        return True
+
+
+# -- writing ---------------------------------------------------------------------------
+def record(
+    options: BuildOptions,
+    graph: Graph,
+    builder: RecipeBuilder,
+    results: Mapping[str, ActionResult],
+    artifacts: Sequence[Artifact],
+) -> None:
+    """Leave the record of a successful build, if a later one can be answered from it."""
+    layer = graph.layer
+    path = _record_path(options)
+    if (
+        options.force
+        or layer.floating
+        or layer.scan is None
+        or builder.workspaces.all()
+        or not set(graph.order) <= set(builder.key_infos)
+    ):
+        path.unlink(missing_ok=True)
+        return
+    try:
+        _write(path, options, graph, builder, results, artifacts)
+    except OSError as exc:  # the next build runs in full
+        log.warning("cache: the record of this build was not kept: %s", exc)
+        path.unlink(missing_ok=True)
+
+
+def _write(
+    path: Path,
+    options: BuildOptions,
+    graph: Graph,
+    builder: RecipeBuilder,
+    results: Mapping[str, ActionResult],
+    artifacts: Sequence[Artifact],
+) -> None:
+    layer = graph.layer
+    assert layer.scan is not None
+    from .action import layer_file_paths
+    from .artifacts import MANIFEST
+    from .spdx import SBOM
+
+    store = builder.store
+    layer_files: list[list[str]] = []
+    builders: list[list[str]] = []
+    probes = [[p, "dir", exists] for p, exists in layer.probes]
+    for name in graph.order:
+        recipe = graph.recipes[name]
+        info = builder.key_infos[name]
+        digests = info.inputs["files"]
+        for label, file in sorted(layer_file_paths(recipe).items()):
+            layer_files.append([str(file), digests[label]])
+        identity = info.inputs["builder"]
+        if identity.get("executor") == "docker":
+            context = graph.builder_dir(recipe)
+            assert context is not None
+            builders.append([str(context), identity["image"]])
+            probes += [
+                [str(f), "file", f.is_file()]
+                for f in (d / recipe.builder / "Dockerfile" for d in layer.docker_dirs)
+            ]
+    published: list[list[Any]] = []
+    for name in graph.order:
+        for output in graph.recipes[name].outputs:
+            if output.publish is not None:
+                dest = options.artifacts_dir / output.publish
+                published.append(
+                    ["tree", str(dest), tree_stamp(dest)]
+                    if dest.is_dir() and not dest.is_symlink()
+                    else ["file", str(dest), _stat_key(dest)]
+                )
+    for extra in (MANIFEST, SBOM):
+        published.append(["file", str(options.artifacts_dir / extra),
+                          _stat_key(options.artifacts_dir / extra)])  # fmt: skip
+    scan = layer.scan
+    content = {
+        "code": _code_stamp(),
+        "environ": _environ(layer.env_names),
+        "config": {
+            "first": str(layer.files[0]),
+            "dirs": list(scan.dirs),
+            "fingerprint": scan.fingerprint,
+            "repositories": list(scan.repositories),
+        },
+        "recipe_dirs": {str(d): recipe_names(d) for d in layer.recipe_dirs},
+        "recipe_files": dict(graph.recipe_files),
+        "layer_files": layer_files,
+        "builders": sorted(set(map(tuple, builders))),
+        "probes": probes,
+        "results": [
+            [
+                name,
+                results[name].key,
+                _stat_key(store.result_path(results[name].key)),
+                results[name].output_digest,
+                sum(e.get("size", 0) for e in results[name].outputs if e["type"] == "file"),
+                sorted(graph.recipes[name].depends),
+                str(store.blob_path(kept.hash)) if (kept := results[name].log) else None,
+            ]
+            for name in graph.order
+        ],
+        "targets": list(graph.targets),
+        "published": published,
+        "artifacts": [[a.path, a.sha256, a.recipe] for a in artifacts],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(content))
+    os.replace(tmp, path)
+
+
+# -- answering ---------------------------------------------------------------------------
+def _holds(record: dict[str, Any], options: BuildOptions) -> bool:
+    """Whether everything the recorded build rested on is as it was (see above)."""
+    if record["code"] != _code_stamp():
+        return False
+    environ: dict[str, str | None] = record["environ"]
+    if any(_value_digest(os.environ.get(k)) != v for k, v in environ.items()) or any(
+        k.startswith(VARIABLE_PREFIX) and k not in environ for k in os.environ
+    ):
+        return False
+    if not _no_workspaces(options.cache_dir):
+        return False
+    config = record["config"]
+    scan = ConfigScan(tuple(config["dirs"]), config["fingerprint"], tuple(config["repositories"]))
+    if not scan.holds(Path(config["first"])):
+        return False
+    files: dict[str, str] = record["recipe_files"]
+    for directory, names in record["recipe_dirs"].items():
+        if recipe_names(Path(directory)) != names:
+            return False
+        for name in names:
+            file = os.path.join(directory, name)
+            with open(file, "rb") as f:
+                if files.get(file) != bytes_digest(f.read()):
+                    return False
+    for file, digest in record["layer_files"]:
+        if path_digest(Path(file)) != digest:
+            return False
+    for path, kind, exists in record["probes"]:
+        if (os.path.isdir(path) if kind == "dir" else os.path.isfile(path)) != exists:
+            return False
+    if record["builders"]:
+        from .engine import image_key
+
+        if any(image_key(Path(context)) != key for context, key in record["builders"]):
+            return False
+    store_root = options.cache_dir
+    for _, key, stat_key, digest, *_ in record["results"]:
+        if _stat_key(store_root / "ac" / key[:2] / f"{key}.json") != stat_key:
+            return False
+        if not os.path.isdir(store_root / "trees" / digest):
+            return False
+    for kind, path, stamp in record["published"]:
+        now = tree_stamp(Path(path)) if kind == "tree" else _stat_key(Path(path))
+        if now != stamp:
+            return False
+    return True
+
+
+def answer(options: BuildOptions, stream: Any = None) -> BuildReport | None:
+    """The build's report, answered from its record if the record holds; None if the
+    build has to run."""
+    start = time.monotonic()
+    if options.force:
+        return None
+    try:
+        record = json.loads(_record_path(options).read_bytes())
+        if not _holds(record, options):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    from . import report
+    from .status import reused
+    from .trace import Tracer
+
+    store = Store(options.cache_dir)
+    tracer = Tracer()
+    lines = []
+    depends: dict[str, list[str]] = {}
+    logs: dict[str, str] = {}
+    last = os.path.join(store.root, "last")
+    for name, key, _, _, output_bytes, deps, log in record["results"]:
+        try:
+            with open(os.path.join(last, name)) as f:
+                known = f.read().strip()
+        except OSError:
+            known = ""
+        if known != key:  # another command built the recipe since
+            store.record_last(name, key)
+        tracer.reused(name, key, output_bytes)
+        lines.append(f"[jailbake] {name}: {reused(key, 0.0)}\n")
+        depends[name] = deps
+        if log is not None:
+            logs[name] = log
+    (stream or sys.stderr).write("".join(lines))
+    store.remember_executor(options.configs, str(options.executor))
+    report.write_with_trace(
+        tracer, options.artifacts_dir, record["targets"], depends, logs, from_record=True
+    )
+    names = [r[0] for r in record["results"]]
+    artifacts = [Artifact(p, sha, recipe) for p, sha, recipe in record["artifacts"]]
+    return BuildReport([], names, artifacts, time.monotonic() - start)

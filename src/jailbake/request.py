@@ -1,0 +1,58 @@
+"""What a build is asked to do, and what it answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from .store import default_cache_dir
+
+
+class ExecutorKind(StrEnum):
+    DOCKER = "docker"
+    HOST = "host"
+    REMOTE = "remote"  # a Remote Execution API service (see remoteexec)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    configs: tuple[Path, ...]
+    targets: tuple[str, ...] = ()
+    jobs: int = 1
+    executor: ExecutorKind = ExecutorKind.DOCKER
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    artifacts_dir: Path = Path("artifacts")
+    mirrors: tuple[str, ...] = ()
+    offline: bool = False
+    remote_cache: str | None = None  # URL of a Bazel-style HTTP cache
+    remote_readonly: bool = False
+    keep_going: bool = False
+    force: tuple[str, ...] = ()  # recipes built again even when cached
+    keep_failed: bool = False  # a failed step's work directory is kept for a shell
+    remote_executor: str | None = None  # --executor remote: the service's URL
+    remote_instance: str | None = None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str  # relative to the artifacts directory
+    sha256: str
+    recipe: str = ""  # the recipe that made it
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    built: list[str]
+    reused: list[str]
+    artifacts: list[Artifact]
+    seconds: float
+    downloaded: list[str] = field(default_factory=list)  # from the remote cache
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "built": self.built,
+            "reused": self.reused,
+            "downloaded": self.downloaded,
+            "artifacts": [{"path": a.path, "sha256": a.sha256} for a in self.artifacts],
+        }

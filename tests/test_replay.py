@@ -1,0 +1,195 @@
+"""A build of the same command with nothing changed is answered from the last one's
+record (no kas, no doit, no recipe parsing); anything the outcome rested on that
+changed sends it through the whole build again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, Project, Result
+
+
+def answered_from_record(project: Project, result: Result) -> bool:
+    assert result.rc == 0, result.stderr
+    trace = json.loads((project.root / "artifacts" / "build-trace.json").read_text())
+    return bool(trace["otherData"].get("from_record"))
+
+
+def two_recipes(project: Project) -> None:
+    project.file("recipes/files/input.txt", "one\n")
+    project.recipe(
+        "a",
+        sources=[{"file": "files/input.txt"}],
+        script='mkdir -p "$OUT"; cat input.txt > "$OUT/a.txt"',
+        outputs=[{"path": "a.txt", "publish": True}],
+    )
+    project.recipe(
+        "b",
+        depends=["a"],
+        script='mkdir -p "$OUT/docs"; cat "$DEPS/a/a.txt" > "$OUT/docs/b.txt"',
+        outputs=[{"path": "docs", "publish": "docs"}],
+    )
+
+
+def test_a_build_with_nothing_changed_is_answered_from_the_record(project: Project) -> None:
+    two_recipes(project)
+    first = project.build()
+    assert first.report["built"] == ["a", "b"]
+    assert not answered_from_record(project, first)
+
+    second = project.build()
+    assert answered_from_record(project, second)
+    assert second.report["built"] == [] and second.report["reused"] == ["a", "b"]
+    assert second.report["artifacts"] == first.report["artifacts"]
+    assert "[jailbake] a: reused in 0.0s (" in second.stderr
+    assert "2 recipes: 0 built, 2 reused" in second.stderr
+    trace = json.loads((project.root / "artifacts" / "build-trace.json").read_text())
+    reused = [e["name"] for e in trace["traceEvents"] if e.get("cat") == "reused"]
+    assert reused == ["a", "b"]
+    assert trace["otherData"]["depends"] == {"a": [], "b": ["a"]}
+    page = (project.root / "artifacts" / "build-report.html").read_text()
+    assert 'data-name="b"' in page
+    # The artifacts are the files the first build left.
+    assert (project.root / "artifacts" / "docs" / "b.txt").read_text() == "one\n"
+
+
+def _same_size_and_time(path: Path, old: str, new: str) -> None:
+    st = path.stat()
+    path.chmod(0o644)
+    path.write_text(path.read_text().replace(old, new))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _ac_file(project: Project, recipe: str) -> Path:
+    manifest = json.loads((project.root / "artifacts" / "manifest.json").read_text())
+    key = str(next(r["key"] for r in manifest["recipes"] if r["name"] == recipe))
+    return project.cache / "ac" / key[:2] / f"{key}.json"
+
+
+# Each change, and what the whole build that follows it builds.
+CHANGES: dict[str, tuple[Callable[[Project], object], list[str]]] = {
+    "a file source, same size and time": (
+        lambda p: _same_size_and_time(p.root / "recipes/files/input.txt", "one", "two"),
+        ["a", "b"],
+    ),
+    "a recipe, same size and time": (
+        lambda p: _same_size_and_time(p.root / "recipes/b.yml", "b.txt", "B.txt"),
+        ["b"],
+    ),
+    "a new recipe file": (lambda p: p.recipe("c"), ["c"]),
+    "a published file edited, same size and time": (
+        lambda p: _same_size_and_time(p.root / "artifacts/a.txt", "one", "ONE"),
+        [],
+    ),
+    "a file added to a published directory": (
+        lambda p: (p.root / "artifacts/docs/extra.txt").write_text("x"),
+        [],
+    ),
+    "manifest.json removed": (lambda p: (p.root / "artifacts/manifest.json").unlink(), []),
+    "a result gone from the cache": (lambda p: _ac_file(p, "b").unlink(), ["b"]),
+    "an output tree gone from the cache": (
+        lambda p: shutil.rmtree(p.cache / "trees"),
+        ["a", "b"],
+    ),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_whatever_the_build_rested_on_is_checked(project: Project, change: str) -> None:
+    two_recipes(project)
+    project.build()
+    assert answered_from_record(project, project.build())
+    act, expected = CHANGES[change]
+    act(project)
+    after = project.build()
+    assert not answered_from_record(project, after), change
+    assert sorted(after.report["built"]) == expected, after.stderr
+    assert (project.root / "artifacts" / "a.txt").read_text() in ("one\n", "two\n")
+    assert not (project.root / "artifacts" / "docs" / "extra.txt").exists()
+    assert (project.root / "artifacts" / "manifest.json").is_file()
+    assert answered_from_record(project, project.build()), change
+
+
+def test_variables_force_and_workspaces_are_not_answered_from_the_record(
+    project: Project, tmp_path: Path
+) -> None:
+    two_recipes(project)
+    project.build()
+    assert answered_from_record(project, project.build())
+    # Any JAILBAKE_* variable, set or changed.
+    assert not answered_from_record(project, project.build(env={"JAILBAKE_X": "1"}))
+    assert answered_from_record(project, project.build(env={"JAILBAKE_X": "1"}))
+    assert not answered_from_record(project, project.build())
+    # --force builds again.
+    forced = project.build("--force", "a")
+    assert not answered_from_record(project, forced)
+    assert forced.report["built"] == ["a"]
+    # An active workspace: its recipe's sources come from the workspace.
+    project.build()
+    started = project.run(
+        "workspace", "layer.yml", "a", str(tmp_path / "ws"), "--cache-dir", str(project.cache)
+    )
+    assert started.rc == 0, started.stderr
+    (tmp_path / "ws" / "input.txt").write_text("edited\n")
+    result = project.build()
+    assert not answered_from_record(project, result)
+    assert result.report["built"] == ["a", "b"]
+    assert (project.root / "artifacts" / "a.txt").read_text() == "edited\n"
+
+
+def test_an_answer_from_the_record_keeps_the_last_build_of_each_recipe(
+    project: Project,
+) -> None:
+    """`explain` compares with the last build of a recipe, whichever command made it."""
+    project.layer(
+        "layer.yml",
+        {
+            "header": {"version": 14},
+            "repos": {"this": {"layers": {"recipes": None}}},
+            "env": {"SOURCE_DATE_EPOCH": "1700000000", "FLAVOUR": "plain"},
+        },
+    )
+    project.recipe("app", variables=["FLAVOUR"], script='mkdir -p "$OUT"; echo > "$OUT/app.txt"')
+    project.build()
+    project.build("--artifacts-dir", str(project.root / "other"), env={"FLAVOUR": "fancy"})
+    assert answered_from_record(project, project.build())
+    explained = project.run("explain", "layer.yml", "app", "--cache-dir", str(project.cache))
+    assert "unchanged since the last build" in explained.stdout, explained.stdout
+
+
+def test_changed_jailbake_code_is_not_answered_from_the_record(
+    project: Project, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(SRC / "jailbake", src / "jailbake")
+    env = {"PYTHONPATH": str(src)}
+    project.recipe("a")
+    project.build(env=env)
+    assert answered_from_record(project, project.build(env=env))
+    module = src / "jailbake" / "status.py"
+    module.write_text(module.read_text() + "\n")
+    assert not answered_from_record(project, project.build(env=env))
+
+
+def test_an_answer_from_the_record_loads_no_build_code(project: Project) -> None:
+    project.recipe("a")
+    project.recipe("b", depends=["a"])
+    project.build()
+    argv = [sys.executable, "-X", "importtime", "-m", "jailbake.cli", "build", "layer.yml",
+            "--executor", "host", "--cache-dir", str(project.cache)]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    run = subprocess.run(argv, cwd=project.root, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if "|" in line}
+    assert "jailbake.replay" in imported
+    heavy = {"kas", "doit", "docker", "yaml", "requests"}
+    assert not {m for m in imported if m.split(".")[0] in heavy}
+    assert not imported & {"jailbake.bake", "jailbake.action", "jailbake.layer"}
