@@ -118,6 +118,15 @@ def test_whatever_the_build_rested_on_is_checked(project: Project, change: str) 
     assert answered_from_record(project, project.build()), change
 
 
+def test_verbose_says_what_changed(project: Project) -> None:
+    two_recipes(project)
+    project.build()
+    _same_size_and_time(project.root / "recipes/b.yml", "b.txt", "B.txt")
+    argv = ["-v", "build", "layer.yml", "--executor", "host", "--cache-dir", str(project.cache)]
+    result = project.run(*argv, check=True)
+    assert f"changed since the last one: {project.root / 'recipes' / 'b.yml'}" in result.stderr
+
+
 def test_variables_force_and_workspaces_are_not_answered_from_the_record(
     project: Project, tmp_path: Path
 ) -> None:

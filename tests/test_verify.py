@@ -75,6 +75,40 @@ def test_a_corrupted_output_tree_is_rebuilt_not_published(project: Project, tmp_
     assert listed["a.txt"] == sha256(b"good\n")
 
 
+def test_a_corrupted_dependency_is_rebuilt_before_a_step_reads_it(
+    project: Project, tmp_path: Path
+) -> None:
+    """Trees are checked where a build reads them: here a dependency (not published) of
+    a recipe that has to be built again."""
+    project.recipe("a", script='mkdir -p "$OUT"; echo good > "$OUT/a.txt"', outputs=["a.txt"])
+    project.recipe(
+        "b",
+        depends=["a"],
+        script='mkdir -p "$OUT"; cat "$DEPS/a/a.txt" > "$OUT/b.txt"',
+        outputs=[{"path": "b.txt", "publish": True}],
+    )
+    project.build(artifacts=tmp_path / "art1")
+    manifest = json.loads((tmp_path / "art1" / "manifest.json").read_text())
+    digest = next(r["output_digest"] for r in manifest["recipes"] if r["name"] == "a")
+    cached = project.cache / "trees" / str(digest) / "a.txt"
+    flip_byte(cached)
+    os.utime(cached, (1700000000, 1700000000))
+    # Unread, the tree is left as it is: b's result is reused, a's is not needed.
+    quiet = project.build(artifacts=tmp_path / "art2")
+    assert quiet.report["built"] == [] and "no longer hashes" not in quiet.stderr
+    # b changes: its step reads a, which is checked first and built again.
+    project.recipe(
+        "b",
+        depends=["a"],
+        script='mkdir -p "$OUT"; cat "$DEPS/a/a.txt" "$DEPS/a/a.txt" > "$OUT/b.txt"',
+        outputs=[{"path": "b.txt", "publish": True}],
+    )
+    result = project.build(artifacts=tmp_path / "art3")
+    assert "no longer hashes to its digest" in result.stderr
+    assert result.report["built"] == ["a", "b"], result.stderr
+    assert (tmp_path / "art3" / "b.txt").read_text() == "good\ngood\n"
+
+
 def test_a_step_cannot_change_its_dependencies_in_the_cache(
     project: Project, tmp_path: Path
 ) -> None:

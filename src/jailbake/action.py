@@ -188,13 +188,15 @@ class RecipeBuilder:
         return self.workspaces.of(recipe.file)
 
     def lookup(
-        self, recipe: Recipe, deps: Mapping[str, ActionResult]
+        self, recipe: Recipe, deps: Mapping[str, ActionResult], *, check_tree: bool = True
     ) -> tuple[KeyInfo, ActionResult | None]:
+        """The recipe's key, and its stored result if there is one. Without check_tree,
+        the result's output tree is not checked against its digest (Store.check_tree)."""
         info = self.key_info(recipe, {n: r.output_digest for n, r in deps.items()})
-        return info, self._cached(recipe, info.key)
+        return info, self._cached(recipe, info.key, check_tree=check_tree)
 
-    def _cached(self, recipe: Recipe, key: str) -> ActionResult | None:
-        result = self.store.get_result(key)
+    def _cached(self, recipe: Recipe, key: str, *, check_tree: bool = True) -> ActionResult | None:
+        result = self.store.get_result(key, check_tree=check_tree)
         return result and _declared_outputs_ok(recipe, result)
 
     # -- building ---------------------------------------------------------------------

@@ -103,7 +103,7 @@ def _write_trace_and_report(
 ) -> None:
     """build-trace.json and build-report.html beside the artifacts."""
     depends = {n: sorted(graph.recipes[n].depends) for n in graph.order}
-    logs = {n: str(store.blob_path(r.log.hash)) for n, r in results.items() if r.log is not None}
+    logs = {n: store.blob_location(r.log.hash) for n, r in results.items() if r.log is not None}
     report.write_with_trace(tracer, dest, graph.targets, depends, logs)
 
 

@@ -117,6 +117,11 @@ class Recipe:
     redistribute: bool = True  # False: legal-info ships no sources (binary blobs)
     ccache: bool = True  # False: the step compiles without the builder's compiler cache
 
+    @property
+    def publishes(self) -> bool:
+        """Whether an output of this recipe goes into the artifacts directory."""
+        return any(o.publish is not None for o in self.outputs)
+
     def where(self, field: str) -> str:
         """'file:line' of a top-level field, for error messages."""
         return where_of(self.file, dict(self.lines), field)

@@ -107,8 +107,8 @@ def _value_digest(value: str | None) -> str | None:
     return None if value is None else hashlib.sha256(os.fsencode(value)).hexdigest()
 
 
-def _stat_key(path: Path) -> list[int]:
-    st = path.lstat()
+def _stat_key(path: Path | str) -> list[int]:
+    st = os.lstat(path)
     return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
@@ -211,11 +211,11 @@ def _write(
             [
                 name,
                 results[name].key,
-                _stat_key(store.result_path(results[name].key)),
+                _stat_key(store.result_location(results[name].key)),
                 results[name].output_digest,
                 sum(e.get("size", 0) for e in results[name].outputs if e["type"] == "file"),
                 sorted(graph.recipes[name].depends),
-                str(store.blob_path(kept.hash)) if (kept := results[name].log) else None,
+                store.blob_location(kept.hash) if (kept := results[name].log) else None,
             ]
             for name in graph.order
         ],
@@ -230,52 +230,55 @@ def _write(
 
 
 # -- answering ---------------------------------------------------------------------------
-def _holds(record: dict[str, Any], options: BuildOptions) -> bool:
-    """Whether everything the recorded build rested on is as it was (see above)."""
+def _change(record: dict[str, Any], options: BuildOptions) -> str | None:
+    """What differs from what the recorded build rested on (see above); None if nothing."""
     if record["code"] != _code_stamp():
-        return False
+        return "jailbake's modules"
     environ: dict[str, str | None] = record["environ"]
-    if any(_value_digest(os.environ.get(k)) != v for k, v in environ.items()) or any(
-        k.startswith(VARIABLE_PREFIX) and k not in environ for k in os.environ
-    ):
-        return False
+    for name, value in environ.items():
+        if _value_digest(os.environ.get(name)) != value:
+            return f"the variable {name}"
+    for name in os.environ:
+        if name.startswith(VARIABLE_PREFIX) and name not in environ:
+            return f"the variable {name}"
     if not _no_workspaces(options.cache_dir):
-        return False
+        return "a workspace is active"
     config = record["config"]
     scan = ConfigScan(tuple(config["dirs"]), config["fingerprint"], tuple(config["repositories"]))
     if not scan.holds(Path(config["first"])):
-        return False
+        return "the layer configuration"
     files: dict[str, str] = record["recipe_files"]
     for directory, names in record["recipe_dirs"].items():
         if recipe_names(Path(directory)) != names:
-            return False
+            return f"the recipe files of {directory}"
         for name in names:
             file = os.path.join(directory, name)
             with open(file, "rb") as f:
                 if files.get(file) != bytes_digest(f.read()):
-                    return False
+                    return str(file)
     for file, digest in record["layer_files"]:
         if path_digest(Path(file)) != digest:
-            return False
+            return str(file)
     for path, kind, exists in record["probes"]:
         if (os.path.isdir(path) if kind == "dir" else os.path.isfile(path)) != exists:
-            return False
+            return str(path)
     if record["builders"]:
         from .engine import image_key
 
-        if any(image_key(Path(context)) != key for context, key in record["builders"]):
-            return False
+        for context, key in record["builders"]:
+            if image_key(Path(context)) != key:
+                return str(context)
     store_root = options.cache_dir
-    for _, key, stat_key, digest, *_ in record["results"]:
-        if _stat_key(store_root / "ac" / key[:2] / f"{key}.json") != stat_key:
-            return False
-        if not os.path.isdir(store_root / "trees" / digest):
-            return False
+    for name, key, stat_key, digest, *_ in record["results"]:
+        if _stat_key(f"{store_root}/ac/{key[:2]}/{key}.json") != stat_key:
+            return f"the cached result of {name}"
+        if not os.path.isdir(f"{store_root}/trees/{digest}"):
+            return f"the cached output of {name}"
     for kind, path, stamp in record["published"]:
-        now = tree_stamp(Path(path)) if kind == "tree" else _stat_key(Path(path))
+        now = tree_stamp(Path(path)) if kind == "tree" else _stat_key(path)
         if now != stamp:
-            return False
-    return True
+            return str(path)
+    return None
 
 
 def answer(options: BuildOptions, stream: Any = None) -> BuildReport | None:
@@ -286,9 +289,14 @@ def answer(options: BuildOptions, stream: Any = None) -> BuildReport | None:
         return None
     try:
         record = json.loads(_record_path(options).read_bytes())
-        if not _holds(record, options):
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
+        change = _change(record, options)
+    except FileNotFoundError:
+        log.debug("no record of an earlier build of this command")
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        change = str(exc)
+    if change is not None:
+        log.debug("the build runs: changed since the last one: %s", change)
         return None
     from . import report
     from .status import reused
@@ -300,7 +308,7 @@ def answer(options: BuildOptions, stream: Any = None) -> BuildReport | None:
     depends: dict[str, list[str]] = {}
     logs: dict[str, str] = {}
     last = os.path.join(store.root, "last")
-    for name, key, _, _, output_bytes, deps, log in record["results"]:
+    for name, key, _, _, output_bytes, deps, log_path in record["results"]:
         try:
             with open(os.path.join(last, name)) as f:
                 known = f.read().strip()
@@ -311,8 +319,8 @@ def answer(options: BuildOptions, stream: Any = None) -> BuildReport | None:
         tracer.reused(name, key, output_bytes)
         lines.append(f"[jailbake] {name}: {reused(key, 0.0)}\n")
         depends[name] = deps
-        if log is not None:
-            logs[name] = log
+        if log_path is not None:
+            logs[name] = log_path
     (stream or sys.stderr).write("".join(lines))
     store.remember_executor(options.configs, str(options.executor))
     report.write_with_trace(

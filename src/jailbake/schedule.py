@@ -3,8 +3,9 @@
 doit runs as a library (its task control, dispatcher and thread runner) with one
 change: the tasks ready to start are taken longest remaining path first (what earlier
 builds took, from the cache; a size guess for recipes never built), so a long chain
-such as the kernel's starts before short side branches take the slots. When every
-key is cached, doit is not started at all.
+such as the kernel's starts before short side branches take the slots. Recipes whose
+keys are cached are decided before doit starts, and doit is given only the others
+(none: it is not started at all).
 """
 
 from __future__ import annotations
@@ -82,29 +83,38 @@ class Scheduler:
             return {d: self.outcomes[d].result for d in self.graph.recipes[name].depends}
 
     def _uptodate(self, name: str) -> bool:
-        """Up to date when the key over the inputs, dependency outputs included, is stored."""
+        """Up to date when the key over the inputs, dependency outputs included, is stored
+        (with its output tree as it was stored)."""
         with self._lock:
             if name in self.outcomes:  # decided before doit started
                 return True
+        outcome = self._lookup(name, check_tree=True)
+        if outcome is not None:
+            self.report(name, outcome)
+        return outcome is not None
+
+    def _lookup(self, name: str, *, check_tree: bool) -> Outcome | None:
+        """The recipe's outcome if its key is stored (None to build it); without
+        check_tree, its output tree is checked later, if this build reads it."""
+        with self._lock:
             if any(failed == name for failed, _ in self.errors):
-                return False
+                return None
         try:
             recipe = self.graph.recipes[name]
-            info, hit = self.builder.lookup(recipe, self._deps(name))
+            info, hit = self.builder.lookup(recipe, self._deps(name), check_tree=check_tree)
         except BaseException as exc:
             self._failure(name, exc)
-            return False
+            return None
         if hit is None or name in self.builder.force:
             log.debug("%s: run: key %s is not in the cache", name, info.key[:16])
             with self._lock:
                 self._keys[name] = info  # the action builds under this key
-            return False
+            return None
         self.builder.store.record_last(name, info.key)
         outcome = Outcome(name, Status.REUSED, hit, 0.0)
         with self._lock:
             self.outcomes[name] = outcome
-        self.report(name, outcome)
-        return True
+        return outcome
 
     def _failure(self, name: str, exc: BaseException) -> None:
         with self._lock:
@@ -131,31 +141,65 @@ class Scheduler:
         self.report(name, outcome)
         return True
 
-    def _tasks(self) -> list[dict[str, Any]]:
+    def _tasks(self, pending: list[str]) -> list[dict[str, Any]]:
+        """doit's tasks for the recipes not decided yet (those looked up and found in the
+        cache need none)."""
+        waiting = set(pending)
         return [
             {
                 "name": name,
                 "actions": [(self._action, [name])],
-                "task_dep": list(self.graph.recipes[name].depends),
+                "task_dep": [d for d in self.graph.recipes[name].depends if d in waiting],
                 "uptodate": [lambda n=name: self._uptodate(n)],
                 # doit swaps sys.stdout/sys.stderr around captured actions, which races
                 # between threads; jailbake's actions print through their own stream.
                 "verbosity": 0,
                 "io": {"capture": False},
             }
-            for name in self.graph.order
+            for name in pending
         ]
 
-    def _all_cached(self) -> bool:
-        """Look every key up in dependency order, until one is missing."""
-        return all(self._uptodate(name) for name in self.graph.order)
+    def _decide_cached(self) -> list[str]:
+        """Look up, in dependency order, every key whose dependencies are decided; the
+        recipes left to build (or whose key failed), in that order.
 
-    def priorities(self) -> dict[str, float]:
-        """Each recipe's longest remaining path, in expected seconds: its own time and
-        the longest chain of recipes that wait for it, up to the targets."""
-        store = self.builder.store
-        own: dict[str, float] = {}
+        The output trees this build reads are then checked against their digests: the
+        dependencies of the recipes to build and the published outputs (the others are
+        checked by the build that reads them). A tree changed on disk is removed, and its
+        recipe and every recipe that waits for it are decided again, in doit."""
         for name in self.graph.order:
+            with self._lock:
+                ready = all(d in self.outcomes for d in self.graph.recipes[name].depends)
+            if ready:
+                self._lookup(name, check_tree=False)
+        pending = [n for n in self.graph.order if n not in self.outcomes]
+        used = {d for n in pending for d in self.graph.recipes[n].depends}
+        used |= {n for n in self.outcomes if self.graph.recipes[n].publishes}
+        store = self.builder.store
+        changed = {
+            n
+            for n in self.graph.order
+            if n in used and n in self.outcomes and not store.check_tree(self.outcomes[n].result)
+        }
+        if changed:
+            for name in self.graph.order:  # dependencies first: the waiting ones follow
+                if name in changed or any(d in changed for d in self.graph.recipes[name].depends):
+                    changed.add(name)
+                    self.outcomes.pop(name, None)
+            pending = [n for n in self.graph.order if n not in self.outcomes]
+        for name in self.graph.order:
+            if name in self.outcomes:
+                self.report(name, self.outcomes[name])
+        return pending
+
+    def priorities(self, pending: list[str] | None = None) -> dict[str, float]:
+        """Each pending recipe's longest remaining path, in expected seconds: its own
+        time and the longest chain of pending recipes that wait for it, up to the
+        targets. pending: in dependency order; all of the graph's recipes by default."""
+        store = self.builder.store
+        order = self.graph.order if pending is None else pending
+        own: dict[str, float] = {}
+        for name in order:
             last = store.last_duration(name)
             if last is None:  # never built here: a guess from its downloads' sizes
                 recipe = self.graph.recipes[name]
@@ -166,18 +210,20 @@ class Scheduler:
                 )
                 last = 1.0 + sizes / GUESS_BYTES_PER_SECOND
             own[name] = last
-        waiting: dict[str, list[str]] = {n: [] for n in self.graph.order}
-        for name in self.graph.order:
+        waiting: dict[str, list[str]] = {n: [] for n in order}
+        for name in order:
             for dep in self.graph.recipes[name].depends:
-                waiting[dep].append(name)
+                if dep in waiting:
+                    waiting[dep].append(name)
         rank: dict[str, float] = {}
-        for name in reversed(self.graph.order):
+        for name in reversed(order):
             rank[name] = own[name] + max((rank[w] for w in waiting[name]), default=0.0)
         return rank
 
     def run(self, jobs: int) -> dict[str, Outcome]:
-        if not self._all_cached() or self.errors:
-            self._run_doit(jobs)
+        pending = self._decide_cached()
+        if pending:
+            self._run_doit(jobs, pending)
         if self.errors:
             interrupt = next((e for _, e in self.errors if not isinstance(e, Exception)), None)
             if interrupt is not None:
@@ -190,13 +236,13 @@ class Scheduler:
             raise JailbakeError(f"recipes not built: {', '.join(missing)}")
         return self.outcomes
 
-    def _run_doit(self, jobs: int) -> None:
+    def _run_doit(self, jobs: int, pending: list[str]) -> None:
         from doit.control import TaskControl, TaskDispatcher
         from doit.dependency import Dependency, JsonDB
         from doit.runner import MThreadRunner
         from doit.task import Stream, dict_to_task
 
-        rank = self.priorities()
+        rank = self.priorities(pending)
 
         class Ready:
             """doit's queue of tasks to look at next, as a priority queue."""
@@ -222,9 +268,11 @@ class Scheduler:
                 super().__init__(*args)
                 self.ready = Ready()
 
-        control = TaskControl([dict_to_task(t) for t in self._tasks()])
-        # The targets, the longest first: each one's dependencies, then it.
-        control.process(sorted(self.graph.targets, key=lambda t: -rank[t]) or None)
+        control = TaskControl([dict_to_task(t) for t in self._tasks(pending)])
+        # The targets still pending (every recipe that waits for a pending one is pending
+        # too), the longest first: each one's dependencies, then it.
+        targets = [t for t in self.graph.targets if t in rank]
+        control.process(sorted(targets, key=lambda t: -rank[t]) or None)
         dispatcher = Dispatcher(control.tasks, control.targets, control.selected_tasks)
         deps = Dependency(JsonDB, str(self.state_dir / "doit.db"))
         runner = MThreadRunner(

@@ -193,6 +193,14 @@ class Store:
     def blob_path(self, sha256: str) -> Path:
         return self.root / "cas" / sha256[:2] / sha256
 
+    def blob_location(self, sha256: str) -> str:
+        """blob_path as a string, made without a Path (for many at once)."""
+        return f"{self.root}/cas/{sha256[:2]}/{sha256}"
+
+    def result_location(self, key: str) -> str:
+        """result_path as a string, made without a Path (for many at once)."""
+        return f"{self.root}/ac/{key[:2]}/{key}.json"
+
     def has_blob(self, sha256: str) -> bool:
         return self.blob_path(sha256).is_file()
 
@@ -310,19 +318,27 @@ class Store:
         """Where the result stored under key is kept."""
         return self.root / "ac" / key[:2] / f"{key}.json"
 
-    def get_result(self, key: str) -> ActionResult | None:
-        """The stored result for key, if it and its output tree are complete."""
+    def get_result(self, key: str, *, check_tree: bool = True) -> ActionResult | None:
+        """The stored result for key, if it and its output tree are complete (and, with
+        check_tree, the tree still hashes to its digest: see check_tree)."""
         try:
             result = ActionResult.from_json(self.result_path(key).read_bytes())
         except (OSError, ValueError, TypeError):
             return None
-        digest = result.output_digest
-        if not self.tree_path(digest).is_dir():
+        if not self.tree_path(result.output_digest).is_dir():
             return None
+        if check_tree and not self.check_tree(result):
+            return None
+        return result
+
+    def check_tree(self, result: ActionResult) -> bool:
+        """Whether the result's output tree still hashes to its digest; one that does not
+        is removed (with a warning), and the result's key is a miss from then on."""
+        digest = result.output_digest
         if not self.verify_tree(digest):
             with self.lock(f"tree-{digest}"):
                 if self.verify_tree(digest, full=True):
-                    return result  # replaced by a good copy meanwhile
+                    return True  # replaced by a good copy meanwhile
                 log.warning(
                     "cache: %s: the output tree %s no longer hashes to its digest (changed "
                     "on disk); removed, it is built again",
@@ -330,8 +346,8 @@ class Store:
                     digest[:16],
                 )
                 self.evict_tree(digest)
-            return None
-        return result
+            return False
+        return True
 
     def put_result(self, result: ActionResult) -> None:
         path = self.result_path(result.key)
@@ -424,7 +440,8 @@ class Store:
 
     def last_key(self, recipe: str) -> str | None:
         try:
-            return (self.root / "last" / recipe).read_text().strip() or None
+            with open(f"{self.root}/last/{recipe}") as f:
+                return f.read().strip() or None
         except OSError:
             return None
 

@@ -9,42 +9,50 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import RecipeError
 
-_Base: Any = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_loader: Any = None  # StrictLoader, made on first use: recipes the memo knows need no yaml
 
 
-class DuplicateKey(yaml.constructor.ConstructorError):
-    """A mapping names the same key twice."""
+def _strict_loader() -> Any:
+    """PyYAML's safe loader (libyaml's when there is one) that refuses duplicate keys
+    (merge keys `<<` excepted)."""
+    global _loader
+    if _loader is not None:
+        return _loader
+    import yaml
 
-    def __init__(self, key: object, first: yaml.Mark, again: yaml.Mark) -> None:
-        super().__init__(
-            problem=f"key {key!r} appears twice (first at line {first.line + 1})",
-            problem_mark=again,
-        )
+    base: Any = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 
+    class DuplicateKey(yaml.constructor.ConstructorError):
+        """A mapping names the same key twice."""
 
-class StrictLoader(_Base):  # type: ignore[misc]
-    """PyYAML's safe loader that refuses duplicate keys (merge keys `<<` excepted)."""
+        def __init__(self, key: object, first: yaml.Mark, again: yaml.Mark) -> None:
+            super().__init__(
+                problem=f"key {key!r} appears twice (first at line {first.line + 1})",
+                problem_mark=again,
+            )
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == _MERGE_TAG:
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.get(key)
-            except TypeError:
-                continue  # unhashable: the base constructor reports it
-            if first is not None:
-                raise DuplicateKey(key, first, key_node.start_mark)
-            seen[key] = key_node.start_mark
-        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
-        return mapping
+    class StrictLoader(base):  # type: ignore[misc]
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # unhashable: the base constructor reports it
+                if first is not None:
+                    raise DuplicateKey(key, first, key_node.start_mark)
+                seen[key] = key_node.start_mark
+            mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+            return mapping
+
+    _loader = StrictLoader
+    return _loader
 
 
 def parse(text: str, file: Path | str) -> Any:
@@ -55,7 +63,9 @@ def parse(text: str, file: Path | str) -> Any:
 def parse_with_lines(text: str, file: Path | str) -> tuple[Any, dict[str, int]]:
     """The document in text and the line of each of its top-level keys (for messages),
     from one parse."""
-    loader = StrictLoader(text)
+    import yaml
+
+    loader = _strict_loader()(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
