@@ -18,7 +18,7 @@ import stat
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,21 @@ class ActionResult:
     log: Digest | None = None
 
     def to_json(self) -> bytes:
-        return canonical_json(asdict(self))
+        # dataclasses.asdict would deep-copy the inputs and the output manifest first.
+        return canonical_json(
+            {
+                "key": self.key,
+                "recipe": self.recipe,
+                "version": self.version,
+                "inputs": self.inputs,
+                "outputs": self.outputs,
+                "output_digest": self.output_digest,
+                "duration": self.duration,
+                "log": None
+                if self.log is None
+                else {"hash": self.log.hash, "size_bytes": self.log.size_bytes},
+            }
+        )
 
     @staticmethod
     def from_json(data: bytes) -> ActionResult:
