@@ -1,6 +1,7 @@
 """Every speed figure of jailbake against the floor it can be measured against here:
 
     .venv/bin/python benchmarks/run_all.py [--runs 5] [--recipes 500] [--tree DIR]
+                                           [--shape chain|dag]
 
 | case                              | floor                              |
 |-----------------------------------|------------------------------------|
@@ -106,13 +107,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--recipes", type=int, default=500)
     parser.add_argument("--tree", type=Path)
+    parser.add_argument(
+        "--shape", choices=("chain", "dag"), default="chain", help="of the graph (bench_graph)"
+    )
     args = parser.parse_args()
     rows: list[tuple[str, float, str, float | None, float | None]] = []
 
     with tempfile.TemporaryDirectory(prefix="jailbake-bench-") as tmp:
         work = Path(tmp)
         graph = work / "graph"
-        write_project(graph, args.recipes)
+        write_project(graph, args.recipes, shape=args.shape)
         host = ("--executor", "host", "-j", "2")
 
         def cold() -> float:
@@ -120,8 +124,9 @@ def main() -> None:
             return build(graph, work / "cold", *host)()
 
         def scripts() -> float:
-            # Each recipe of the graph waits for the one before it: one script at a time.
-            return sandboxed_scripts(args.recipes, work / "scripts", jobs=1)
+            # In a chain each recipe waits for the one before it: one script at a time.
+            jobs = 1 if args.shape == "chain" else 2
+            return sandboxed_scripts(args.recipes, work / "scripts", jobs=jobs)
 
         t, f, r = paired(cold, scripts, max(1, args.runs // 2))
         rows.append((f"cold build, {args.recipes} recipes", t, "the scripts, sandboxed", f, r))
@@ -135,7 +140,7 @@ def main() -> None:
         t, f, r = paired(noop, floor, args.runs)
         rows.append(("no-op build", t, "python start-up", f, r))
 
-        leaf = graph / "recipes" / f"r{args.recipes - 1:04d}.yml"
+        leaf = graph / "recipes" / f"r{args.recipes - 1:04d}.yml"  # no recipe needs it
         text = leaf.read_text()
         flip = [0]
 

@@ -3,6 +3,7 @@ service (tests/reapi_fake.py) that runs them on this machine."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -259,3 +260,29 @@ def test_an_action_no_worker_takes(project: Project, fake: FakeREAPI, tmp_path: 
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("jailbake: error")]
     assert "no worker took the action in" in line and "platform properties" in line
     assert fake.seen.cancelled == ["operations/1"]
+
+
+def test_a_stored_tree_enters_the_input_root_from_its_manifest(tmp_path: Path) -> None:
+    """A dependency's tree is described from the manifest the store recorded, without
+    hashing its files again: the same directories, digests and blobs as hashing gives."""
+    from jailbake.keys import tree_manifest
+    from jailbake.remotetree import InputRoot
+
+    tree = tmp_path / "tree"
+    (tree / "share" / "empty").mkdir(parents=True)
+    (tree / "share" / "WORDS").write_text("ALPHA\n")
+    (tree / "bin").mkdir()
+    (tree / "bin" / "tool").write_text("#!/bin/sh\n")
+    (tree / "bin" / "tool").chmod(0o755)
+    (tree / "share" / "link").symlink_to("WORDS")
+    (tree / "share" / "again").write_text("ALPHA\n")  # the same blob twice
+
+    hashed, described = InputRoot(), InputRoot()
+    hashed.add_tree("deps/lib", tree)
+    described.add_manifest("deps/lib", tree, tree_manifest(tree))
+    assert described.digest() == hashed.digest()
+    assert sorted(b.digest.hash for b in described.blobs()) == sorted(
+        b.digest.hash for b in hashed.blobs()
+    )
+    for blob in described.blobs():  # each file's blob is read from the tree, if sent
+        assert hashlib.sha256(blob.read()).hexdigest() == blob.digest.hash

@@ -366,6 +366,11 @@ class RecipeBuilder:
             ccache=self.ccache_dir(recipe)
             if image and self.executor_for(recipe).kind is ExecutorKind.DOCKER
             else None,
+            dep_manifests=tuple(
+                (n, tuple(deps[n].outputs))
+                for n in sorted(recipe.depends)
+                if n not in (dep_trees or {})  # copies of a workspace's build: not these
+            ),
         )
 
     def _execute(

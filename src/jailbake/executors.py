@@ -100,6 +100,9 @@ class Step:
     ran_at: Path | None = None
     root: bool = False  # uid 0 inside the container (still unprivileged on the host side)
     ccache: Path | None = None  # the builder image's compiler cache, for container steps
+    # The manifests (keys.tree_manifest) of the dependencies' stored trees, by name, for
+    # executors that describe their inputs by digest (remote) and need not hash again.
+    dep_manifests: tuple[tuple[str, tuple[dict[str, Any], ...]], ...] = ()
 
 
 def write_script(work: Path, script: str) -> None:

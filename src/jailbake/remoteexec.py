@@ -194,8 +194,12 @@ class RemoteExecutor:
             if entry.is_file() and not entry.is_symlink() and entry.name != STEP_LOG:
                 root.add_file(entry.name, entry)
         root.add_tree("src", step.work / "src")
+        manifests = dict(step.dep_manifests)
         for name, tree in step.deps:
-            root.add_tree(f"deps/{name}", tree)
+            if name in manifests:  # what the store recorded when it stored the tree
+                root.add_manifest(f"deps/{name}", tree, manifests[name])
+            else:
+                root.add_tree(f"deps/{name}", tree)
         root_digest = root.digest()
         env = dict(step.env)
         env.update(STEP_VARIABLES)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -61,6 +62,23 @@ class InputRoot:
                     self.add_file(str(parent / name), path)
                 else:
                     raise JailbakeError(f"{path}: not a file, directory or symbolic link")
+
+    def add_manifest(self, rel: str, root: Path, manifest: Sequence[Mapping[str, Any]]) -> None:
+        """The tree at root as its manifest (keys.tree_manifest) describes it, without
+        hashing its files again: a stored tree, checked against its stamp before a step
+        that reads it runs. A file is read only if the server lacks it."""
+        base = PurePosixPath(rel)
+        self._dir(base)
+        for entry in manifest:
+            where = base / entry["path"]
+            if entry["type"] == "dir":
+                self._dir(where)
+            elif entry["type"] == "symlink":
+                self._dir(where.parent).links[where.name] = entry["target"]
+            else:
+                d = pb.Digest(hash=entry["sha256"], size_bytes=entry["size"])
+                self._blobs.setdefault(d.hash, Blob(d, path=root / entry["path"]))
+                self._dir(where.parent).files[where.name] = (d, bool(entry["exec"]))
 
     def digest(self) -> pb.Digest:
         return self._encode(self._root)
