@@ -192,6 +192,15 @@ def test_kas_patches_on_a_remote_layer(project: Project, served: Served, tmp_pat
         },
     )  # fmt: skip
     assert built_text(project, tmp_path) == (["app"], "ONE", one)
+    assert built_text(project, tmp_path) == ([], "ONE", one)
+    # The patch edited: the same command builds again (its record does not hold).
+    project.file(
+        "patches/greet.patch",
+        "--- a/recipes/app.yml\n+++ b/recipes/app.yml\n@@ -1,3 +1,3 @@\n name: app\n"
+        ' version: \'1\'\n-script: mkdir -p "$OUT"; echo one > "$OUT/app.txt"\n'
+        '+script: mkdir -p "$OUT"; echo TWO > "$OUT/app.txt"\n',
+    )
+    assert built_text(project, tmp_path) == (["app"], "TWO", one)
     # A patch that does not apply: one line naming it.
     project.file("patches/greet.patch", "--- a/recipes/app.yml\n+++ b/recipes/app.yml\n"
                  "@@ -1 +1 @@\n-nothing like this\n+x\n")  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, Project, Result
+from conftest import SRC, HTTPFiles, Project, Result, make_tarball, sha256
 
 
 def answered_from_record(project: Project, result: Result) -> bool:
@@ -202,3 +202,87 @@ def test_an_answer_from_the_record_loads_no_build_code(project: Project) -> None
     heavy = {"kas", "doit", "docker", "yaml", "requests"}
     assert not {m for m in imported if m.split(".")[0] in heavy}
     assert not imported & {"jailbake.bake", "jailbake.action", "jailbake.layer"}
+
+
+def test_links_to_layer_files_and_recipe_directories_are_followed(project: Project) -> None:
+    """A link moved to another file (a file source) or directory (the recipes) is seen,
+    although each target is unchanged."""
+    project.file("recipes/files/a.txt", "AAA\n")
+    project.file("recipes/files/b.txt", "BBB\n")
+    (project.root / "recipes/files/current").symlink_to("a.txt")
+    project.recipe(
+        "x",
+        sources=[{"file": "files/current"}],
+        script='mkdir -p "$OUT"; cat *.txt > "$OUT/x.txt"',  # the link's target
+        outputs=[{"path": "x.txt", "publish": True}],
+    )
+    project.build()
+    assert answered_from_record(project, project.build())
+    (project.root / "recipes/files/current").unlink()
+    (project.root / "recipes/files/current").symlink_to("b.txt")
+    after = project.build()
+    assert not answered_from_record(project, after)
+    assert (project.root / "artifacts/x.txt").read_text() == "BBB\n"
+
+    other = project.root / "recipes-other"
+    shutil.copytree(project.root / "recipes", other, symlinks=True)
+    (other / "files/current").unlink()
+    (other / "files/current").symlink_to("a.txt")
+    (project.root / "recipes").rename(project.root / "recipes-first")
+    (project.root / "recipes").symlink_to("recipes-first")
+    project.build()
+    assert answered_from_record(project, project.build())
+    (project.root / "recipes").unlink()
+    (project.root / "recipes").symlink_to("recipes-other")
+    assert not answered_from_record(project, project.build())
+    assert (project.root / "artifacts/x.txt").read_text() == "AAA\n"
+
+
+def test_a_recipe_outside_the_targets_is_still_checked(project: Project) -> None:
+    """Every recipe of the layers is validated, needed or not: a file source of one
+    outside --target that disappears fails the build as it would without a record."""
+    project.recipe("a")
+    project.file("recipes/files/in.txt", "in\n")
+    project.recipe("other", sources=[{"file": "files/in.txt"}])
+    project.build("--target", "a")
+    assert answered_from_record(project, project.build("--target", "a"))
+    (project.root / "recipes/files/in.txt").unlink()
+    failed = project.build("--target", "a", check=False)
+    assert failed.rc != 0 and "files/in.txt' does not exist" in failed.stderr
+
+
+def test_licence_texts_in_the_cache_are_part_of_the_record(
+    project: Project, http: HTTPFiles
+) -> None:
+    """manifest.json and the SBOM quote the SHA1 of the licence texts the cache holds."""
+    licence = b"MIT licence text\n"
+    tarball = make_tarball({"LICENSE": licence.decode(), "a.c": "int a;\n"})
+    project.recipe(
+        "x",
+        sources=[{"url": http.add("x.tar.gz", tarball), "sha256": sha256(tarball)}],
+        license_files=[{"path": "LICENSE", "sha256": sha256(licence)}],
+        script='mkdir -p "$OUT"; cp a.c "$OUT/x.txt"',
+        outputs=[{"path": "x.txt", "publish": True}],
+    )
+    project.build()
+    assert answered_from_record(project, project.build())
+    assert '"sha1"' in (project.root / "artifacts/manifest.json").read_text()
+    blob = project.cache / "cas" / sha256(licence)[:2] / sha256(licence)
+    blob.unlink()
+    assert not answered_from_record(project, project.build())
+    assert '"sha1"' not in (project.root / "artifacts/manifest.json").read_text()
+
+
+def test_offline_builds_check_their_sources_every_time(project: Project, http: HTTPFiles) -> None:
+    data = b"payload\n"
+    project.recipe(
+        "x",
+        sources=[{"url": http.add("f.txt", data), "sha256": sha256(data)}],
+        script='mkdir -p "$OUT"; cat f.txt > "$OUT/x.txt"',
+    )
+    project.build()
+    project.build("--offline")
+    assert not answered_from_record(project, project.build("--offline"))
+    (project.cache / "cas" / sha256(data)[:2] / sha256(data)).unlink()
+    failed = project.build("--offline", check=False)
+    assert failed.rc != 0 and "neither cached nor in a mirror" in failed.stderr

@@ -213,8 +213,9 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     manifest, content = write_manifest(graph, results, artifacts, options.artifacts_dir, store)
     artifacts.append(manifest)
     spdx.write(options.artifacts_dir, content, store.sha1_of)
-    _write_trace_and_report(tracer, graph, store, results, options.artifacts_dir)
+    # The artifacts' stat, taken as soon as this build has written them.
     replay.record(options, graph, builder, results, artifacts)
+    _write_trace_and_report(tracer, graph, store, results, options.artifacts_dir)
     built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
     reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
     downloaded = [n for n in graph.order if outcomes[n].status is Status.DOWNLOADED]

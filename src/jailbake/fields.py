@@ -16,6 +16,8 @@ class Fields:
         self.file = file
         self.layer_dir = layer_dir
         self.lines = lines
+        # Each layer file named, as written (absolute, links unresolved) and as found.
+        self.refs: list[tuple[str, str]] = []
 
     def where(self, field: str) -> str:
         return where_of(self.file, self.lines, field)
@@ -51,6 +53,7 @@ class Fields:
             raise self.error(field, f"path {text!r} escapes the layer {self.layer_dir}")
         if not path.exists():
             raise self.error(field, f"file {text!r} does not exist")
+        self.refs.append((str(self.file.parent / text), str(path)))
         return path, path.relative_to(layer).as_posix()
 
     def mapping(self, value: Any, field: str) -> Mapping[str, Any]:

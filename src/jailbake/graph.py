@@ -23,8 +23,10 @@ class Graph:
     order: tuple[str, ...]
     targets: tuple[str, ...]
     overridden: tuple[tuple[str, Path], ...] = ()
-    # Every recipe file read, with the sha256 of its bytes as read (see replay).
+    # Every recipe file read, with the sha256 of its bytes as read, and the layer files
+    # every recipe read names (Recipe.layer_refs), its dependencies or not (see replay).
     recipe_files: tuple[tuple[str, str], ...] = ()
+    layer_refs: tuple[tuple[str, str], ...] = ()
 
     def builder_dir(self, recipe: Recipe) -> Path | None:
         if recipe.builder in (HOST_BUILDER, NO_BUILDER):
@@ -57,17 +59,19 @@ def _check_artifact_names(recipes: dict[str, Recipe], order: Iterable[str]) -> N
 
 def collect_recipes(
     layer: Layer, memo_dir: Path | None = None
-) -> tuple[dict[str, Recipe], list[tuple[str, Path]], dict[Path, str]]:
+) -> tuple[dict[str, Recipe], list[tuple[str, Path]], dict[Path, str], list[tuple[str, str]]]:
     """All recipes of the layer's recipe directories; later directories override. With
     memo_dir, recipe files parsed before are taken from there (see ParseMemo). Also the
-    sha256 of each file read."""
+    sha256 of each file read, and the layer files all of them name."""
     memo = ParseMemo(memo_dir / "recipes.json" if memo_dir else None)
     recipes: dict[str, Recipe] = {}
     overridden: list[tuple[str, Path]] = []
+    refs: list[tuple[str, str]] = []
     for layer_dir in layer.recipe_dirs:
         seen_here: dict[str, Path] = {}
         for file in (layer_dir / name for name in recipe_names(layer_dir)):
             recipe = load_recipe(file, layer_dir, memo)
+            refs += recipe.layer_refs
             if recipe.name in seen_here:
                 raise RecipeError(
                     recipe.where("name"),
@@ -79,7 +83,7 @@ def collect_recipes(
                 overridden.append((recipe.name, recipes[recipe.name].file))
             recipes[recipe.name] = recipe
     memo.save()
-    return recipes, overridden, memo.digests
+    return recipes, overridden, memo.digests, refs
 
 
 def _find_cycle(recipes: dict[str, Recipe]) -> list[str] | None:
@@ -129,7 +133,7 @@ def _order(recipes: dict[str, Recipe]) -> list[str]:
 
 def build_graph(layer: Layer, targets: Iterable[str] = (), memo_dir: Path | None = None) -> Graph:
     """Load the layer's recipes and validate the part of the graph the targets need."""
-    recipes, overridden, digests = collect_recipes(layer, memo_dir)
+    recipes, overridden, digests, refs = collect_recipes(layer, memo_dir)
     wanted = tuple(targets) or layer.targets or tuple(sorted(recipes))
     known = ", ".join(sorted(recipes)) or "none"
     for t in wanted:
@@ -172,6 +176,7 @@ def build_graph(layer: Layer, targets: Iterable[str] = (), memo_dir: Path | None
         tuple(wanted),
         tuple(overridden),
         tuple((str(f), d) for f, d in digests.items()),
+        tuple(dict.fromkeys(refs)),
     )
     for name in order:
         graph.builder_dir(needed[name])

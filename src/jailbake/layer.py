@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import yamlfile
 from .errors import RecipeError
 from .fetch import resolve_mirror
+from .keys import path_digest
 from .scan import ConfigScan, repositories
 
 if TYPE_CHECKING:
@@ -54,6 +55,10 @@ class Layer:
     env_names: tuple[str, ...] = ()
     probes: tuple[tuple[str, bool], ...] = ()
     floating: bool = False
+    # Paths as written that links resolved (repositories, layer directories): (written,
+    # found); and other files the configuration names (kas patches), with their digests.
+    resolved: tuple[tuple[str, str], ...] = ()
+    read_files: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -272,17 +277,23 @@ def load_layers(
     docker_dirs: list[Path] = []
     used: list[tuple[str, str, str]] = []
     probes: list[tuple[str, bool]] = []
+    resolved: list[tuple[str, str]] = []
+    read_files: list[tuple[str, str]] = []
     floating = False
     locked = ((config.get("overrides") or {}).get("repos")) or {}
     for repo_id, repo in (config.get("repos") or {}).items():
         repo = repo or {}
         if repo.get("url"):
             floating |= not ((locked.get(repo_id) or {}).get("commit") or repo.get("commit"))
-            patches = _patch_files(repo_id, repo, config, top_dir, first)
+            consulted: list[tuple[str, str]] = []
+            patches = _patch_files(repo_id, repo, config, top_dir, first, consulted)
+            resolved += consulted
+            read_files += [(found, path_digest(Path(found))) for _, found in consulted]
             root = _remote_repo(repo_id, repo, locked.get(repo_id) or {}, first, repos, patches)
             used.append((repo_id, repo["url"], root.name.rsplit("-", 1)[-1]))
         else:
             root = (top_dir / repo["path"]).resolve() if repo.get("path") else top_dir
+            resolved.append((str(top_dir / repo["path"]) if repo.get("path") else "", str(root)))
         if not root.is_dir():
             raise RecipeError(first, f"repos.{repo_id}.path", f"directory {root} does not exist")
         layers = repo.get("layers") or {"recipes": None}
@@ -290,6 +301,7 @@ def load_layers(
             if setting not in (None,) and not isinstance(setting, dict):
                 continue  # "disabled" and its legacy spellings
             layer_dir = (root / layer_name).resolve()
+            resolved.append((str(root / layer_name), str(layer_dir)))
             if not layer_dir.is_relative_to(root):
                 raise RecipeError(
                     first,
@@ -345,15 +357,23 @@ def load_layers(
         env_names=tuple(sorted(str(v) for v in config.get("env") or {})),
         probes=tuple(probes),
         floating=floating,
+        resolved=tuple((w, f) for w, f in resolved if w),
+        read_files=tuple(read_files),
     )
 
 
 def _patch_files(
-    name: str, repo: Mapping[str, Any], config: Mapping[str, Any], top: Path, first: Path
+    name: str,
+    repo: Mapping[str, Any],
+    config: Mapping[str, Any],
+    top: Path,
+    first: Path,
+    consulted: list[tuple[str, str]] | None = None,
 ) -> list[Path]:
     """kas's `patches:` of a repository, in the order of their ids: each a patch file, or
     a quilt directory whose `series` lists them, in a local repository of the
-    configuration (`repo:`)."""
+    configuration (`repo:`). consulted receives each entry's path, as written and as
+    found."""
     out: list[Path] = []
     for pid, entry in sorted((repo.get("patches") or {}).items()):
         field = f"repos.{name}.patches.{pid}"
@@ -369,6 +389,8 @@ def _patch_files(
         path = (root / str(entry["path"])).resolve()
         if not path.is_relative_to(root) or not path.exists():
             raise RecipeError(first, f"{field}.path", f"{path} is not a file in {root}")
+        if consulted is not None:
+            consulted.append((str(root / str(entry["path"])), str(path)))
         if path.is_dir():
             series = path / "series"
             if not series.is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -116,6 +117,8 @@ class Recipe:
     license_files: tuple[LicenseFile, ...] = ()
     redistribute: bool = True  # False: legal-info ships no sources (binary blobs)
     ccache: bool = True  # False: the step compiles without the builder's compiler cache
+    # The layer files it names, as written (links unresolved) and as found (see replay).
+    layer_refs: tuple[tuple[str, str], ...] = ()
 
     @property
     def publishes(self) -> bool:
@@ -200,7 +203,7 @@ def load_recipe(file: Path, layer_dir: Path, memo: yamlfile.ParseMemo | None = N
         )
     if "image" not in data and "outputs" not in data:
         raise ctx.error("outputs", "missing; every recipe needs it")
-    return _build(ctx, data)
+    return dataclasses.replace(_build(ctx, data), layer_refs=tuple(ctx.refs))
 
 
 def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:

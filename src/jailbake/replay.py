@@ -8,21 +8,27 @@ artifacts are left as they are. Nothing is parsed, no key is computed, and neith
 nor doit is loaded.
 
 The record holds when, now as then:
-- jailbake's own modules are the same files (size and times);
+- jailbake's own modules are the same files (size and times), under the same Python
+  and zlib (which the image writers' keys name);
 - the variables of the layer's env: section and every JAILBAKE_* variable have the
   same values;
 - the directories kas read hold the same configuration files, by content, under the
-  same repository markers;
+  same repository markers, and the kas patches of remote repositories hash the same;
 - each recipe directory lists the same recipe files, each with the same bytes;
-- each layer file a recipe uses (file sources, patches, rootfs files) hashes the same;
+- each layer file a recipe names (file sources, patches, rootfs files, device tables),
+  of every recipe read, the build's or not, hashes the same;
+- each path as written (layer files, repositories, layer directories) leads through
+  its links to the same place;
 - each builder's context hashes to the same image key, found in the same docker/
   directory, and each repository's docker/ directory exists or not as it did;
 - no workspace is active, and no layer repository floats on a branch or tag;
-- the cache holds each result as the same file, with its output tree;
+- the cache holds each result as the same file, with its output tree, and holds the
+  recipes' licence texts or lacks them as it did (manifest.json quotes their SHA1);
 - each artifact, manifest.json and the SPDX document is the file the build left
   (size, modification and change times, inode).
 
-Otherwise the build runs as usual, and leaves a new record. Output trees are not
+Otherwise the build runs as usual, and leaves a new record. --force and --offline
+builds always run (--offline checks every source, cached or not). Output trees are not
 checked against their digests here: nothing reads them. A build that uses one (a
 step's dependency, a copy into the artifacts directory) checks it first.
 """
@@ -35,6 +41,7 @@ import logging
 import os
 import sys
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,9 +91,10 @@ def _record_path(options: BuildOptions) -> Path:
 
 
 def _code_stamp() -> list[list[Any]]:
-    """jailbake's own modules, as the file system describes them."""
+    """jailbake's own modules, as the file system describes them, the interpreter, and
+    the zlib that deflates what the image writers make (it enters their keys)."""
     package = Path(__file__).parent
-    stamp: list[list[Any]] = []
+    stamp: list[list[Any]] = [[sys.version, zlib.ZLIB_RUNTIME_VERSION]]
     for dirpath, dirnames, filenames in os.walk(package):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         for name in sorted(filenames):
@@ -161,15 +169,19 @@ def _write(
     from .spdx import SBOM
 
     store = builder.store
-    layer_files: list[list[str]] = []
+    known: dict[str, str] = {}  # layer file -> digest, as the keys took them
     builders: list[list[str]] = []
     probes = [[p, "dir", exists] for p, exists in layer.probes]
     for name in graph.order:
         recipe = graph.recipes[name]
         info = builder.key_infos[name]
         digests = info.inputs["files"]
-        for label, file in sorted(layer_file_paths(recipe).items()):
-            layer_files.append([str(file), digests[label]])
+        for label, file in layer_file_paths(recipe).items():
+            known[str(file)] = digests[label]
+        probes += [
+            [store.blob_location(f.sha256), "file", store.has_blob(f.sha256)]
+            for f in recipe.license_files  # their SHA1 goes into manifest.json and the SBOM
+        ]
         identity = info.inputs["builder"]
         if identity.get("executor") == "docker":
             context = graph.builder_dir(recipe)
@@ -192,6 +204,13 @@ def _write(
     for extra in (MANIFEST, SBOM):
         published.append(["file", str(options.artifacts_dir / extra),
                           _stat_key(options.artifacts_dir / extra)])  # fmt: skip
+    # The layer files every recipe read names (a recipe outside this build's graph is
+    # validated all the same), and those the configuration names; and the links on the
+    # way to them and to the layer directories.
+    found = {f for _, f in graph.layer_refs}
+    layer_files = [[f, known.get(f) or path_digest(Path(f))] for f in sorted(found)]
+    layer_files += [[f, digest] for f, digest in layer.read_files]
+    resolved = [[w, f] for w, f in (*layer.resolved, *graph.layer_refs)]
     scan = layer.scan
     content = {
         "code": _code_stamp(),
@@ -205,6 +224,7 @@ def _write(
         "recipe_dirs": {str(d): recipe_names(d) for d in layer.recipe_dirs},
         "recipe_files": dict(graph.recipe_files),
         "layer_files": layer_files,
+        "resolved": resolved,
         "builders": sorted(set(map(tuple, builders))),
         "probes": probes,
         "results": [
@@ -256,6 +276,9 @@ def _change(record: dict[str, Any], options: BuildOptions) -> str | None:
             with open(file, "rb") as f:
                 if files.get(file) != bytes_digest(f.read()):
                     return str(file)
+    for written, found in record["resolved"]:
+        if not os.path.exists(written) or os.path.realpath(written) != found:
+            return str(written)
     for file, digest in record["layer_files"]:
         if path_digest(Path(file)) != digest:
             return str(file)
@@ -285,7 +308,7 @@ def answer(options: BuildOptions, stream: Any = None) -> BuildReport | None:
     """The build's report, answered from its record if the record holds; None if the
     build has to run."""
     start = time.monotonic()
-    if options.force:
+    if options.force or options.offline:  # --offline checks every source, cached or not
         return None
     try:
         record = json.loads(_record_path(options).read_bytes())
