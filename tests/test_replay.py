@@ -251,6 +251,18 @@ def test_a_recipe_outside_the_targets_is_still_checked(project: Project) -> None
     assert failed.rc != 0 and "files/in.txt' does not exist" in failed.stderr
 
 
+def test_a_fifo_named_by_a_recipe_outside_the_targets_leaves_no_record(
+    project: Project,
+) -> None:
+    project.recipe("a")
+    os.mkfifo(project.root / "recipes" / "pipe")
+    project.recipe("other", sources=[{"file": "pipe"}])
+    result = project.build("--target", "a")
+    assert result.report["built"] == ["a"]
+    assert "the record of this build was not kept" in result.stderr
+    assert not answered_from_record(project, project.build("--target", "a"))
+
+
 def test_licence_texts_in_the_cache_are_part_of_the_record(
     project: Project, http: HTTPFiles
 ) -> None:

@@ -140,6 +140,7 @@ def record(
     path = _record_path(options)
     if (
         options.force
+        or options.offline  # never answered from a record
         or layer.floating
         or layer.scan is None
         or builder.workspaces.all()
@@ -149,7 +150,7 @@ def record(
         return
     try:
         _write(path, options, graph, builder, results, artifacts)
-    except OSError as exc:  # the next build runs in full
+    except (OSError, ValueError) as exc:  # the next build runs in full
         log.warning("cache: the record of this build was not kept: %s", exc)
         path.unlink(missing_ok=True)
 
@@ -208,7 +209,7 @@ def _write(
     # validated all the same), and those the configuration names; and the links on the
     # way to them and to the layer directories.
     found = {f for _, f in graph.layer_refs}
-    layer_files = [[f, known.get(f) or path_digest(Path(f))] for f in sorted(found)]
+    layer_files = [[f, known.get(f) or _layer_file_digest(f)] for f in sorted(found)]
     layer_files += [[f, digest] for f, digest in layer.read_files]
     resolved = [[w, f] for w, f in (*layer.resolved, *graph.layer_refs)]
     scan = layer.scan
@@ -247,6 +248,15 @@ def _write(
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(content))
     os.replace(tmp, path)
+
+
+def _layer_file_digest(file: str) -> str:
+    """path_digest of a layer file no key of this build hashed (a recipe outside the
+    graph names it); ValueError for what is neither a file nor a directory (a fifo
+    would block the read)."""
+    if not (os.path.isfile(file) or os.path.isdir(file)):
+        raise ValueError(f"{file}: neither a file nor a directory")
+    return path_digest(Path(file))
 
 
 # -- answering ---------------------------------------------------------------------------
