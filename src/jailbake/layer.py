@@ -292,8 +292,10 @@ def load_layers(
             root = _remote_repo(repo_id, repo, locked.get(repo_id) or {}, first, repos, patches)
             used.append((repo_id, repo["url"], root.name.rsplit("-", 1)[-1]))
         else:
-            root = (top_dir / repo["path"]).resolve() if repo.get("path") else top_dir
-            resolved.append((str(top_dir / repo["path"]) if repo.get("path") else "", str(root)))
+            root = top_dir
+            if repo.get("path"):
+                root = (top_dir / repo["path"]).resolve()
+                resolved.append((str(top_dir / repo["path"]), str(root)))
         if not root.is_dir():
             raise RecipeError(first, f"repos.{repo_id}.path", f"directory {root} does not exist")
         layers = repo.get("layers") or {"recipes": None}
@@ -357,7 +359,7 @@ def load_layers(
         env_names=tuple(sorted(str(v) for v in config.get("env") or {})),
         probes=tuple(probes),
         floating=floating,
-        resolved=tuple((w, f) for w, f in resolved if w),
+        resolved=tuple(resolved),
         read_files=tuple(read_files),
     )
 

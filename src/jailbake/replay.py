@@ -260,7 +260,7 @@ def _layer_file_digest(file: str) -> str:
 
 
 # -- answering ---------------------------------------------------------------------------
-def _change(record: dict[str, Any], options: BuildOptions) -> str | None:
+def _change(record: dict[str, Any], options: BuildOptions, store: Store) -> str | None:
     """What differs from what the recorded build rested on (see above); None if nothing."""
     if record["code"] != _code_stamp():
         return "jailbake's modules"
@@ -301,11 +301,10 @@ def _change(record: dict[str, Any], options: BuildOptions) -> str | None:
         for context, key in record["builders"]:
             if image_key(Path(context)) != key:
                 return str(context)
-    store_root = options.cache_dir
     for name, key, stat_key, digest, *_ in record["results"]:
-        if _stat_key(f"{store_root}/ac/{key[:2]}/{key}.json") != stat_key:
+        if _stat_key(store.result_location(key)) != stat_key:
             return f"the cached result of {name}"
-        if not os.path.isdir(f"{store_root}/trees/{digest}"):
+        if not os.path.isdir(store.tree_location(digest)):
             return f"the cached output of {name}"
     for kind, path, stamp in record["published"]:
         now = tree_stamp(Path(path)) if kind == "tree" else _stat_key(path)
@@ -321,11 +320,17 @@ def answer(options: BuildOptions, stream: Any = None) -> BuildReport | None:
     if options.force or options.offline:  # --offline checks every source, cached or not
         return None
     try:
-        record = json.loads(_record_path(options).read_bytes())
-        change = _change(record, options)
+        text = _record_path(options).read_bytes()
     except FileNotFoundError:
         log.debug("no record of an earlier build of this command")
         return None
+    except OSError as exc:
+        log.debug("the build runs: its record cannot be read: %s", exc)
+        return None
+    try:
+        record = json.loads(text)
+        store = Store(options.cache_dir)
+        change = _change(record, options, store)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         change = str(exc)
     if change is not None:
@@ -335,20 +340,12 @@ def answer(options: BuildOptions, stream: Any = None) -> BuildReport | None:
     from .status import reused
     from .trace import Tracer
 
-    store = Store(options.cache_dir)
     tracer = Tracer()
     lines = []
     depends: dict[str, list[str]] = {}
     logs: dict[str, str] = {}
-    last = os.path.join(store.root, "last")
     for name, key, _, _, output_bytes, deps, log_path in record["results"]:
-        try:
-            with open(os.path.join(last, name)) as f:
-                known = f.read().strip()
-        except OSError:
-            known = ""
-        if known != key:  # another command built the recipe since
-            store.record_last(name, key)
+        store.record_last(name, key)  # written only if another command built it since
         tracer.reused(name, key, output_bytes)
         lines.append(f"[jailbake] {name}: {reused(key, 0.0)}\n")
         depends[name] = deps

@@ -205,15 +205,17 @@ class Store:
 
     # -- content-addressed blobs -------------------------------------------
     def blob_path(self, sha256: str) -> Path:
-        return self.root / "cas" / sha256[:2] / sha256
+        return Path(self.blob_location(sha256))
 
+    # The *_location methods give paths as strings, for many at once without a Path each.
     def blob_location(self, sha256: str) -> str:
-        """blob_path as a string, made without a Path (for many at once)."""
         return f"{self.root}/cas/{sha256[:2]}/{sha256}"
 
     def result_location(self, key: str) -> str:
-        """result_path as a string, made without a Path (for many at once)."""
         return f"{self.root}/ac/{key[:2]}/{key}.json"
+
+    def tree_location(self, output_digest: str) -> str:
+        return f"{self.root}/trees/{output_digest}"
 
     def has_blob(self, sha256: str) -> bool:
         return self.blob_path(sha256).is_file()
@@ -253,7 +255,7 @@ class Store:
 
     # -- output trees ----------------------------------------------------------
     def tree_path(self, output_digest: str) -> Path:
-        return self.root / "trees" / output_digest
+        return Path(self.tree_location(output_digest))
 
     def add_tree(self, tmp: Path) -> tuple[str, list[dict[str, Any]]]:
         """Move a finished output tree into place; returns its digest and manifest."""
@@ -330,7 +332,7 @@ class Store:
     # -- action cache --------------------------------------------------------
     def result_path(self, key: str) -> Path:
         """Where the result stored under key is kept."""
-        return self.root / "ac" / key[:2] / f"{key}.json"
+        return Path(self.result_location(key))
 
     def get_result(self, key: str, *, check_tree: bool = True) -> ActionResult | None:
         """The stored result for key, if it and its output tree are complete (and, with
