@@ -13,7 +13,11 @@
 | gzip'd newc archive of a tree     | `find | sort | cpio | gzip -n`     |
 
 Each case runs as a whole process, alternating with its floor (A B A B ...); the
-table gives medians and the median of the pairwise ratios. The docker case needs
+table gives medians and the median of the pairwise ratios. The trees a cold run
+replaces (its cache, the floor's scratch directories) are put aside and removed
+after the last run: on ext4 without a journal, a file made within a minute of
+thousands of deletions costs several times more (the inode allocator steps over
+recently freed inodes), which would charge each run for the one before it. The docker case needs
 Podman's Docker API (DOCKER_HOST) and the debian-build builder image; it is skipped
 without them. --tree names the directory to archive (default: a generated 200 MB
 tree, half text, half random).
@@ -72,7 +76,14 @@ def paired(
     return statistics.median(times_a), statistics.median(times_b), statistics.median(ratios)
 
 
-def sandboxed_scripts(count: int, work: Path, jobs: int) -> float:
+def put_aside(path: Path, trash: Path) -> None:
+    """Move path out of the way (to be removed after the last run), see the docstring."""
+    if path.exists():
+        trash.mkdir(exist_ok=True)
+        path.rename(trash / f"{len(os.listdir(trash))}")
+
+
+def sandboxed_scripts(count: int, work: Path, jobs: int, trash: Path) -> float:
     """The cold build's floor: each recipe's script (the one write_project gives it) in
     a scratch directory under the host executor's bubblewrap sandbox, jobs at a time."""
     from concurrent.futures import ThreadPoolExecutor
@@ -89,7 +100,7 @@ def sandboxed_scripts(count: int, work: Path, jobs: int) -> float:
         env = dict(ENV, OUT=str(step / "out"))
         subprocess.run(argv, cwd=step / "src", env=env, check=True)
 
-    shutil.rmtree(work, ignore_errors=True)
+    put_aside(work, trash)
     start = time.monotonic()
     with ThreadPoolExecutor(jobs) as pool:
         list(pool.map(one, range(count)))
@@ -119,14 +130,16 @@ def main() -> None:
         write_project(graph, args.recipes, shape=args.shape)
         host = ("--executor", "host", "-j", "2")
 
+        trash = work / "trash"
+
         def cold() -> float:
-            shutil.rmtree(work / "cold", ignore_errors=True)
+            put_aside(work / "cold", trash)
             return build(graph, work / "cold", *host)()
 
         def scripts() -> float:
             # In a chain each recipe waits for the one before it: one script at a time.
             jobs = 1 if args.shape == "chain" else 2
-            return sandboxed_scripts(args.recipes, work / "scripts", jobs=jobs)
+            return sandboxed_scripts(args.recipes, work / "scripts", jobs, trash)
 
         t, f, r = paired(cold, scripts, max(1, args.runs // 2))
         rows.append((f"cold build, {args.recipes} recipes", t, "the scripts, sandboxed", f, r))
@@ -164,7 +177,7 @@ def main() -> None:
             ).stdout.split()  # fmt: skip
 
             def steps() -> float:
-                shutil.rmtree(work / "dsteps", ignore_errors=True)
+                put_aside(work / "dsteps", trash)
                 return build(docker, work / "dsteps", "--executor", "docker", "-j", "1")()
 
             runs = [["podman", "run", "--rm", "--network", "none", tags[0], "true"]] * 10

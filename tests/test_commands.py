@@ -318,3 +318,32 @@ def test_fit_counts_terminal_columns() -> None:
     assert fit("a\tbcdef", 6) == "a   bc"
     assert fit("漢字漢字", 5) == "漢字"
     assert fit("plain", 10) == "plain"
+
+
+def test_explain_knows_what_a_failed_build_built_before_it_failed(
+    project: Project, tmp_path: Path
+) -> None:
+    """The last-built keys are kept once per build, failed and interrupted ones too."""
+    project.recipe("base")
+    project.recipe("top", depends=["base"], script=FAIL)
+    assert project.build("-j", "1", artifacts=tmp_path / "art", check=False).rc == 2
+    explained = project.explain("base")
+    assert explained.rc == 0, explained.stderr
+    assert "unchanged since the last build" in explained.stdout
+
+
+def test_builds_sharing_a_cache_keep_each_others_last_keys(project: Project) -> None:
+    """Two commands on one cache each save what they built; neither loses the other's."""
+    from jailbake.store import Store
+
+    first, second = Store(project.cache), Store(project.cache)
+    first.record_last("a", "1" * 64)
+    second.record_last("b", "2" * 64)
+    first.save_last()
+    second.save_last()
+    second.record_last("a", "3" * 64)  # a later build of a
+    second.save_last()
+    again = Store(project.cache)
+    assert again.last_key("a") == "3" * 64
+    assert again.last_key("b") == "2" * 64
+    assert again.last_key("c") is None

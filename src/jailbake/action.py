@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import engine, licenses, paths, run
 from .errors import BuildError, JailbakeError, RecipeError
@@ -25,11 +25,12 @@ from .fetch import Fetcher
 from .graph import Graph
 from .keys import digest_of, path_digest, step_key, step_key_inputs
 from .recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
-from .remote import RemoteCache
 from .request import ExecutorKind
 from .store import ActionResult, Store, normalize_tree, remove_tree
-from .unpack import extract_tar, git_export
 from .workspace import Workspace, Workspaces
+
+if TYPE_CHECKING:  # the remote cache's code loads only for --remote-cache
+    from .remote import RemoteCache
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
@@ -543,6 +544,8 @@ class RecipeBuilder:
         """Sources unpacked and patched into src (without patches: only unpacked). Every
         write stays inside src: a link that an earlier source put there is never followed
         (see paths)."""
+        from .unpack import extract_tar, git_export  # tarfile and lzma: only with sources
+
         src.mkdir(parents=True, exist_ok=True)
         for i, source in enumerate(recipe.sources):
             origin = f"{recipe.where('sources')}: sources[{i}] {source.location}"

@@ -20,7 +20,6 @@ from .fetch import Fetcher, resolve_mirror
 from .graph import Graph, build_graph
 from .layer import load_layers
 from .layerrepos import LayerRepos
-from .remote import RemoteCache
 from .request import BuildOptions, BuildReport, ExecutorKind
 from .sampler import Sampler
 from .schedule import Scheduler
@@ -126,11 +125,11 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
         host if options.executor is ExecutorKind.HOST else make_executor(options.executor, settings)
     )
     local = make_executor(ExecutorKind.DOCKER) if settings is not None else None
-    remote = (
-        RemoteCache(options.remote_cache, store, readonly=options.remote_readonly)
-        if options.remote_cache
-        else None
-    )
+    remote = None
+    if options.remote_cache:
+        from .remote import RemoteCache
+
+        remote = RemoteCache(options.remote_cache, store, readonly=options.remote_readonly)
     unknown = sorted(set(options.force) - set(graph.recipes))
     if unknown:
         raise JailbakeError(

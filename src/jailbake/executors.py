@@ -12,7 +12,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import console, run
+from . import run
 from .errors import EngineError, StepError
 from .request import ExecutorKind
 
@@ -432,7 +431,7 @@ class DockerExecutor:
 
     def _remove_orphans(self) -> None:
         """Stop the step containers of jailbake processes on this host that were killed."""
-        host = socket.gethostname()
+        host = os.uname().nodename
         try:
             mine = self._client.containers.list(
                 all=True, filters={"label": [f"{LABEL_HOST}={host}"]}
@@ -498,7 +497,7 @@ class DockerExecutor:
             "hostname": "jailbake",
             "labels": {
                 "org.jailbake.recipe": step.recipe,
-                LABEL_HOST: socket.gethostname(),
+                LABEL_HOST: os.uname().nodename,
                 LABEL_PID: str(os.getpid()),
                 LABEL_PROCESS: process_identity(os.getpid()),
             },
@@ -566,6 +565,8 @@ class DockerExecutor:
             tty=interactive,
             **args,
         )
+        from . import console
+
         sock = None
         try:
             sock = self.client.api.attach_socket(

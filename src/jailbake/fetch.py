@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import net, run
+from . import run
 from .errors import ChecksumError, FetchError
 from .keys import file_sha256
 from .recipe import Recipe, Source, SourceKind
@@ -237,6 +237,8 @@ class Fetcher:
         import requests
         from tqdm import tqdm
 
+        from . import net
+
         session = self._requests()
         for attempt in range(RETRIES + 1):
             have = part.stat().st_size if part.exists() else 0
@@ -313,6 +315,8 @@ class Fetcher:
             return git_dir
 
     def _fetch_git(self, recipe: str, url: str, commit: str, git_dir: Path) -> None:
+        from . import net
+
         if not git_dir.is_dir():
             tmp = self.store.temp_path("git")
             run.run(["git", "init", "--quiet", "--bare", tmp])

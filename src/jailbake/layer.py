@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -133,6 +132,8 @@ def _load_with_kas(
     files: Sequence[Path], use_lock: bool = True
 ) -> tuple[dict[str, Any], Path, list[Path]]:
     global _kas_context
+    import argparse
+
     from kas import context
     from kas.includehandler import IncludeHandler
     from kas.kasusererror import KasUserError

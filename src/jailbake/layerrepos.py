@@ -19,7 +19,6 @@ from .fetch import Fetcher
 from .keys import file_sha256
 from .recipe import COMMIT_RE, Source, SourceKind
 from .store import remove_tree
-from .unpack import extract_tar, git_export
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +133,8 @@ class LayerRepos:
         patches: Sequence[Path] = (),
         where: str = "",
     ) -> None:
+        from .unpack import extract_tar, git_export
+
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{os.getpid()}-{dest.name}"
         remove_tree(tmp)

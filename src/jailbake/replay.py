@@ -351,6 +351,7 @@ def answer(options: BuildOptions, stream: Any = None) -> BuildReport | None:
         depends[name] = deps
         if log_path is not None:
             logs[name] = log_path
+    store.save_last()
     (stream or sys.stderr).write("".join(lines))
     store.remember_executor(options.configs, str(options.executor))
     report.write_with_trace(

@@ -221,9 +221,12 @@ class Scheduler:
         return rank
 
     def run(self, jobs: int) -> dict[str, Outcome]:
-        pending = self._decide_cached()
-        if pending:
-            self._run_doit(jobs, pending)
+        try:
+            pending = self._decide_cached()
+            if pending:
+                self._run_doit(jobs, pending)
+        finally:  # what was built before a failure or an interrupt counts too
+            self.builder.store.save_last()
         if self.errors:
             interrupt = next((e for _, e in self.errors if not isinstance(e, Exception)), None)
             if interrupt is not None:

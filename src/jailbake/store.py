@@ -140,6 +140,7 @@ def remove_tree(path: Path) -> None:
 
 
 WORKSPACES = "workspaces"  # the active workspaces' records (see workspace)
+LAST_FILE = "last.json"  # each recipe's key when it was last built or reused
 SUBDIRS = (
     "cas",
     "ac",
@@ -149,7 +150,6 @@ SUBDIRS = (
     "locks",
     "git",
     "logs",
-    "last",
     "configs",
     "published",
 )
@@ -169,6 +169,9 @@ class Store:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._verified: set[str] = set()
         self._verified_lock = threading.Lock()
+        self._last: dict[str, str] | None = None  # LAST_FILE, read once
+        self._last_pending: dict[str, str] = {}  # this build's, until save_last
+        self._last_lock = threading.Lock()
         self._clean_stale_tmp()
 
     # -- temporary space -------------------------------------------------
@@ -373,12 +376,43 @@ class Store:
         os.replace(tmp, path)
 
     # -- what each recipe was built from last ------------------------------------
+    # One file for every recipe (recipe -> key), read once and written once per build.
+    def _last_keys(self) -> dict[str, str]:
+        with self._last_lock:
+            if self._last is None:
+                self._last = self._read_last()
+            return self._last
+
+    def _read_last(self) -> dict[str, str]:
+        try:
+            data = json.loads((self.root / LAST_FILE).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
     def record_last(self, recipe: str, key: str) -> None:
-        if self.last_key(recipe) == key:
+        """Note that recipe's last build is key; kept by save_last."""
+        known = self._last_keys()
+        with self._last_lock:
+            if known.get(recipe) != key:
+                self._last_pending[recipe] = key
+                known[recipe] = key
+
+    def save_last(self) -> None:
+        """Write the keys recorded since the last save, over what other builds wrote."""
+        with self._last_lock:
+            pending, self._last_pending = self._last_pending, {}
+        if not pending:
             return
-        tmp = self.temp_path("last")
-        tmp.write_text(key)
-        os.replace(tmp, self.root / "last" / recipe)
+        with self.lock("last"):
+            merged = {**self._read_last(), **pending}
+            tmp = self.temp_path("last")
+            tmp.write_text(json.dumps(merged, sort_keys=True, indent=0))
+            os.replace(tmp, self.root / LAST_FILE)
+        with self._last_lock:
+            self._last = {**merged, **self._last_pending}
 
     def published_record(self, artifacts_dir: Path) -> Path:
         """Where this cache notes what it last published into artifacts_dir."""
@@ -455,11 +489,7 @@ class Store:
         return digest.hexdigest()
 
     def last_key(self, recipe: str) -> str | None:
-        try:
-            with open(f"{self.root}/last/{recipe}") as f:
-                return f.read().strip() or None
-        except OSError:
-            return None
+        return self._last_keys().get(recipe)
 
 
 def process_alive(pid: int) -> bool:
