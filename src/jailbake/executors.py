@@ -509,6 +509,37 @@ class DockerExecutor:
             **caps,
         }
 
+    def _start(self, image: str, command: list[str], args: dict[str, Any]) -> Any:
+        """Create and start a container with the engine API's own calls: the SDK's
+        containers.run inspects each new container before starting it, a round trip
+        nothing here reads."""
+        api = self.client.api
+        host_config = api.create_host_config(
+            binds=args["volumes"],
+            network_mode=args["network_mode"],
+            security_opt=args["security_opt"],
+            cap_add=args.get("cap_add"),
+            cap_drop=args.get("cap_drop"),
+        )
+        created = api.create_container(
+            image,
+            command,
+            hostname=args["hostname"],
+            user=args["user"],
+            environment=args["environment"],
+            working_dir=args["working_dir"],
+            labels=args["labels"],
+            host_config=host_config,
+        )
+        container = self.client.containers.prepare_model({"Id": created["Id"]})
+        try:
+            api.start(created["Id"])
+        except BaseException:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+            raise
+        return container
+
     def _run(self, step: Step) -> int:
         assert step.image, "a docker step needs an image"
         # The step writes its log into its work directory (readable live from the host);
@@ -520,9 +551,7 @@ class DockerExecutor:
             f"bash {CONTAINER_WORKDIR / 'build.sh'} >{inner_log} 2>&1; rc=$?; "
             f"echo $rc 1<>{CONTAINER_WORKDIR / EXIT_FIFO}; exit $rc"
         )
-        container = self.client.containers.run(
-            step.image, ["bash", "-c", script], detach=True, **self._container_args(step)
-        )
+        container = self._start(step.image, ["bash", "-c", script], self._container_args(step))
         with self._lock:
             self._running[container.id] = container
             cancelled = self._cancelled
