@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,8 @@ from .store import ActionResult, Store, copy_hashed, normalize_tree
 def _copy(src: Path, dest: Path, sde: int, sha256: str | None = None) -> None:
     """Copy a file or tree with normalized modes and times, then move it into place.
     A file is hashed while it is copied and must have sha256, its digest in the cache."""
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+    tmp = dest.parent / f".{dest.name}.tmp-{os.urandom(4).hex()}"
+    old = dest.parent / f".{dest.name}.old-{os.urandom(4).hex()}"
     try:
         if sha256 is not None and src.is_file() and not src.is_symlink():
             actual = copy_hashed(src, tmp)
@@ -214,7 +213,7 @@ def write_manifest(
         "artifacts": [{"path": a.path, "sha256": a.sha256, "recipe": a.recipe} for a in published],
     }
     dest = dest_dir / MANIFEST
-    tmp = dest_dir / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = dest_dir / f".{MANIFEST}.tmp-{os.urandom(4).hex()}"
     tmp.write_text(json.dumps(manifest, sort_keys=True) + "\n")  # C encoder: no indent
     tmp.chmod(0o644)
     os.utime(tmp, (graph.layer.source_date_epoch,) * 2)

@@ -16,7 +16,6 @@ import re
 import shutil
 import stat
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +184,7 @@ class Store:
     @contextlib.contextmanager
     def temp_dir(self, label: str) -> Iterator[Path]:
         """A fresh directory removed on exit, whatever happens."""
-        path = self.root / "tmp" / f"{os.getpid()}-{label}-{uuid.uuid4().hex[:8]}"
+        path = self.root / "tmp" / f"{os.getpid()}-{label}-{os.urandom(4).hex()}"
         path.mkdir()
         try:
             yield path
@@ -193,7 +192,7 @@ class Store:
             remove_tree(path)
 
     def temp_path(self, label: str) -> Path:
-        return self.root / "tmp" / f"{os.getpid()}-{label}-{uuid.uuid4().hex[:8]}"
+        return self.root / "tmp" / f"{os.getpid()}-{label}-{os.urandom(4).hex()}"
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
