@@ -347,3 +347,16 @@ def test_builds_sharing_a_cache_keep_each_others_last_keys(project: Project) -> 
     assert again.last_key("a") == "3" * 64
     assert again.last_key("b") == "2" * 64
     assert again.last_key("c") is None
+
+
+def test_last_keys_of_a_cache_from_before_the_single_file_are_read(project: Project) -> None:
+    """A cache that kept one file per recipe under last/ keeps its answers for explain."""
+    from jailbake.store import Store
+
+    (project.cache / "last").mkdir(parents=True)
+    (project.cache / "last" / "a").write_text("4" * 64 + "\n")
+    store = Store(project.cache)
+    assert store.last_key("a") == "4" * 64
+    store.record_last("b", "5" * 64)
+    store.save_last()
+    assert Store(project.cache).last_key("a") == "4" * 64

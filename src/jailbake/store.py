@@ -385,11 +385,23 @@ class Store:
     def _read_last(self) -> dict[str, str]:
         try:
             data = json.loads((self.root / LAST_FILE).read_bytes())
+        except FileNotFoundError:
+            return self._read_last_files()
         except (OSError, ValueError):
             return {}
         if not isinstance(data, dict):
             return {}
         return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+    def _read_last_files(self) -> dict[str, str]:
+        """The keys of a cache written before LAST_FILE: a file per recipe in last/."""
+        keys = {}
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.root / "last"):
+                with contextlib.suppress(OSError), open(entry.path) as f:
+                    if key := f.read().strip():
+                        keys[entry.name] = key
+        return keys
 
     def record_last(self, recipe: str, key: str) -> None:
         """Note that recipe's last build is key; kept by save_last."""
