@@ -333,7 +333,8 @@ def test_explain_knows_what_a_failed_build_built_before_it_failed(
 
 
 def test_builds_sharing_a_cache_keep_each_others_last_keys(project: Project) -> None:
-    """Two commands on one cache each save what they built; neither loses the other's."""
+    """Two commands on one cache each save what they built; neither loses the other's,
+    and the later record of a recipe wins, whichever command saves last."""
     from jailbake.store import Store
 
     first, second = Store(project.cache), Store(project.cache)
@@ -341,12 +342,45 @@ def test_builds_sharing_a_cache_keep_each_others_last_keys(project: Project) -> 
     second.record_last("b", "2" * 64)
     first.save_last()
     second.save_last()
-    second.record_last("a", "3" * 64)  # a later build of a
-    second.save_last()
     again = Store(project.cache)
-    assert again.last_key("a") == "3" * 64
-    assert again.last_key("b") == "2" * 64
-    assert again.last_key("c") is None
+    assert (again.last_key("a"), again.last_key("b")) == ("1" * 64, "2" * 64)
+
+    # first still believes a is "1": its later reuse of that key must still count.
+    second.record_last("a", "3" * 64)
+    second.save_last()
+    first.record_last("a", "1" * 64)
+    first.save_last()
+    assert Store(project.cache).last_key("a") == "1" * 64
+
+    # A record made earlier but saved later loses to the other command's later one.
+    first.record_last("a", "5" * 64)
+    second.record_last("a", "6" * 64)
+    second.save_last()
+    first.save_last()
+    assert Store(project.cache).last_key("a") == "6" * 64
+
+
+def test_last_keys_are_saved_while_a_long_build_runs(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build killed without a chance to clean up keeps what it recorded up to the last
+    periodic save (every LAST_SAVE_NS; here at once)."""
+    from jailbake import store as store_module
+
+    monkeypatch.setattr(store_module, "LAST_SAVE_NS", 0)
+    running = store_module.Store(project.cache)
+    running.record_last("a", "7" * 64)  # and no save_last: the process is killed here
+    assert store_module.Store(project.cache).last_key("a") == "7" * 64
+
+
+def test_a_damaged_last_keys_file_is_one_warning(project: Project, tmp_path: Path) -> None:
+    project.recipe("a")
+    project.build(artifacts=tmp_path / "art")
+    (project.cache / "last.json").write_text("{not json")
+    project.recipe("a", script='mkdir -p "$OUT"; echo again > "$OUT/a.txt"')
+    result = project.build(artifacts=tmp_path / "art")
+    assert "last.json cannot be read" in result.stderr
+    assert "unchanged since the last build" in project.explain("a").stdout
 
 
 def test_last_keys_of_a_cache_from_before_the_single_file_are_read(project: Project) -> None:

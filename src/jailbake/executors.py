@@ -583,6 +583,8 @@ class DockerExecutor:
             raise EngineError(f"{step.recipe}: the container engine failed: {detail}") from None
 
     def _shell(self, step: Step, command: str | None) -> int:
+        from . import console
+
         assert step.image, "a docker step needs an image"
         interactive = command is None and sys.stdin.isatty() and sys.stdout.isatty()
         args = self._container_args(step)
@@ -594,8 +596,6 @@ class DockerExecutor:
             tty=interactive,
             **args,
         )
-        from . import console
-
         sock = None
         try:
             sock = self.client.api.attach_socket(

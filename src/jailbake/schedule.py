@@ -226,7 +226,10 @@ class Scheduler:
             if pending:
                 self._run_doit(jobs, pending)
         finally:  # what was built before a failure or an interrupt counts too
-            self.builder.store.save_last()
+            try:
+                self.builder.store.save_last()
+            except OSError as exc:  # the build's own outcome is what to report
+                log.warning("cache: the last-built keys were not saved: %s", exc)
         if self.errors:
             interrupt = next((e for _, e in self.errors if not isinstance(e, Exception)), None)
             if interrupt is not None:

@@ -16,6 +16,7 @@ import re
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,7 @@ def remove_tree(path: Path) -> None:
 
 WORKSPACES = "workspaces"  # the active workspaces' records (see workspace)
 LAST_FILE = "last.json"  # each recipe's key when it was last built or reused
+LAST_SAVE_NS = 10 * 1_000_000_000  # at most this long between two saves of LAST_FILE
 SUBDIRS = (
     "cas",
     "ac",
@@ -168,8 +170,9 @@ class Store:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._verified: set[str] = set()
         self._verified_lock = threading.Lock()
-        self._last: dict[str, str] | None = None  # LAST_FILE, read once
-        self._last_pending: dict[str, str] = {}  # this build's, until save_last
+        self._last: dict[str, tuple[str, int]] | None = None  # LAST_FILE, read once
+        self._last_pending: dict[str, tuple[str, int]] = {}  # recorded, not yet saved
+        self._last_saved = time.time_ns()
         self._last_lock = threading.Lock()
         self._clean_stale_tmp()
 
@@ -375,55 +378,89 @@ class Store:
         os.replace(tmp, path)
 
     # -- what each recipe was built from last ------------------------------------
-    # One file for every recipe (recipe -> key), read once and written once per build.
-    def _last_keys(self) -> dict[str, str]:
-        with self._last_lock:
-            if self._last is None:
-                self._last = self._read_last()
-            return self._last
-
-    def _read_last(self) -> dict[str, str]:
+    # One file for every recipe: recipe -> [key, when it was recorded (ns since the
+    # epoch)], read once per command and saved every LAST_SAVE_NS and when scheduling
+    # ends. The later record of a recipe wins, whichever command saves last.
+    def _read_last(self) -> dict[str, tuple[str, int]]:
+        path = self.root / LAST_FILE
         try:
-            data = json.loads((self.root / LAST_FILE).read_bytes())
+            data = json.loads(path.read_bytes())
         except FileNotFoundError:
             return self._read_last_files()
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            log.warning("cache: %s cannot be read (%s); the last builds are forgotten", path, exc)
             return {}
-        if not isinstance(data, dict):
-            return {}
-        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+        entries: dict[str, tuple[str, int]] = {}
+        for recipe, entry in data.items() if isinstance(data, dict) else ():
+            if isinstance(entry, str):  # as first written, without the time
+                entries[recipe] = (entry, 0)
+            elif isinstance(entry, list) and len(entry) == 2:
+                key, when = entry
+                if isinstance(key, str) and isinstance(when, int):
+                    entries[recipe] = (key, when)
+        return entries
 
-    def _read_last_files(self) -> dict[str, str]:
+    def _read_last_files(self) -> dict[str, tuple[str, int]]:
         """The keys of a cache written before LAST_FILE: a file per recipe in last/."""
-        keys = {}
+        entries = {}
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.root / "last"):
                 with contextlib.suppress(OSError), open(entry.path) as f:
                     if key := f.read().strip():
-                        keys[entry.name] = key
-        return keys
+                        entries[entry.name] = (key, 0)
+        return entries
+
+    def _last_entries(self) -> dict[str, tuple[str, int]]:
+        """This command's view (call with _last_lock held)."""
+        if self._last is None:
+            self._last = self._read_last()
+        return self._last
 
     def record_last(self, recipe: str, key: str) -> None:
-        """Note that recipe's last build is key; kept by save_last."""
-        known = self._last_keys()
+        """Note that recipe was built, reused or downloaded under key just now."""
+        now = time.time_ns()
         with self._last_lock:
-            if known.get(recipe) != key:
-                self._last_pending[recipe] = key
-                known[recipe] = key
+            self._last_entries()[recipe] = self._last_pending[recipe] = (key, now)
+            due = now - self._last_saved >= LAST_SAVE_NS
+            if due:
+                self._last_saved = now
+        if due:  # a build killed without a word keeps what it recorded until then
+            try:
+                self.save_last()
+            except OSError as exc:  # tried again at the next save
+                log.warning("cache: the last-built keys were not saved: %s", exc)
 
     def save_last(self) -> None:
-        """Write the keys recorded since the last save, over what other builds wrote."""
+        """Write the records made since the last save where they are later than what
+        the file holds for a different key; nothing when every key is already there."""
         with self._last_lock:
             pending, self._last_pending = self._last_pending, {}
+            self._last_saved = time.time_ns()
         if not pending:
             return
-        with self.lock("last"):
-            merged = {**self._read_last(), **pending}
-            tmp = self.temp_path("last")
-            tmp.write_text(json.dumps(merged, sort_keys=True, indent=0))
-            os.replace(tmp, self.root / LAST_FILE)
+        try:
+            with self.lock("last"):
+                saved = self._read_last()
+                changed = {
+                    recipe: (key, when)
+                    for recipe, (key, when) in pending.items()
+                    if recipe not in saved or (saved[recipe][0] != key and when > saved[recipe][1])
+                }
+                saved.update(changed)
+                if changed:
+                    tmp = self.temp_path("last")
+                    data = {recipe: list(entry) for recipe, entry in sorted(saved.items())}
+                    try:
+                        tmp.write_text(json.dumps(data, separators=(",", ":")))
+                        os.replace(tmp, self.root / LAST_FILE)
+                    finally:
+                        tmp.unlink(missing_ok=True)
+        except OSError:
+            with self._last_lock:  # kept for the next save
+                self._last_pending = {**pending, **self._last_pending}
+            raise
         with self._last_lock:
-            self._last = {**merged, **self._last_pending}
+            self._last = {**saved, **self._last_pending}
 
     def published_record(self, artifacts_dir: Path) -> Path:
         """Where this cache notes what it last published into artifacts_dir."""
@@ -500,7 +537,9 @@ class Store:
         return digest.hexdigest()
 
     def last_key(self, recipe: str) -> str | None:
-        return self._last_keys().get(recipe)
+        with self._last_lock:
+            entry = self._last_entries().get(recipe)
+        return entry[0] if entry else None
 
 
 def process_alive(pid: int) -> bool:
