@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -203,7 +202,7 @@ def load_recipe(file: Path, layer_dir: Path, memo: yamlfile.ParseMemo | None = N
         )
     if "image" not in data and "outputs" not in data:
         raise ctx.error("outputs", "missing; every recipe needs it")
-    return dataclasses.replace(_build(ctx, data), layer_refs=tuple(ctx.refs))
+    return _build(ctx, data)
 
 
 def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
@@ -258,19 +257,26 @@ def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
             "outputs",
             "a rootfs recipe declares one output, its archive (name.cpio or name.cpio.gz)",
         )
+    # These name layer files: ctx.refs is complete once they are read.
+    sources = tuple(
+        _source(ctx, s, f"sources[{i}]")
+        for i, s in enumerate(ctx.seq(data.get("sources") or [], "sources"))
+    )
+    patches = tuple(
+        _patch(ctx, p, f"patches[{i}]")
+        for i, p in enumerate(ctx.seq(data.get("patches") or [], "patches"))
+    )
+    license_files = tuple(
+        _license_file(ctx, f, f"license_files[{i}]")
+        for i, f in enumerate(ctx.seq(data.get("license_files") or [], "license_files"))
+    )
     return Recipe(
         name=name,
         version=ctx.string(data["version"], "version"),
         summary=ctx.string(data.get("summary", ""), "summary", allow_empty=True),
         license=ctx.string(data.get("license", ""), "license", allow_empty=True),
-        sources=tuple(
-            _source(ctx, s, f"sources[{i}]")
-            for i, s in enumerate(ctx.seq(data.get("sources") or [], "sources"))
-        ),
-        patches=tuple(
-            _patch(ctx, p, f"patches[{i}]")
-            for i, p in enumerate(ctx.seq(data.get("patches") or [], "patches"))
-        ),
+        sources=sources,
+        patches=patches,
         depends=depends,
         builder=builder,
         environment=tuple(env),
@@ -285,12 +291,10 @@ def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
         rootfs=rootfs,
         image=image,
         run_as_root=_run_as(ctx, data.get("run_as", "builder")),
-        license_files=tuple(
-            _license_file(ctx, f, f"license_files[{i}]")
-            for i, f in enumerate(ctx.seq(data.get("license_files") or [], "license_files"))
-        ),
+        license_files=license_files,
         redistribute=_bool(ctx, data.get("redistribute", True), "redistribute"),
         ccache=_bool(ctx, data.get("ccache", True), "ccache"),
+        layer_refs=tuple(ctx.refs),
     )
 
 
