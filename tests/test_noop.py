@@ -4,6 +4,7 @@ that keeps the file's size and modification time."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -108,3 +109,26 @@ def test_a_no_op_build_loads_neither_kas_nor_doit(project: Project, tmp_path: Pa
     imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if "|" in line}
     assert "jailbake.bake" in imported
     assert not {m for m in imported if m.split(".")[0] in ("kas", "doit", "docker")}
+
+
+def test_an_edited_recipe_without_sources_loads_no_download_or_archive_code(
+    project: Project,
+) -> None:
+    """A build that fetches and unpacks nothing, with no remote cache, loads none of the
+    code for it (nor kas: the layer files did not change)."""
+    project.recipe("a")
+    project.recipe("b", depends=["a"])
+    project.build()
+    project.recipe("b", depends=["a"], script='mkdir -p "$OUT"; echo edited > "$OUT/b.txt"')
+    argv = [sys.executable, "-X", "importtime", "-m", "jailbake.cli", "build", "layer.yml",
+            "--executor", "host", "--cache-dir", str(project.cache), "--json"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    run = subprocess.run(argv, cwd=project.root, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.splitlines()[-1])["built"] == ["b"]
+    imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if "|" in line}
+    assert "doit" in imported and "jailbake.action" in imported
+    heavy = {"kas", "docker", "requests", "tqdm", "tarfile", "uuid"}
+    assert not {m for m in imported if m.split(".")[0] in heavy}
+    lazy = {"jailbake.net", "jailbake.remote", "jailbake.unpack", "jailbake.console"}
+    assert not imported & lazy

@@ -544,8 +544,6 @@ class RecipeBuilder:
         """Sources unpacked and patched into src (without patches: only unpacked). Every
         write stays inside src: a link that an earlier source put there is never followed
         (see paths)."""
-        from .unpack import extract_tar, git_export  # tarfile and lzma: only with sources
-
         src.mkdir(parents=True, exist_ok=True)
         for i, source in enumerate(recipe.sources):
             origin = f"{recipe.where('sources')}: sources[{i}] {source.location}"
@@ -553,11 +551,15 @@ class RecipeBuilder:
             if source.kind is SourceKind.URL:
                 blob = self.fetcher.fetch_url(recipe.name, source)
                 if source.is_archive:
+                    from .unpack import extract_tar  # tarfile: only for what it unpacks
+
                     extract_tar(None, blob, dest, strip=source.strip, origin=origin)
                 else:
                     rel = PurePosixPath(source.dest or ".", source.filename)
                     shutil.copyfile(blob, paths.target(src, rel, origin=origin))
             elif source.kind is SourceKind.GIT:
+                from .unpack import extract_tar, git_export
+
                 git_dir = self.fetcher.fetch_git(recipe.name, source)
                 if git_dir is None:
                     archive = self.fetcher.mirror_archive(source)
