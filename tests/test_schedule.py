@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import Project
+from conftest import Project, sha256
 
 
 def starts(art: Path) -> dict[str, tuple[float, float]]:
@@ -65,3 +65,24 @@ def test_steps_share_the_cores(project: Project, tmp_path: Path) -> None:
     assert sorted([int(trees["first.txt"]), int(trees["second.txt"])]) == sorted(
         [cores, 1] if cores > 1 else [1, 1]
     )
+
+
+def test_a_recipe_never_built_is_ranked_by_the_sources_a_mirror_holds(
+    project: Project, tmp_path: Path
+) -> None:
+    """From an empty cache, an offline mirror still tells how big a recipe's sources are:
+    the recipe with the big download starts before a longer chain of small ones."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    big = os.urandom(8 << 20)  # guessed at 1 s + 8 MiB at 2 MB/s
+    (mirror / "big.bin").write_bytes(big)
+    url = "http://127.0.0.1:9/big.bin"  # never asked: the mirror has it
+    project.recipe("big", sources=[{"url": url, "sha256": sha256(big)}])
+    project.recipe("a1")
+    project.recipe("a2", depends=["a1"])
+    project.recipe("a3", depends=["a2"])
+    project.recipe("top", depends=["a3", "big"])
+    art = tmp_path / "art"
+    project.build("-j", "1", "--mirror", str(mirror), "--target", "top", artifacts=art)
+    t = starts(art)
+    assert t["big"][1] <= t["a1"][0], t

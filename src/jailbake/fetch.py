@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -124,6 +125,31 @@ class Fetcher:
             ):
                 return True
         return False
+
+    def known_size(self, source: Source) -> int | None:
+        """The size of a source that this machine already holds, in the cache, in a
+        mirror directory or in the layer, without fetching it (None where it does not:
+        a repository is known only as a mirrored archive)."""
+        candidates: list[Path] = []
+        if source.kind is SourceKind.URL:
+            candidates.append(self.store.blob_path(source.sha256))
+            for mirror in self.mirrors:
+                if not _is_url(mirror):
+                    root = Path(mirror)
+                    candidates += [root / "sha256" / source.sha256, root / source.filename]
+        elif source.kind is SourceKind.GIT:
+            archive = self.mirror_archive(source)
+            candidates += [archive] if archive is not None else []
+        elif source.path is not None:
+            candidates.append(source.path)
+        for path in candidates:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                return st.st_size
+        return None
 
     def missing_offline(self, recipes: Iterable[Recipe]) -> list[Missing]:
         """Sources that an offline build could not find (network mirrors count as absent;

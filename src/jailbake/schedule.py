@@ -2,10 +2,11 @@
 
 doit runs as a library (its task control, dispatcher and thread runner) with one
 change: the tasks ready to start are taken longest remaining path first (what earlier
-builds took, from the cache; a size guess for recipes never built), so a long chain
-such as the kernel's starts before short side branches take the slots. Recipes whose
-keys are cached are decided before doit starts, and doit is given only the others
-(none: it is not started at all).
+builds took, from the cache; for recipes never built, a guess from the sizes of the
+sources that the cache or a mirror directory holds), so a long chain such as the
+kernel's starts before short side branches take the slots. Recipes whose keys are
+cached are decided before doit starts, and doit is given only the others (none: it
+is not started at all).
 """
 
 from __future__ import annotations
@@ -196,18 +197,15 @@ class Scheduler:
         """Each pending recipe's longest remaining path, in expected seconds: its own
         time and the longest chain of pending recipes that wait for it, up to the
         targets. pending: in dependency order; all of the graph's recipes by default."""
-        store = self.builder.store
+        store, fetcher = self.builder.store, self.builder.fetcher
         order = self.graph.order if pending is None else pending
         own: dict[str, float] = {}
         for name in order:
             last = store.last_duration(name)
-            if last is None:  # never built here: a guess from its downloads' sizes
-                recipe = self.graph.recipes[name]
-                sizes = sum(
-                    store.blob_path(s.sha256).stat().st_size
-                    for s in recipe.sources
-                    if s.sha256 and store.has_blob(s.sha256)
-                )
+            if last is None:  # never built here: a guess from the sizes of its sources
+                # that the cache, a mirror directory or the layer holds
+                sources = self.graph.recipes[name].sources
+                sizes = sum(fetcher.known_size(s) or 0 for s in sources)
                 last = 1.0 + sizes / GUESS_BYTES_PER_SECOND
             own[name] = last
         waiting: dict[str, list[str]] = {n: [] for n in order}
