@@ -13,7 +13,7 @@
 | gzip'd newc archive of a tree     | `find | sort | cpio | gzip -n`     |
 
 Each case runs as a whole process, alternating with its floor (A B A B ...); the
-table gives medians and the median of the pairwise ratios. The trees a cold run
+table gives medians, the median of the pairwise ratios, and each case's goal. The trees a cold run
 replaces (its cache, the floor's scratch directories) are put aside and removed
 after the last run: on ext4 without a journal, a file made within a minute of
 thousands of deletions costs several times more (the inode allocator steps over
@@ -200,11 +200,32 @@ def main() -> None:
         t, f, r = paired(lambda: timed(ours), lambda: timed(shell), args.runs)
         rows.append(("cpio.gz writer", t, "find|sort|cpio|gzip -n", f, r))
 
-    print(f"{'case':34} {'jailbake s':>11}  {'floor':24} {'floor s':>8} {'ratio':>6}")
+    print(f"{'case':34} {'jailbake s':>11}  {'floor':24} {'floor s':>8} {'ratio':>6}  goal")
     for case, t, floor_name, f, r in rows:
         fs = f"{f:8.3f}" if f is not None else f"{'-':>8}"
         rs = f"{r:6.2f}" if r is not None else f"{'-':>6}"
-        print(f"{case:34} {t:11.3f}  {floor_name:24} {fs} {rs}")
+        print(f"{case:34} {t:11.3f}  {floor_name:24} {fs} {rs}  {goal(case, t, r)}")
+
+
+# The speed goals the table is read against: (seconds at most, ratio to the floor at most).
+GOALS = {
+    "cold build": (1.5, None),
+    "no-op build": (0.12, None),
+    "one leaf recipe edited": (0.15, None),
+    "10 one-line docker steps": (None, 1.1),
+    "cpio.gz writer": (None, 0.6),
+}
+
+
+def goal(case: str, seconds: float, ratio: float | None) -> str:
+    for name, (most, most_ratio) in GOALS.items():
+        if case.startswith(name):
+            if most is not None:
+                return f"<= {most} s: {'met' if seconds <= most else 'not met'}"
+            assert most_ratio is not None
+            met = ratio is not None and ratio <= most_ratio
+            return f"<= x{most_ratio} of the floor: {'met' if met else 'not met'}"
+    return ""
 
 
 if __name__ == "__main__":
