@@ -273,3 +273,37 @@ def test_an_ordinary_user_stores_and_evicts_trees(project: Project, tmp_path: Pa
         assert (home / "art2" / "a.txt").read_text() == "good\n"
     finally:
         shutil.rmtree(home)
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="switches user")
+def test_an_ordinary_user_removes_a_tree_with_read_only_directories() -> None:
+    """Stored trees keep their directories read-only: removing one (eviction, clean, a
+    kept work directory) needs no root's rights, however deep they are."""
+    python = _system_python()
+    if python is None:
+        pytest.skip("no system python3 of this test's version for an ordinary user")
+    home = Path(tempfile.mkdtemp(prefix="jailbake-user-", dir="/var/tmp"))
+    try:
+        tree = home / "tree"
+        (tree / "ro" / "deeper").mkdir(parents=True)
+        (tree / "ro" / "deeper" / "f").write_text("x\n")
+        (tree / "rw").mkdir()
+        (tree / "rw" / "g").write_text("y\n")
+        subprocess.run(["chown", "-R", "nobody:nogroup", str(home)], check=True)
+        for directory in (tree / "ro" / "deeper", tree / "ro", tree):
+            directory.chmod(0o555)
+        code = (
+            "import sys; from pathlib import Path; from jailbake.store import remove_tree; "
+            "remove_tree(Path(sys.argv[1]))"
+        )
+        run = subprocess.run(
+            [*("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"),
+             python, "-c", code, str(tree)],
+            env={**os.environ, "PYTHONPATH": str(SRC)},
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert not tree.exists()
+    finally:
+        shutil.rmtree(home)

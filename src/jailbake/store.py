@@ -131,6 +131,11 @@ def remove_tree(path: Path) -> None:
     if path.is_symlink() or not path.is_dir():
         path.unlink()
         return
+    try:  # most trees (work directories) are writable: one pass
+        shutil.rmtree(path)
+        return
+    except PermissionError:
+        pass  # a read-only directory inside: made writable, then removed
     for dirpath, dirnames, _ in os.walk(path):
         for name in [dirpath, *(os.path.join(dirpath, d) for d in dirnames)]:
             st = os.lstat(name)
