@@ -110,37 +110,31 @@ class Fetcher:
             return self._have_commit(source.location, source.commit)
         return True
 
-    def _in_local_mirror(self, source: Source) -> bool:
+    def _local_mirror_files(self, source: Source) -> list[Path]:
+        """Where the mirror directories would hold a download (by sha256, then by name)
+        or a repository's archive, whether they do or not."""
+        places: list[Path] = []
         for mirror in self.mirrors:
             if _is_url(mirror):
                 continue
             root = Path(mirror)
-            if source.kind is SourceKind.URL and (
-                (root / "sha256" / source.sha256).is_file() or (root / source.filename).is_file()
-            ):
-                return True
-            if (
-                source.kind is SourceKind.GIT
-                and (root / git_archive_name(source.location, source.commit)).is_file()
-            ):
-                return True
-        return False
+            if source.kind is SourceKind.URL:
+                places += [root / "sha256" / source.sha256, root / source.filename]
+            elif source.kind is SourceKind.GIT:
+                places.append(root / git_archive_name(source.location, source.commit))
+        return places
+
+    def _in_local_mirror(self, source: Source) -> bool:
+        return any(p.is_file() for p in self._local_mirror_files(source))
 
     def known_size(self, source: Source) -> int | None:
         """The size of a source that this machine already holds, in the cache, in a
         mirror directory or in the layer, without fetching it (None where it does not:
         a repository is known only as a mirrored archive)."""
-        candidates: list[Path] = []
+        candidates = self._local_mirror_files(source)
         if source.kind is SourceKind.URL:
-            candidates.append(self.store.blob_path(source.sha256))
-            for mirror in self.mirrors:
-                if not _is_url(mirror):
-                    root = Path(mirror)
-                    candidates += [root / "sha256" / source.sha256, root / source.filename]
-        elif source.kind is SourceKind.GIT:
-            archive = self.mirror_archive(source)
-            candidates += [archive] if archive is not None else []
-        elif source.path is not None:
+            candidates.insert(0, self.store.blob_path(source.sha256))
+        elif source.kind is SourceKind.FILE and source.path is not None:
             candidates.append(source.path)
         for path in candidates:
             try:
@@ -376,8 +370,5 @@ class Fetcher:
         )
 
     def mirror_archive(self, source: Source) -> Path | None:
-        name = git_archive_name(source.location, source.commit)
-        for mirror in self.mirrors:
-            if not _is_url(mirror) and (Path(mirror) / name).is_file():
-                return Path(mirror) / name
-        return None
+        """A repository's archive in a mirror directory, if one holds it."""
+        return next((p for p in self._local_mirror_files(source) if p.is_file()), None)

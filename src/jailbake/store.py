@@ -192,7 +192,7 @@ class Store:
     @contextlib.contextmanager
     def temp_dir(self, label: str) -> Iterator[Path]:
         """A fresh directory removed on exit, whatever happens."""
-        path = self.root / "tmp" / f"{os.getpid()}-{label}-{os.urandom(4).hex()}"
+        path = self.temp_path(label)
         path.mkdir()
         try:
             yield path
