@@ -209,7 +209,7 @@ def test_a_cached_result_whose_output_is_a_link_is_built_again(
     forged = tmp_path / "forged"
     forged.mkdir()
     (forged / "a.txt").symlink_to("/etc/passwd")
-    digest, manifest = store.add_tree(forged)
+    digest, manifest = store.add_tree(forged, mtime=0)
     record.chmod(0o644)
     store.put_result(ActionResult(**{**old.__dict__, "outputs": manifest, "output_digest": digest}))
     result = project.build(artifacts=tmp_path / "art2")

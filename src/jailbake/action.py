@@ -26,7 +26,7 @@ from .graph import Graph
 from .keys import digest_of, path_digest, step_key, step_key_inputs
 from .recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
 from .request import ExecutorKind
-from .store import ActionResult, Store, normalize_tree, remove_tree
+from .store import ActionResult, Store, remove_tree
 from .workspace import Workspace, Workspaces
 
 if TYPE_CHECKING:  # the remote cache's code loads only for --remote-cache
@@ -405,7 +405,9 @@ class RecipeBuilder:
                 raise
             try:
                 # Hashing the tree also refuses device nodes and fifos, before it is stored.
-                digest, manifest = self.store.add_tree(tree)
+                digest, manifest = self.store.add_tree(
+                    tree, mtime=self.graph.layer.source_date_epoch
+                )
             except ValueError as exc:
                 raise BuildError(f"{recipe.name}: output {exc}", 1, log_path) from None
             self._phase("store", recipe, phase)
@@ -603,7 +605,7 @@ class RecipeBuilder:
         licenses.check(recipe, src, self.store)
 
     def _collect_outputs(self, recipe: Recipe, work: Path, log_path: Path) -> Path:
-        """Move the declared outputs into a tree with normalized modes and times."""
+        """Move the declared outputs into a tree of their own (the store seals it)."""
         out, tree = work / "out", work / "tree"
         # The step owned its work directory: $OUT itself may have become a link, and a
         # "tree" it left would be taken for jailbake's own.
@@ -634,7 +636,6 @@ class RecipeBuilder:
             target = tree / output.path
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(produced, target)
-        normalize_tree(tree, self.graph.layer.source_date_epoch)
         return tree
 
 

@@ -23,11 +23,15 @@ def digest_of(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj)).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
+def file_sha256(path: Path | str, *, follow_symlinks: bool = True) -> str:
+    """The sha256 of a file's bytes; without follow_symlinks, a link is refused (OSError)."""
+    fd = os.open(path, os.O_RDONLY if follow_symlinks else os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        h = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
             h.update(chunk)
+    finally:
+        os.close(fd)
     return h.hexdigest()
 
 

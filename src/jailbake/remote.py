@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import net
 from .keys import digest_of, file_sha256
-from .store import ActionResult, Store, normalize_tree, remove_tree
+from .store import ActionResult, Store, remove_tree
 
 if TYPE_CHECKING:
     import requests
@@ -213,8 +213,7 @@ class RemoteCache:
                 else:
                     self._fetch_blob(entry["sha256"], path, entry["size"])
                     path.chmod(0o755 if entry.get("exec") else 0o644)
-            normalize_tree(tree, source_date_epoch)
-            digest, _ = self.store.add_tree(tree)  # moves the tree away
+            digest, _ = self.store.add_tree(tree, mtime=source_date_epoch)  # moves it away
         except OSError as exc:
             raise Refused(f"ac/{result.key}: its files cannot be laid out ({exc})") from None
         finally:

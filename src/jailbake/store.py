@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .keys import canonical_json, digest_of, file_sha256, tree_manifest
+from .seal import seal_tree, stamp_of
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +86,6 @@ def normalize_tree(root: Path, mtime: int) -> None:
     os.utime(root, (mtime, mtime))
 
 
-def make_tree_readonly(root: Path, *, root_too: bool = True) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames:
-            p = Path(dirpath) / name
-            if not p.is_symlink():
-                mode = p.lstat().st_mode
-                p.chmod(0o555 if mode & 0o111 else 0o444)
-        for name in dirnames:
-            p = Path(dirpath) / name
-            if not p.is_symlink():
-                p.chmod(0o555)
-    if root_too:
-        root.chmod(0o555)
-
-
 def copy_hashed(src: Path, dest: Path) -> str:
     """Copy the file src to the new file dest; return the sha256 of what was copied."""
     h = hashlib.sha256()
@@ -118,9 +104,8 @@ def tree_stamp(root: Path) -> dict[str, list[int]]:
     for dirpath, dirnames, filenames in os.walk(root):
         for name in [".", *dirnames, *filenames]:
             path = os.path.join(dirpath, name)
-            st = os.lstat(path)
             rel = os.path.normpath(os.path.relpath(path, root))
-            stamp[rel] = [st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+            stamp[rel] = stamp_of(os.lstat(path))
     return stamp
 
 
@@ -267,9 +252,12 @@ class Store:
     def tree_path(self, output_digest: str) -> Path:
         return Path(self.tree_location(output_digest))
 
-    def add_tree(self, tmp: Path) -> tuple[str, list[dict[str, Any]]]:
-        """Move a finished output tree into place; returns its digest and manifest."""
-        manifest = tree_manifest(tmp)
+    def add_tree(self, tmp: Path, *, mtime: int) -> tuple[str, list[dict[str, Any]]]:
+        """Seal a finished output tree (every time set to mtime, modes read-only by the
+        executable bit; see seal) and move it into place; returns its digest and manifest.
+        ValueError names an entry that is not a file, directory or link."""
+        sealed = seal_tree(str(tmp), mtime)
+        manifest = sealed.manifest
         digest = digest_of(manifest)
         dest = self.tree_path(digest)
         with self.lock(f"tree-{digest}"):
@@ -280,10 +268,11 @@ class Store:
                 self.evict_tree(digest)
             # Moving a directory to another parent needs write access to it: the top
             # becomes read-only once it is in place.
-            make_tree_readonly(tmp, root_too=False)
+            stamp = sealed.finish()
             os.rename(tmp, dest)
             dest.chmod(0o555)
-            self._write_stamp(digest)
+            stamp["."] = stamp_of(os.lstat(dest))
+            self._save_stamp(digest, stamp)
         with self._verified_lock:
             self._verified.add(digest)
         return digest, manifest
@@ -293,8 +282,11 @@ class Store:
         return self.root / "stamps" / f"{digest}.json"
 
     def _write_stamp(self, digest: str) -> None:
+        self._save_stamp(digest, tree_stamp(self.tree_path(digest)))
+
+    def _save_stamp(self, digest: str, stamp: dict[str, list[int]]) -> None:
         tmp = self.temp_path("stamp")
-        tmp.write_text(json.dumps(tree_stamp(self.tree_path(digest)), sort_keys=True))
+        tmp.write_text(json.dumps(stamp, sort_keys=True))
         os.replace(tmp, self._stamp_path(digest))
 
     def verify_tree(self, digest: str, *, full: bool = False) -> bool:
