@@ -30,6 +30,7 @@ def _step_output(root: Path) -> Path:
     (root / "empty").mkdir()
     (root / "données.txt").write_text("é\n")
     (root / "zero").write_bytes(b"")
+    os.link(root / "zero", root / "lib" / "zero-again")  # one file, two names
     (root / "bin" / "alias").symlink_to("tool")
     (root / "dangling").symlink_to("../nowhere")
     return root
@@ -68,6 +69,7 @@ def test_a_stored_tree_is_normalized_and_its_manifest_and_stamp_are_its_own(
         "lib/secret": 0o444,
         "données.txt": 0o444,
         "zero": 0o444,
+        "lib/zero-again": 0o444,
     }
     by_path = {e["path"]: e for e in manifest}
     assert by_path["bin/tool"]["exec"] is True and by_path["lib/secret"]["exec"] is False

@@ -33,6 +33,8 @@ class Sealed:
     manifest: list[dict[str, Any]]
     stamp: dict[str, list[int]]
     dirs: list[str] = field(default_factory=list)  # relative paths
+    # Files with other names in the tree: sealing a later name changes their times too.
+    linked: list[str] = field(default_factory=list)
 
     def finish(self) -> dict[str, list[int]]:
         """Make the directories below the root read-only; the full stamp, but for the
@@ -41,6 +43,8 @@ class Sealed:
             path = os.path.join(self.root, rel)
             os.chmod(path, 0o555)
             self.stamp[rel] = stamp_of(os.lstat(path))
+        for rel in self.linked:
+            self.stamp[rel] = stamp_of(os.lstat(os.path.join(self.root, rel)))
         return self.stamp
 
 
@@ -92,6 +96,8 @@ def seal_tree(root: str, mtime: int) -> Sealed:
                 manifest.append(item)
                 files.append((item, path))
                 size += st.st_size
+                if st.st_nlink > 1:
+                    sealed.linked.append(rel)
             sealed.stamp[rel] = stamp_of(os.lstat(path))
     os.utime(root, times)
     _hash_files(files, threaded=size >= PARALLEL_BYTES and len(files) > 1)
