@@ -11,7 +11,8 @@ import pytest
 
 from jailbake import seal
 from jailbake.keys import digest_of, file_sha256, tree_manifest
-from jailbake.store import Store, tree_stamp
+from jailbake.seal import tree_stamp
+from jailbake.store import Store
 
 SDE = 1_580_000_000
 

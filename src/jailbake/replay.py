@@ -50,7 +50,8 @@ from . import __version__
 from .keys import path_digest
 from .request import Artifact, BuildOptions, BuildReport
 from .scan import ConfigScan, bytes_digest, recipe_names
-from .store import WORKSPACES, Store, tree_stamp
+from .seal import tree_stamp
+from .store import WORKSPACES, Store
 
 if TYPE_CHECKING:
     from .action import RecipeBuilder

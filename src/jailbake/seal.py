@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +45,30 @@ class Sealed:
         for rel in self.linked:
             self.stamp[rel] = stamp_of(os.lstat(os.path.join(self.root, rel)))
         return self.stamp
+
+
+def tree_stamp(root: str | os.PathLike[str]) -> dict[str, list[int]]:
+    """What the file system says of every entry of a tree: type and mode, size, inode,
+    modification and change times. The change time moves on any write, chmod or rename,
+    and nothing short of the clock sets it back: an unchanged stamp means unchanged bytes.
+    A directory that cannot be read adds nothing (the stamp then differs)."""
+    top = os.fspath(root)
+    stamp = {".": stamp_of(os.lstat(os.path.join(top, ".")))}
+    todo = [(top, "")]
+    while todo:
+        where, prefix = todo.pop()
+        try:
+            with os.scandir(where) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            rel = prefix + entry.name
+            st = entry.stat(follow_symlinks=False)
+            stamp[rel] = stamp_of(st)
+            if stat.S_ISDIR(st.st_mode):
+                todo.append((entry.path, rel + "/"))
+    return stamp
 
 
 def stamp_of(st: os.stat_result) -> list[int]:
@@ -113,6 +136,8 @@ def _hash_files(files: list[tuple[dict[str, Any], str]], *, threaded: bool) -> N
     if not threaded:
         run(files)
         return
+    from concurrent.futures import ThreadPoolExecutor  # only for a large tree
+
     threads = min(MAX_THREADS, os.cpu_count() or 1)
     parts = [files[i :: threads * 4] for i in range(threads * 4)]  # big files spread out
     with ThreadPoolExecutor(threads, thread_name_prefix="jailbake-hash") as pool:

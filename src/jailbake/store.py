@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .keys import canonical_json, digest_of, file_sha256, tree_manifest
-from .seal import seal_tree, stamp_of
+from .seal import seal_tree, stamp_of, tree_stamp
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +94,6 @@ def copy_hashed(src: Path, dest: Path) -> str:
             h.update(chunk)
             fout.write(chunk)
     return h.hexdigest()
-
-
-def tree_stamp(root: Path) -> dict[str, list[int]]:
-    """What the file system says of every entry of a tree: type and mode, size, inode,
-    modification and change times. The change time moves on any write, chmod or rename,
-    and nothing short of the clock sets it back: an unchanged stamp means unchanged bytes."""
-    stamp: dict[str, list[int]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [".", *dirnames, *filenames]:
-            path = os.path.join(dirpath, name)
-            rel = os.path.normpath(os.path.relpath(path, root))
-            stamp[rel] = stamp_of(os.lstat(path))
-    return stamp
 
 
 def remove_tree(path: Path) -> None:
