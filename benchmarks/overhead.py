@@ -45,7 +45,7 @@ def main() -> None:
         trace = json.loads((art / "build-trace.json").read_text())
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     recipes = [e for e in spans if e["cat"] == "built"]
-    head = ("step s", "prepare s", "store s", "other s", "own %")
+    head = ("step s", "prepare s", "store s", "clean s", "other s", "own %")
     print(f"{'recipe':24} " + " ".join(f"{h:>9}" for h in head))
     for r in sorted(recipes, key=lambda e: -e["dur"]):
         inside = [
@@ -58,8 +58,8 @@ def main() -> None:
         step = phase.get("step", 0.0)
         own = total - step
         share = 100 * own / step if step else float("nan")
-        other = own - phase.get("prepare", 0.0) - phase.get("store", 0.0)
-        cells = (step, phase.get("prepare", 0.0), phase.get("store", 0.0), other, share)
+        parts = [phase.get(p, 0.0) for p in ("prepare", "store", "clean")]
+        cells = (step, *parts, own - sum(parts), share)
         print(f"{r['name']:24} " + " ".join(f"{c:9.2f}" for c in cells))
     copies = sum(e["dur"] for e in spans if e["cat"] == "artifact") / 1e6
     print(f"publishing the artifacts: {copies:.2f} s; wall {trace['otherData']['wall_seconds']} s")

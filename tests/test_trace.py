@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,14 @@ def test_downloads_copies_and_the_machine_load_are_in_the_trace(
     assert fetch["ts"] + fetch["dur"] <= step["ts"] + step["dur"]
     assert copy["name"] == "data.txt" and copy["args"]["bytes"] == 5000
     assert copy["ts"] >= step["ts"] + step["dur"]
-    # Within the recipe: preparing its sources, its step, storing its outputs, in turn.
+    # Within the recipe: preparing its sources, its step, storing its outputs and
+    # removing its work directory, in turn.
     phases = [e for e in trace["traceEvents"] if e.get("cat") == "phase"]
-    assert [e["name"] for e in phases] == ["prepare", "step", "store"]
+    assert [e["name"] for e in phases] == ["prepare", "step", "store", "clean"]
     assert all(e["tid"] == step["tid"] for e in phases)
+    # (1 µs for the rounding of times to whole microseconds)
+    assert all(a["ts"] + a["dur"] <= b["ts"] + 1 for a, b in itertools.pairwise(phases))
+    assert phases[-1]["ts"] + phases[-1]["dur"] <= step["ts"] + step["dur"] + 1
     assert phases[1]["dur"] >= 1_200_000 and phases[0]["ts"] <= fetch["ts"]
     cpu = [e for e in trace["traceEvents"] if e["ph"] == "C" and e["name"] == "CPU"]
     memory = [e for e in trace["traceEvents"] if e["ph"] == "C" and e["name"] == "memory"]

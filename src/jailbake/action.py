@@ -410,7 +410,8 @@ class RecipeBuilder:
                 )
             except ValueError as exc:
                 raise BuildError(f"{recipe.name}: output {exc}", 1, log_path) from None
-            self._phase("store", recipe, phase)
+            phase = self._phase("store", recipe, phase)
+        self._phase("clean", recipe, phase)  # the work directory removed
         log_digest = self.store.add_bytes(log_path.read_bytes()) if log_path.exists() else None
         result = ActionResult(
             key=info.key,
@@ -475,7 +476,8 @@ class RecipeBuilder:
 
     def _phase(self, name: str, recipe: Recipe, start: float) -> float:
         """Tell on_span how long a part of a recipe's build took (unpacking and patching
-        its sources, its step, storing its outputs); return the time now."""
+        its sources, its step, storing its outputs, removing its work directory); return
+        the time now."""
         if self.on_span is not None:
             self.on_span("phase", name, start, recipe=recipe.name)
         return time.monotonic()

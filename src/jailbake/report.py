@@ -27,7 +27,7 @@ COLOURS = {
     "fetch": "#f2a600",
     "image": "#8e44ad",
     "artifact": "#607d8b",
-    "phase": "#1a3d7c",  # within a recipe: preparing sources, its step, storing outputs
+    "phase": "#1a3d7c",  # within a recipe: preparing sources, its step, storing, cleaning
 }
 
 
