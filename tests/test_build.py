@@ -146,6 +146,20 @@ def test_failed_step_prints_log_tail_and_stores_nothing(project: Project, tmp_pa
     assert not list((project.cache / "tmp").iterdir())
 
 
+def test_a_long_steps_work_directory_is_gone_when_the_build_ends(
+    project: Project, tmp_path: Path
+) -> None:
+    """A work directory used for a second or more is removed while the build goes on,
+    and never outlives the command, whether its step succeeded or failed."""
+    fill = "mkdir many && (cd many && seq 1 20000 | xargs touch) && sleep 1.1"
+    project.recipe("slow", script=f'{fill}; mkdir -p "$OUT"; echo x > "$OUT/slow.txt"')
+    project.recipe("fails", depends=["slow"], script=f"{fill}; exit 3")
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 2 and "fails: build failed with exit status 3" in result.stderr
+    assert list((project.cache / "ac").rglob("*.json"))  # slow's result
+    assert not list((project.cache / "tmp").iterdir())
+
+
 def test_undeclared_output_is_an_error(project: Project, tmp_path: Path) -> None:
     project.recipe("x", script="true", outputs=["missing.bin"])
     result = project.build(artifacts=tmp_path / "art", check=False)

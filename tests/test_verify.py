@@ -275,16 +275,25 @@ def test_an_ordinary_user_stores_and_evicts_trees(project: Project, tmp_path: Pa
         shutil.rmtree(home)
 
 
+REMOVALS = {
+    "at once": "from jailbake.store import remove_tree; remove_tree(tree)",
+    # rm cannot empty a read-only directory as an ordinary user: settle finishes.
+    "in the background": "store.discard(tree, background=True); store.settle()",
+}
+
+
 @pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="switches user")
-def test_an_ordinary_user_removes_a_tree_with_read_only_directories() -> None:
-    """Stored trees keep their directories read-only: removing one (eviction, clean, a
-    kept work directory) needs no root's rights, however deep they are."""
+@pytest.mark.parametrize("how", REMOVALS)
+def test_an_ordinary_user_removes_a_tree_with_read_only_directories(how: str) -> None:
+    """Stored trees keep their directories read-only, and so may a step's sources:
+    removing one (eviction, clean, a kept or finished work directory) needs no root's
+    rights, however deep they are."""
     python = _system_python()
     if python is None:
         pytest.skip("no system python3 of this test's version for an ordinary user")
     home = Path(tempfile.mkdtemp(prefix="jailbake-user-", dir="/var/tmp"))
     try:
-        tree = home / "tree"
+        tree = home / "cache" / "tmp" / "1-work-0"  # a work directory's place
         (tree / "ro" / "deeper").mkdir(parents=True)
         (tree / "ro" / "deeper" / "f").write_text("x\n")
         (tree / "rw").mkdir()
@@ -293,8 +302,8 @@ def test_an_ordinary_user_removes_a_tree_with_read_only_directories() -> None:
         for directory in (tree / "ro" / "deeper", tree / "ro", tree):
             directory.chmod(0o555)
         code = (
-            "import sys; from pathlib import Path; from jailbake.store import remove_tree; "
-            "remove_tree(Path(sys.argv[1]))"
+            "import sys; from pathlib import Path; from jailbake.store import Store; "
+            "tree = Path(sys.argv[1]); store = Store(tree.parent.parent); " + REMOVALS[how]
         )
         run = subprocess.run(
             [*("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"),
@@ -304,6 +313,6 @@ def test_an_ordinary_user_removes_a_tree_with_read_only_directories() -> None:
             text=True,
         )  # fmt: skip
         assert run.returncode == 0, run.stderr
-        assert not tree.exists()
+        assert list(tree.parent.iterdir()) == []
     finally:
         shutil.rmtree(home)

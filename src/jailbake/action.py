@@ -38,6 +38,8 @@ MAX_ARG_STRLEN = 131072  # Linux: 32 pages
 RAN_AT = ".jailbake-ran-at"  # in a kept work directory: where its step ran
 DEP_COPIES = "dep-trees"  # in a workspace's build directory: its dependencies' outputs
 ENV_RESERVE = 64 << 10  # room for the variables and arguments jailbake itself gives a step
+# A work directory used this long is removed in the background (see Store.discard).
+BACKGROUND_REMOVAL_SECONDS = 1.0
 
 
 class Status(StrEnum):
@@ -435,8 +437,16 @@ class RecipeBuilder:
         dependencies are copied in, see _dependency_copies); other inputs (the recipe,
         variables, the builder) start a new one."""
         if ws is None:
-            with self.store.temp_dir(recipe.name) as work:
+            work = self.store.temp_path(recipe.name)
+            work.mkdir()
+            start = time.monotonic()
+            try:
                 yield work
+            finally:
+                # A recipe that took long left a large tree, as a kernel's does: it goes
+                # while the next steps run (see Store.discard).
+                long = time.monotonic() - start >= BACKGROUND_REMOVAL_SECONDS
+                self.store.discard(work, background=long)
             return
         identity = {k: v for k, v in info.inputs.items() if k != "deps"}
         identity["files"] = {k: v for k, v in info.inputs["files"].items() if k != "workspace"}

@@ -72,9 +72,10 @@ def start(
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
-    output: IO[bytes],
+    output: IO[bytes] | int,
 ) -> subprocess.Popen[bytes]:
-    """Start argv with a clean environment, no input, and stdout and stderr to output."""
+    """Start argv with a clean environment, no input, and stdout and stderr to output
+    (a file, or subprocess.DEVNULL)."""
     args = [str(a) for a in argv]
     log.debug("start: %s (cwd=%s)", " ".join(args), cwd)
     return subprocess.Popen(

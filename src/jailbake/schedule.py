@@ -228,6 +228,7 @@ class Scheduler:
                 self.builder.store.save_last()
             except OSError as exc:  # the build's own outcome is what to report
                 log.warning("cache: the last-built keys were not saved: %s", exc)
+            self.builder.store.settle()  # work directories still being removed
         if self.errors:
             interrupt = next((e for _, e in self.errors if not isinstance(e, Exception)), None)
             if interrupt is not None:

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -151,6 +152,8 @@ class Store:
         self._last_pending: dict[str, tuple[str, int]] = {}  # recorded, not yet saved
         self._last_saved = time.time_ns()
         self._last_lock = threading.Lock()
+        self._discarding: list[tuple[subprocess.Popen[bytes], Path]] = []  # see discard
+        self._discard_lock = threading.Lock()
         self._clean_stale_tmp()
 
     # -- temporary space -------------------------------------------------
@@ -170,6 +173,36 @@ class Store:
             yield path
         finally:
             remove_tree(path)
+
+    def discard(self, path: Path, *, background: bool = False) -> None:
+        """Remove a scratch tree. In the background, it is first moved aside under tmp/
+        (so it is gone from where it was at once) and removed by a process of its own
+        while the build goes on; settle waits for those."""
+        if not background or not os.path.lexists(path):
+            remove_tree(path)
+            return
+        from . import run
+
+        trash = self.temp_path("discarded")
+        try:
+            os.rename(path, trash)
+        except OSError:  # e.g. a directory the step made read-only, moved to another parent
+            remove_tree(path)
+            return
+        rm = run.start(["rm", "-rf", "--", trash], output=subprocess.DEVNULL)
+        with self._discard_lock:
+            self._discarding.append((rm, trash))
+
+    def settle(self) -> None:
+        """Wait for the trees discarded in the background. What rm could not remove (a
+        read-only directory, for an ordinary user) is removed here."""
+        with self._discard_lock:
+            waiting, self._discarding = self._discarding, []
+        for rm, trash in waiting:
+            rm.wait()
+            if os.path.lexists(trash):
+                with contextlib.suppress(OSError):
+                    remove_tree(trash)
 
     def temp_path(self, label: str) -> Path:
         return self.root / "tmp" / f"{os.getpid()}-{label}-{os.urandom(4).hex()}"
