@@ -1,6 +1,6 @@
 """Sealing a finished output tree before it is stored: in one walk, every entry gets
 its normalized time and its final read-only mode, every file is hashed, and the
-stamp the store checks the tree against later (see store.tree_stamp) is taken.
+stamp the store checks the tree against later (see tree_stamp) is taken.
 
 A kernel's build tree holds some 80,000 entries: walking it once instead of four
 times, and hashing its files on several threads once it holds many bytes, is most

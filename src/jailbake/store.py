@@ -186,7 +186,7 @@ class Store:
         trash = self.temp_path("discarded")
         try:
             os.rename(path, trash)
-        except OSError:  # e.g. a directory the step made read-only, moved to another parent
+        except OSError:  # outside tmp/, a read-only directory cannot change parents
             remove_tree(path)
             return
         rm = run.start(["rm", "-rf", "--", trash], output=subprocess.DEVNULL)
