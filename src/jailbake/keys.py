@@ -35,34 +35,33 @@ def file_sha256(path: Path | str, *, follow_symlinks: bool = True) -> str:
     return h.hexdigest()
 
 
-def _sha256_of(rel: str, path: Path, st: os.stat_result) -> str:
+def _sha256_of(rel: str, path: str, st: os.stat_result) -> str:
     return file_sha256(path)
 
 
 def tree_manifest(
-    root: Path,
+    root: Path | str,
     *,
-    hash_file: Callable[[str, Path, os.stat_result], str] = _sha256_of,
+    hash_file: Callable[[str, str, os.stat_result], str] = _sha256_of,
     skip: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """Every entry under root, sorted, with normalized modes and content digests.
     hash_file(rel, path, lstat) gives a file's sha256 (a caller may know it already);
-    skip: names left out at the top of root."""
+    skip: names left out at the top of root. OSError for a directory it cannot read."""
     entries: list[dict[str, Any]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if skip and dirpath == str(root):
-            dirnames[:] = [d for d in dirnames if d not in skip]
-            filenames = [f for f in filenames if f not in skip]
-        dirnames.sort()
-        base = Path(dirpath)
-        for name in sorted(dirnames + filenames):
-            path = base / name
-            rel = path.relative_to(root).as_posix()
-            st = path.lstat()
+    todo = [(os.fspath(root), "")]
+    while todo:
+        top, prefix = todo.pop()
+        with os.scandir(top) as it:
+            listing = [e for e in it if prefix or e.name not in skip]
+        for entry in listing:
+            rel, path = prefix + entry.name, entry.path
+            st = entry.stat(follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 entries.append({"path": rel, "type": "symlink", "target": os.readlink(path)})
             elif stat.S_ISDIR(st.st_mode):
                 entries.append({"path": rel, "type": "dir"})
+                todo.append((path, rel + "/"))
             elif stat.S_ISREG(st.st_mode):
                 entries.append(
                     {

@@ -222,7 +222,7 @@ def scan(root: Path, memo_path: Path) -> Scan:
     fresh: dict[str, list[Any]] = {}
     now = time.time_ns()
 
-    def hash_file(rel: str, path: Path, st: os.stat_result) -> str:
+    def hash_file(rel: str, path: str, st: os.stat_result) -> str:
         seen = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         known = memo.get(rel)
         sha = str(known[4]) if known and known[:4] == seen else file_sha256(path)
@@ -232,7 +232,7 @@ def scan(root: Path, memo_path: Path) -> Scan:
 
     try:  # a worktree's .git is a file
         entries = tree_manifest(root, hash_file=hash_file, skip={VCS_DIR})
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:  # a fifo, a directory it cannot read
         raise WorkspaceError(f"{root}: {exc}") from None
     if fresh != memo:
         memo_path.parent.mkdir(parents=True, exist_ok=True)
