@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,40 @@ def test_a_fifo_in_an_output_is_refused_and_nothing_is_stored(tmp_path: Path) ->
         store.add_tree(tree, mtime=SDE)
     assert list((store.root / "trees").iterdir()) == []
     assert list((store.root / "stamps").iterdir()) == []
+
+
+def _scratch(store: Store) -> Path:
+    work = store.temp_path("work")
+    (work / "src" / "deep").mkdir(parents=True)
+    for i in range(200):
+        (work / "src" / "deep" / f"{i}.c").write_text(f"int x{i};\n")
+    return work
+
+
+def test_a_tree_discarded_in_the_background_is_gone_at_once_and_settled(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    work = _scratch(store)
+    store.discard(work, background=True)
+    assert not work.exists()
+    store.settle()
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_without_rm_a_background_removal_happens_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path / "cache")
+    work = _scratch(store)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # rm cannot be started
+    store.discard(work, background=True)
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_an_interrupted_build_leaves_its_removals_to_finish_alone(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    store.discard(_scratch(store), background=True)
+    store.settle(wait=False)  # returns at once; rm goes on
+    deadline = time.monotonic() + 30
+    while list((store.root / "tmp").iterdir()):
+        assert time.monotonic() < deadline, "the removal never finished"
+        time.sleep(0.05)

@@ -24,8 +24,10 @@ def digest_of(obj: Any) -> str:
 
 
 def file_sha256(path: Path | str, *, follow_symlinks: bool = True) -> str:
-    """The sha256 of a file's bytes; without follow_symlinks, a link is refused (OSError)."""
-    fd = os.open(path, os.O_RDONLY if follow_symlinks else os.O_RDONLY | os.O_NOFOLLOW)
+    """The sha256 of a file's bytes; without follow_symlinks, a link is refused (OSError)
+    and a fifo is not waited on."""
+    flags = os.O_RDONLY if follow_symlinks else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(path, flags)
     try:
         h = hashlib.sha256()
         while chunk := os.read(fd, 1 << 20):

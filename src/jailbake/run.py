@@ -73,9 +73,10 @@ def start(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     output: IO[bytes] | int,
+    new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start argv with a clean environment, no input, and stdout and stderr to output
-    (a file, or subprocess.DEVNULL)."""
+    (a file, or subprocess.DEVNULL); new_session: out of the terminal's reach (Ctrl-C)."""
     args = [str(a) for a in argv]
     log.debug("start: %s (cwd=%s)", " ".join(args), cwd)
     return subprocess.Popen(
@@ -85,4 +86,5 @@ def start(
         stdin=subprocess.DEVNULL,
         stdout=output,
         stderr=subprocess.STDOUT,
+        start_new_session=new_session,
     )

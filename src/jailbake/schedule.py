@@ -223,6 +223,9 @@ class Scheduler:
             pending = self._decide_cached()
             if pending:
                 self._run_doit(jobs, pending)
+        except KeyboardInterrupt:
+            self.builder.store.settle(wait=False)  # Ctrl-C is not kept waiting
+            raise
         finally:  # what was built before a failure or an interrupt counts too
             try:
                 self.builder.store.save_last()

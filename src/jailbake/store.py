@@ -176,8 +176,8 @@ class Store:
 
     def discard(self, path: Path, *, background: bool = False) -> None:
         """Remove a scratch tree. In the background, it is first moved aside under tmp/
-        (so it is gone from where it was at once) and removed by a process of its own
-        while the build goes on; settle waits for those."""
+        (so it is gone from where it was at once) and removed by an rm of its own while
+        the build goes on; settle waits for those."""
         if not background or not os.path.lexists(path):
             remove_tree(path)
             return
@@ -189,16 +189,25 @@ class Store:
         except OSError:  # outside tmp/, a read-only directory cannot change parents
             remove_tree(path)
             return
-        rm = run.start(["rm", "-rf", "--", trash], output=subprocess.DEVNULL)
+        try:  # its own session: an interrupted build leaves it to finish
+            rm = run.start(["rm", "-rf", "--", trash], output=subprocess.DEVNULL, new_session=True)
+        except OSError:  # no rm to start
+            remove_tree(trash)
+            return
         with self._discard_lock:
+            self._discarding = [  # reaped; what rm left stays for settle
+                (p, t) for p, t in self._discarding if p.poll() is None or os.path.lexists(t)
+            ]
             self._discarding.append((rm, trash))
 
-    def settle(self) -> None:
-        """Wait for the trees discarded in the background. What rm could not remove (a
-        read-only directory, for an ordinary user) is removed here."""
+    def settle(self, *, wait: bool = True) -> None:
+        """Wait for the trees discarded in the background, and remove what rm could not
+        (a read-only directory, for an ordinary user). Without wait (an interrupted
+        build), the removals go on by themselves, and the next build removes what they
+        leave."""
         with self._discard_lock:
             waiting, self._discarding = self._discarding, []
-        for rm, trash in waiting:
+        for rm, trash in waiting if wait else ():
             rm.wait()
             if os.path.lexists(trash):
                 with contextlib.suppress(OSError):
@@ -323,7 +332,11 @@ class Store:
                 recorded = json.loads(self._stamp_path(digest).read_text())
             except (OSError, ValueError):
                 recorded = None
-            if recorded is not None and recorded == tree_stamp(tree):
+            try:
+                now = tree_stamp(tree)
+            except OSError:  # evicted meanwhile by another build
+                now = None
+            if recorded is not None and recorded == now:
                 with self._verified_lock:
                     self._verified.add(digest)
                 return True
