@@ -41,6 +41,12 @@ def _sha256_of(rel: str, path: str, st: os.stat_result) -> str:
     return file_sha256(path)
 
 
+def file_entry(rel: str, st: os.stat_result, sha256: str) -> dict[str, Any]:
+    """A regular file's entry in a tree's manifest (see tree_manifest)."""
+    exe = bool(st.st_mode & 0o111)
+    return {"path": rel, "type": "file", "exec": exe, "size": st.st_size, "sha256": sha256}
+
+
 def tree_manifest(
     root: Path | str,
     *,
@@ -65,15 +71,7 @@ def tree_manifest(
                 entries.append({"path": rel, "type": "dir"})
                 todo.append((path, rel + "/"))
             elif stat.S_ISREG(st.st_mode):
-                entries.append(
-                    {
-                        "path": rel,
-                        "type": "file",
-                        "exec": bool(st.st_mode & 0o111),
-                        "size": st.st_size,
-                        "sha256": hash_file(rel, path, st),
-                    }
-                )
+                entries.append(file_entry(rel, st, hash_file(rel, path, st)))
             else:
                 raise ValueError(f"{rel}: not a file, directory or symbolic link")
     entries.sort(key=lambda e: e["path"])

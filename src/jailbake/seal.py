@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from .keys import file_sha256
+from .keys import file_entry, file_sha256
 
 # Hashing runs on threads once a tree's files hold this many bytes: below it, starting
 # them costs more than they save. OpenSSL's sha256 and the reads release the GIL.
@@ -106,16 +106,9 @@ def seal_tree(root: str, mtime: int) -> Sealed:
                 st = os.lstat(path)
                 if not stat.S_ISREG(st.st_mode):
                     raise ValueError(f"{rel}: not a file, directory or symbolic link")
-                exe = bool(st.st_mode & 0o111)
-                os.chmod(path, 0o555 if exe else 0o444)
+                item = file_entry(rel, st, "")  # hashed once the walk is done
+                os.chmod(path, 0o555 if item["exec"] else 0o444)
                 os.utime(path, times)
-                item = {
-                    "path": rel,
-                    "type": "file",
-                    "exec": exe,
-                    "size": st.st_size,
-                    "sha256": "",  # below, once the walk is done
-                }
                 manifest.append(item)
                 files.append((item, path))
                 size += st.st_size

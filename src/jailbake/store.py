@@ -333,10 +333,10 @@ class Store:
             except (OSError, ValueError):
                 recorded = None
             try:
-                now = tree_stamp(tree)
+                now = tree_stamp(tree) if recorded is not None else None
             except OSError:  # evicted meanwhile by another build
                 now = None
-            if recorded is not None and recorded == now:
+            if now is not None and recorded == now:
                 with self._verified_lock:
                     self._verified.add(digest)
                 return True
