@@ -9,29 +9,38 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
-import venv
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-VENV = HERE / ".venv"
-STAMP = VENV / ".jailbake-deps"
+HERE = os.path.dirname(os.path.realpath(__file__))
+VENV = os.path.join(HERE, ".venv")
+STAMP = os.path.join(VENV, ".jailbake-deps")
 
 
 def _deps_digest() -> str:
-    return hashlib.sha256((HERE / "pyproject.toml").read_bytes()).hexdigest()
+    with open(os.path.join(HERE, "pyproject.toml"), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
-def _venv_python() -> Path:
-    return VENV / "bin" / "python3"
+def _venv_python() -> str:
+    return os.path.join(VENV, "bin", "python3")
+
+
+def _ready() -> bool:
+    try:
+        with open(STAMP) as f:
+            return f.read() == _deps_digest()
+    except OSError:
+        return False
 
 
 def _bootstrap() -> None:
     """Create .venv and install the dependencies listed in pyproject.toml."""
+    import subprocess
+    import venv
+
     print("[jailbake] installing dependencies into .venv (first run)", file=sys.stderr)
     try:
-        venv.EnvBuilder(with_pip=True, clear=VENV.exists()).create(VENV)
+        venv.EnvBuilder(with_pip=True, clear=os.path.exists(VENV)).create(VENV)
     except (OSError, subprocess.CalledProcessError) as exc:
         sys.exit(
             f"jailbake: error: cannot create .venv ({exc}); install venv support with: "
@@ -43,20 +52,20 @@ def _bootstrap() -> None:
             "jailbake: error: installing dependencies failed; retry with: "
             f"{_venv_python()} -m pip install -e {HERE}"
         )
-    STAMP.write_text(_deps_digest())
+    with open(STAMP, "w") as f:
+        f.write(_deps_digest())
 
 
 def main() -> None:
-    in_venv = Path(sys.prefix).resolve() == VENV.resolve()
-    ready = STAMP.is_file() and STAMP.read_text() == _deps_digest()
-    if not ready:
+    in_venv = os.path.realpath(sys.prefix) == os.path.realpath(VENV)
+    if not _ready():
         _bootstrap()
     if not in_venv:
-        os.execv(str(_venv_python()), [str(_venv_python()), __file__, *sys.argv[1:]])
-    sys.path.insert(0, str(HERE / "src"))
-    from jailbake.cli import main as cli_main
+        os.execv(_venv_python(), [_venv_python(), __file__, *sys.argv[1:]])
+    sys.path.insert(0, os.path.join(HERE, "src"))
+    from jailbake.client import main as client_main
 
-    sys.exit(cli_main())
+    sys.exit(client_main())
 
 
 if __name__ == "__main__":

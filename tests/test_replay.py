@@ -127,6 +127,27 @@ def test_verbose_says_what_changed(project: Project) -> None:
     assert f"changed since the last one: {project.root / 'recipes' / 'b.yml'}" in result.stderr
 
 
+def test_a_recipe_file_whose_times_still_match_is_read_all_the_same(project: Project) -> None:
+    """A recipe file's stat only tells an edit early: one whose recorded stat matches
+    (as if the change and the record's stat had coincided) is still compared by
+    content."""
+    two_recipes(project)
+    project.build()
+    recipe = project.root / "recipes" / "b.yml"
+    recipe.write_text(recipe.read_text().replace("b.txt", "B.txt"))
+    (record,) = (project.cache / "replay").glob("*.json")
+    data = json.loads(record.read_text())
+    st = os.lstat(recipe)
+    stat_key = [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    data["recipe_stats"] = [[f, stat_key if f == str(recipe) else k]
+                            for f, k in data["recipe_stats"]]  # fmt: skip
+    assert stat_key in [k for _, k in data["recipe_stats"]]
+    record.write_text(json.dumps(data))
+    after = project.build()
+    assert not answered_from_record(project, after)
+    assert after.report["built"] == ["b"]
+
+
 def test_variables_force_and_workspaces_are_not_answered_from_the_record(
     project: Project, tmp_path: Path
 ) -> None:

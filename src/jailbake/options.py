@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from pathlib import Path
 
@@ -27,6 +28,7 @@ COMMANDS = (
     "run",
     "verify",
     "base-image",
+    "server",
 )
 EXECUTORS = ("docker", "host", "remote")
 EXECUTOR_HELP = (
@@ -128,8 +130,9 @@ def _artifacts_dir(sp: argparse.ArgumentParser) -> None:
     )
 
 
+@functools.cache  # built once by a resident server (jailbake server) for all its commands
 def parser() -> argparse.ArgumentParser:
-    """The whole command line."""
+    """The whole command line; parsing does not change it."""
     p = argparse.ArgumentParser(
         prog="jailbake",
         description="Reproducible image builds from kas layer files and declarative recipes. "
@@ -461,4 +464,25 @@ def parser() -> argparse.ArgumentParser:
     bi.add_argument("--suite", default="bookworm", help="Debian suite")
     bi.add_argument("--mirror", default=None, help="Debian mirror (default: this machine's)")
     bi.add_argument("--force", action="store_true", help="recreate it even if present")
+
+    sv = _subparser(
+        sub,
+        "server",
+        "a resident process that keeps jailbake loaded: commands of this user and "
+        "installation start in a fork of it instead of a new Python",
+    )
+    sv.add_argument(
+        "action",
+        choices=("start", "stop", "status"),
+        help="start one (it listens once this returns), stop it (the commands it runs "
+        "finish), or show it",
+    )
+    sv.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        metavar="MINUTES",
+        help="with start: stop after this long without a command",
+    )
+    sv.add_argument("--foreground", action="store_true", help="with start: serve in this process")
     return p

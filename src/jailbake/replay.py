@@ -14,7 +14,8 @@ The record holds when, now as then:
   same values;
 - the directories kas read hold the same configuration files, by content, under the
   same repository markers, and the kas patches of remote repositories hash the same;
-- each recipe directory lists the same recipe files, each with the same bytes;
+- each recipe directory lists the same recipe files, each with the same bytes (a recipe
+  file whose size, times or inode changed is not read: the build runs);
 - each layer file a recipe names (file sources, patches, rootfs files, device tables),
   of every recipe read, the build's or not, hashes the same;
 - each path as written (layer files, repositories, layer directories) leads through
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     from .store import ActionResult
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2
 RECORDS = "replay"  # under the cache directory
 VARIABLE_PREFIX = "JAILBAKE_"
 
@@ -225,6 +226,7 @@ def _write(
         },
         "recipe_dirs": {str(d): recipe_names(d) for d in layer.recipe_dirs},
         "recipe_files": dict(graph.recipe_files),
+        "recipe_stats": [[f, _stat_key(f)] for f, _ in graph.recipe_files],
         "layer_files": layer_files,
         "resolved": resolved,
         "builders": sorted(set(map(tuple, builders))),
@@ -274,6 +276,9 @@ def _change(record: dict[str, Any], options: BuildOptions, store: Store) -> str 
             return f"the variable {name}"
     if not _no_workspaces(options.cache_dir):
         return "a workspace is active"
+    for file, stat_key in record["recipe_stats"]:  # an edited recipe, before any is read
+        if _stat_key(file) != stat_key:
+            return str(file)
     config = record["config"]
     scan = ConfigScan(tuple(config["dirs"]), config["fingerprint"], tuple(config["repositories"]))
     if not scan.holds(Path(config["first"])):

@@ -372,11 +372,12 @@ class Store:
     def get_result(self, key: str, *, check_tree: bool = True) -> ActionResult | None:
         """The stored result for key, if it and its output tree are complete (and, with
         check_tree, the tree still hashes to its digest: see check_tree)."""
-        try:
-            result = ActionResult.from_json(self.result_path(key).read_bytes())
+        try:  # os, not pathlib: a build looks up every recipe's key
+            with open(self.result_location(key), "rb") as f:
+                result = ActionResult.from_json(f.read())
         except (OSError, ValueError, TypeError):
             return None
-        if not self.tree_path(result.output_digest).is_dir():
+        if not os.path.isdir(self.tree_location(result.output_digest)):
             return None
         if check_tree and not self.check_tree(result):
             return None

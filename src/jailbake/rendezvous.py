@@ -1,0 +1,40 @@
+"""Where the resident jailbake process of this user listens, and what it must share with
+a command to run it: the same interpreter, the same module search path, the same
+jailbake package.
+
+The socket lives in a directory only its owner may enter (mode 0700): under
+$XDG_RUNTIME_DIR when that is set, else /tmp/jailbake-UID. A directory that is not
+private is never used. This module is imported before anything else by every command,
+so it imports only what Python has already loaded at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+
+OFF_VARIABLE = "JAILBAKE_SERVER"  # "off": every command runs in its own process
+SOCKET = "server.sock"
+LOCK = "server.lock"  # held by the running server
+STATE = "server.json"  # its pid, start time and idle timeout
+
+
+def directory() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(base, "jailbake") if base else f"/tmp/jailbake-{os.getuid()}"
+
+
+def private(path: str) -> bool:
+    """A real directory (not a link), owned by this user, that no one else may enter."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def identity() -> list[object]:
+    """What a command and the server must share for the server to run it."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    return [sys.version, sys.executable, sys.prefix, list(sys.path), list(sys.flags), package]

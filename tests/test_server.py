@@ -1,0 +1,308 @@
+"""`jailbake server`: commands run in a fork of a resident process, as if run here."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Project, Result
+
+BUILD_PY = [sys.executable, str(ROOT / "build.py")]
+
+
+class Resident:
+    """A server in a runtime directory of the test's own, and commands sent to it."""
+
+    def __init__(self, runtime: Path, launcher: list[str]) -> None:
+        self.runtime = runtime
+        self.launcher = launcher
+        self.env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
+        self.env.pop("JAILBAKE_SERVER", None)
+
+    @property
+    def dir(self) -> Path:
+        return self.runtime / "jailbake"
+
+    def run(
+        self, *args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> Result:
+        cp = subprocess.run(
+            [*self.launcher, *args],
+            cwd=cwd,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return Result(cp.returncode, cp.stdout, cp.stderr)
+
+    def start(self, *args: str) -> None:
+        started = self.run("server", "start", *args)
+        assert started.rc == 0, started.stderr
+        assert (self.dir / "server.sock").exists()
+
+    def served(self) -> int | None:
+        """How many commands the running server took; None if none runs."""
+        try:
+            state = json.loads((self.dir / "server.json").read_text())
+        except FileNotFoundError:
+            return None
+        return int(state["served"])
+
+    def pid(self) -> int | None:
+        try:
+            return int(json.loads((self.dir / "server.json").read_text())["pid"])
+        except FileNotFoundError:
+            return None
+
+    def build(self, project: Project, *args: str, **kw: object) -> Result:
+        argv = ["build", "layer.yml", "--executor", "host", "--cache-dir", str(project.cache)]
+        return self.run(*argv, "--json", *args, cwd=project.root, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def resident(tmp_path: Path) -> Iterator[Resident]:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    server = Resident(runtime, BUILD_PY)
+    yield server
+    pid = server.pid()
+    server.run("server", "stop")
+    if pid is not None:  # stopped, or gone already
+        for _ in range(500):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
+
+
+def greeting_project(project: Project) -> Project:
+    """Two recipes; the second's output says $GREETING (a layer variable)."""
+    project.layer(
+        "layer.yml",
+        {
+            "header": {"version": 14},
+            "repos": {"this": {"layers": {"recipes": None}}},
+            "env": {"SOURCE_DATE_EPOCH": "1700000000", "GREETING": "hello"},
+        },
+    )
+    project.recipe("base")
+    project.recipe(
+        "greet",
+        depends=["base"],
+        variables=["GREETING"],
+        script='mkdir -p "$OUT"; echo "$GREETING" > "$OUT/greet.txt"',
+        outputs=[{"path": "greet.txt", "publish": "greet.txt"}],
+    )
+    return project
+
+
+def test_a_served_build_is_the_build_run_here(resident: Resident, project: Project) -> None:
+    greeting_project(project)
+    resident.start()
+    served = resident.build(project, "--artifacts-dir", "served")
+    assert served.rc == 0, served.stderr
+    assert resident.served() == 1
+    report = json.loads(served.stdout)
+    assert report["ok"] and sorted(report["built"]) == ["base", "greet"]
+    assert (project.root / "served" / "greet.txt").read_text() == "hello\n"
+
+    here = resident.build(project, "--artifacts-dir", "here", env={"JAILBAKE_SERVER": "off"})
+    assert here.rc == 0, here.stderr
+    assert resident.served() == 1  # not sent
+    assert sorted(json.loads(here.stdout)["reused"]) == ["base", "greet"]
+    for name in ("greet.txt", "manifest.json", "sbom.spdx.json"):
+        assert (project.root / "served" / name).read_bytes() == (
+            project.root / "here" / name
+        ).read_bytes()
+
+    # The sender's environment is the command's: a new value is a new build.
+    other = resident.build(project, "--artifacts-dir", "served", env={"GREETING": "bye"})
+    assert other.rc == 0, other.stderr
+    assert json.loads(other.stdout)["built"] == ["greet"]
+    assert (project.root / "served" / "greet.txt").read_text() == "bye\n"
+    assert resident.served() == 2
+
+
+def test_a_failure_reads_the_same_served_or_not(resident: Resident, project: Project) -> None:
+    project.recipe("bad", script="echo compiling; exit 3")
+    resident.start()
+    served = resident.build(project)
+    here = resident.build(project, env={"JAILBAKE_SERVER": "off"})
+    assert resident.served() == 1
+    assert served.rc == here.rc != 0
+    assert served.stderr.splitlines()[-1] == here.stderr.splitlines()[-1]
+    assert "bad" in served.stderr.splitlines()[-1]
+    assert json.loads(served.stdout) == json.loads(here.stdout)
+    assert not json.loads(served.stdout)["ok"]
+
+    usage = resident.run("build", "--jobs", "many", cwd=project.root)
+    assert usage.rc == 2 and "invalid int value: 'many'" in usage.stderr
+    assert resident.served() == 2
+
+
+def sleeping_project(project: Project, seconds: str) -> None:
+    project.recipe(
+        "slow", script=f'echo started; sleep {seconds}; mkdir -p "$OUT"; : > "$OUT/slow.txt"'
+    )
+
+
+def step_running(seconds: str) -> bool:
+    return subprocess.run(["pgrep", "-f", f"sleep {seconds}"], capture_output=True).returncode == 0
+
+
+def wait_for(predicate: object, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "killed"])
+def test_a_stopped_sender_stops_its_command(resident: Resident, project: Project, how: str) -> None:
+    """Ctrl-C reaches the command and its step as in a terminal; a sender that is
+    killed takes its command with it. Either way the step stops, and the server serves
+    the next command."""
+    seconds = "41.25" if how == "ctrl-c" else "42.25"
+    sleeping_project(project, seconds)
+    resident.start()
+    argv = ["build", "layer.yml", "--executor", "host", "--cache-dir", str(project.cache)]
+    sender = subprocess.Popen(
+        [*resident.launcher, *argv],
+        cwd=project.root,
+        env=resident.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert wait_for(lambda: step_running(seconds)), "the step never started"
+    assert resident.served() == 1
+    sender.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
+    _, err = sender.communicate(timeout=60)
+    if how == "ctrl-c":
+        assert sender.returncode == 130, err
+        assert err.splitlines()[-1] == "jailbake: interrupted"
+    assert wait_for(lambda: not step_running(seconds)), "the step outlived its command"
+    assert resident.served() == 1 and resident.pid() is not None  # still serving
+    project.recipe("slow")  # quick now
+    again = resident.build(project)
+    assert again.rc == 0, again.stderr
+    assert resident.served() == 2
+    # The next build clears what the stopped one left (its process is gone).
+    assert not any((project.cache / "tmp").iterdir())
+
+
+def test_an_edited_module_is_never_run_from_memory(tmp_path: Path, project: Project) -> None:
+    """A server whose modules changed on disk refuses the command, which runs in its
+    sender with the new code, and stops."""
+    copy = tmp_path / "install"
+    shutil.copytree(ROOT / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    launch = copy / "launch.py"
+    launch.write_text(
+        f"import sys\nsys.path.insert(0, {str(copy / 'src')!r})\n"
+        "from jailbake.client import main\nsys.exit(main())\n"
+    )
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    resident = Resident(runtime, [sys.executable, str(launch)])
+    project.recipe("r")
+    resident.start()
+    try:
+        assert resident.build(project).rc == 0
+        assert resident.served() == 1
+        # Another installation (here: build.py of the checkout) is not served by it.
+        other = Resident(runtime, BUILD_PY).build(project)
+        assert other.rc == 0, other.stderr
+        assert resident.served() == 1
+
+        init = copy / "src" / "jailbake" / "__init__.py"
+        init.write_text(init.read_text().replace('__version__ = "', '__version__ = "edited-', 1))
+        edited = resident.run("--version")
+        assert edited.rc == 0, edited.stderr
+        assert edited.stdout.startswith("jailbake edited-")  # the new code ran
+        assert resident.served() in (1, None)  # refused
+        assert wait_for(lambda: resident.served() is None), "the server did not stop"
+        assert not (resident.dir / "server.sock").exists()
+        assert "a module changed" in (resident.dir / "server.log").read_text()
+    finally:
+        resident.run("server", "stop")
+
+
+def test_only_a_private_directory_holds_the_socket(tmp_path: Path, project: Project) -> None:
+    runtime = tmp_path / "runtime"
+    (runtime / "jailbake").mkdir(parents=True)
+    (runtime / "jailbake").chmod(0o755)
+    resident = Resident(runtime, BUILD_PY)
+    refused = resident.run("server", "start")
+    assert refused.rc != 0
+    assert refused.stderr.strip().splitlines() == [
+        f"jailbake: error: {runtime / 'jailbake'}: not a private directory (expected a "
+        f"directory owned by uid {os.getuid()} with mode 0700); the server's socket is "
+        "kept there"
+    ]
+    assert not (runtime / "jailbake" / "server.sock").exists()
+    project.recipe("r")
+    assert resident.build(project).rc == 0  # runs here
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0 or not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3"),
+    reason="switches user",
+)
+def test_another_user_is_refused_even_where_the_socket_is_reachable() -> None:
+    runtime = Path(tempfile.mkdtemp(prefix="jailbake-runtime-", dir="/var/tmp"))
+    resident = Resident(runtime, BUILD_PY)
+    resident.start()
+    try:
+        # Open what the private directory keeps closed, and try as nobody.
+        runtime.chmod(0o711)
+        resident.dir.chmod(0o711)
+        (resident.dir / "server.sock").chmod(0o777)
+        probe = (
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+            "s.connect(sys.argv[1])\n"
+            "print(s.recv(64).decode())\n"  # refused before anything is read
+        )
+        answer = subprocess.run(
+            [*("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"),
+             "/usr/bin/python3", "-c", probe, str(resident.dir / "server.sock")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert answer.returncode == 0, answer.stderr
+        assert answer.stdout.strip() == "no"
+        assert resident.served() == 0
+        log = (resident.dir / "server.log").read_text()
+        assert f"uid {pwd.getpwnam('nobody').pw_uid} is not this server's" in log
+    finally:
+        resident.run("server", "stop")
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_a_server_stops_when_idle_and_runs_once(resident: Resident, project: Project) -> None:
+    resident.start("--idle-timeout", "0.02")  # 1.2 s
+    second = resident.run("server", "start")
+    assert second.rc != 0
+    assert "a jailbake server runs already (pid" in second.stderr
+    status = resident.run("server", "status")
+    assert status.rc == 0 and "0 commands served" in status.stderr
+    assert wait_for(lambda: resident.served() is None, timeout=20)
+    assert not (resident.dir / "server.sock").exists()
+    gone = resident.run("server", "status")
+    assert gone.rc == 1 and "no server runs" in gone.stderr
+    project.recipe("r")
+    assert resident.build(project).rc == 0  # runs here
