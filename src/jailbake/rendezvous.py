@@ -18,6 +18,10 @@ OFF_VARIABLE = "JAILBAKE_SERVER"  # "off": every command runs in its own process
 SOCKET = "server.sock"
 LOCK = "server.lock"  # held by the running server
 STATE = "server.json"  # its pid, start time and idle timeout
+# Interpreter flags that change nothing a command does: bytecode caching (as set by
+# PYTHONDONTWRITEBYTECODE), the prompt, import tracing. The others (-O, -I, -E, -X dev,
+# -X utf8, ...) must be the same.
+IGNORED_FLAGS = frozenset({"dont_write_bytecode", "inspect", "interactive", "quiet", "verbose"})
 
 
 def directory() -> str:
@@ -37,4 +41,6 @@ def private(path: str) -> bool:
 def identity() -> list[object]:
     """What a command and the server must share for the server to run it."""
     package = os.path.dirname(os.path.abspath(__file__))
-    return [sys.version, sys.executable, sys.prefix, list(sys.path), list(sys.flags), package]
+    names = type(sys.flags).__match_args__
+    flags = [[n, getattr(sys.flags, n)] for n in names if n not in IGNORED_FLAGS]
+    return [sys.version, sys.executable, sys.prefix, list(sys.path), flags, package]
