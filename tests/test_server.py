@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
+import select
 import shutil
 import signal
 import subprocess
@@ -28,8 +30,14 @@ class Resident:
         self.runtime = runtime
         self.launcher = launcher
         self.env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
-        self.env.pop("JAILBAKE_SERVER", None)
-        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        for name in (
+            "JAILBAKE_SERVER",
+            "PYTHONDONTWRITEBYTECODE",
+            "PYTHONIOENCODING",
+            "PYTHONUNBUFFERED",
+        ):
+            self.env.pop(name, None)
+        self.pids: list[int] = []  # of the servers started, to stop them whatever happens
 
     @property
     def dir(self) -> Path:
@@ -38,18 +46,25 @@ class Resident:
     def run(
         self, *args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None
     ) -> Result:
-        cp = subprocess.run(
+        cp = self.raw(*args, cwd=cwd, env=env)
+        return Result(cp.returncode, cp.stdout.decode(), cp.stderr.decode())
+
+    def raw(
+        self, *args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
             [*self.launcher, *args],
             cwd=cwd,
             env={**self.env, **(env or {})},
             capture_output=True,
-            text=True,
             timeout=300,
         )
-        return Result(cp.returncode, cp.stdout, cp.stderr)
 
     def start(self, *args: str) -> None:
         started = self.run("server", "start", *args)
+        found = re.search(r"server started \(pid (\d+)\)", started.stderr)
+        if found:
+            self.pids.append(int(found.group(1)))
         assert started.rc == 0, started.stderr
         assert (self.dir / "server.sock").exists()
 
@@ -61,20 +76,14 @@ class Resident:
             return None
         return int(state["served"])
 
-    def pid(self) -> int | None:
-        try:
-            return int(json.loads((self.dir / "server.json").read_text())["pid"])
-        except FileNotFoundError:
-            return None
-
     def shutdown(self) -> None:
-        """Stop the server, and kill it if it has not gone within a few seconds."""
-        pid = self.pid()
+        """Stop the servers started, and kill one that has not gone within seconds."""
         if self.dir.is_dir():  # a server whose directory is not private is not stopped
             self.dir.chmod(0o700)
         self.run("server", "stop")
-        if pid is not None and not wait_for(lambda: not alive(pid), timeout=10):
-            os.kill(pid, signal.SIGKILL)
+        for pid in self.pids:
+            if not wait_for(lambda: not alive(pid), timeout=10):  # noqa: B023
+                os.kill(pid, signal.SIGKILL)
 
     def build(self, project: Project, *args: str, **kw: object) -> Result:
         argv = ["build", "layer.yml", "--executor", "host", "--cache-dir", str(project.cache)]
@@ -213,7 +222,7 @@ def test_a_stopped_sender_stops_its_command(resident: Resident, project: Project
         assert sender.returncode == 130, err
         assert err.splitlines()[-1] == "jailbake: interrupted"
     assert wait_for(lambda: not step_running(seconds)), "the step outlived its command"
-    assert resident.served() == 1 and resident.pid() is not None  # still serving
+    assert resident.served() == 1 and alive(resident.pids[0])  # still serving
     project.recipe("slow")  # quick now
     again = resident.build(project)
     assert again.rc == 0, again.stderr
@@ -236,8 +245,8 @@ def test_an_edited_module_is_never_run_from_memory(tmp_path: Path, project: Proj
     runtime.mkdir(mode=0o700)
     resident = Resident(runtime, [sys.executable, str(launch)])
     project.recipe("r")
-    resident.start()
     try:
+        resident.start()
         assert resident.build(project).rc == 0
         assert resident.served() == 1
         # Another installation (here: build.py of the checkout) is not served by it.
@@ -264,6 +273,8 @@ def test_only_a_private_directory_holds_the_socket(tmp_path: Path, project: Proj
     (runtime / "jailbake").chmod(0o755)
     resident = Resident(runtime, BUILD_PY)
     refused = resident.run("server", "start")
+    if refused.rc == 0:
+        os.kill(int(json.loads((runtime / "jailbake" / "server.json").read_text())["pid"]), 9)
     assert refused.rc != 0
     assert refused.stderr.strip().splitlines() == [
         f"jailbake: error: {runtime / 'jailbake'}: not a private directory (expected a "
@@ -282,8 +293,8 @@ def test_only_a_private_directory_holds_the_socket(tmp_path: Path, project: Proj
 def test_another_user_is_refused_even_where_the_socket_is_reachable() -> None:
     runtime = Path(tempfile.mkdtemp(prefix="jailbake-runtime-", dir="/var/tmp"))
     resident = Resident(runtime, BUILD_PY)
-    resident.start()
     try:
+        resident.start()
         # Open what the private directory keeps closed, and try as nobody.
         runtime.chmod(0o711)
         resident.dir.chmod(0o711)
@@ -322,3 +333,102 @@ def test_a_server_stops_when_idle_and_runs_once(resident: Resident, project: Pro
     assert gone.rc == 1 and "no server runs" in gone.stderr
     project.recipe("r")
     assert resident.build(project).rc == 0  # runs here
+
+
+def test_many_short_commands_in_a_row(resident: Resident) -> None:
+    """Commands that end as their senders close, one after another, as a script's
+    loop sends them."""
+    resident.start()
+    for _ in range(40):
+        version = resident.run("--version")
+        assert version.rc == 0 and version.stdout.startswith("jailbake "), version.stderr
+    assert resident.served() == 40
+    assert "Traceback" not in (resident.dir / "server.log").read_text()
+
+
+def test_a_command_runs_once_even_when_the_server_cannot_note_it(resident: Resident) -> None:
+    resident.start()
+    state = resident.dir / "server.json"
+    state.unlink()
+    state.mkdir()  # the server's state file cannot be written any more
+    version = resident.run("--version")
+    assert version.rc == 0, version.stderr
+    assert version.stdout.splitlines() == [version.stdout.splitlines()[0]]  # once, not twice
+    assert "jailbake " in version.stdout
+    assert alive(resident.pids[0])
+    state.rmdir()
+
+
+def test_the_sender_s_python_settings_hold(resident: Resident, project: Project) -> None:
+    """What the sender's own Python would have set up: its streams' encoding and
+    error handling (PYTHONIOENCODING, the locale), and the heartbeat interval read at
+    run time. (Under LC_ALL=C Python runs in UTF-8 mode: another interpreter mode,
+    which the server does not take.)"""
+    resident.start()
+    missing = "layers/café.yml"
+    for env in ({"PYTHONIOENCODING": "latin-1"}, {"LC_ALL": "C.UTF-8"}, {"PYTHONUNBUFFERED": "1"}):
+        served = resident.raw("build", missing, cwd=project.root, env=env)
+        here = resident.raw(
+            "build", missing, cwd=project.root, env={**env, "JAILBAKE_SERVER": "off"}
+        )
+        assert served.returncode == here.returncode == 2
+        assert served.stderr == here.stderr, env
+    assert b"caf\xe9.yml" in resident.raw("build", missing, env={"PYTHONIOENCODING": "latin-1"},
+                                          cwd=project.root).stderr  # fmt: skip
+    assert resident.served() == 4
+
+    project.recipe("slow", script='echo working; sleep 2.5; mkdir -p "$OUT"; : > "$OUT/slow.txt"')
+    beats = resident.build(project, env={"JAILBAKE_HEARTBEAT_SECONDS": "1"})
+    assert beats.rc == 0, beats.stderr
+    assert "slow: still building after" in beats.stderr
+    assert resident.served() == 5
+
+
+def test_a_signal_the_sender_ignores_is_ignored_by_its_command(
+    resident: Resident, project: Project
+) -> None:
+    """Under nohup a hang-up leaves the build running, served or not."""
+    sleeping_project(project, "2.75")
+    resident.start()
+    nohup = [sys.executable, "-c",
+             "import os, signal, sys\n"
+             "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+             "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"]  # fmt: skip
+    argv = ["build", "layer.yml", "--executor", "host", "--cache-dir", str(project.cache)]
+    sender = subprocess.Popen(
+        [*nohup, *BUILD_PY[1:], *argv],
+        cwd=project.root,
+        env=resident.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert wait_for(lambda: step_running("2.75")), "the step never started"
+    sender.send_signal(signal.SIGHUP)
+    _, err = sender.communicate(timeout=60)
+    assert sender.returncode == 0, err
+    assert "slow: built in" in err
+    assert resident.served() == 1
+
+
+def test_a_server_in_the_background_lets_go_of_its_starter(resident: Resident) -> None:
+    """A descriptor the starter passed on (a pipe a CI step reads to its end) is not
+    held open by the server."""
+    read_end, write_end = os.pipe()
+    started = subprocess.run(
+        [*resident.launcher, "server", "start"],
+        env=resident.env,
+        pass_fds=(write_end,),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"server started \(pid (\d+)\)", started.stderr)
+    if found:
+        resident.pids.append(int(found.group(1)))
+    os.close(write_end)
+    assert started.returncode == 0, started.stderr
+    ready, _, _ = select.select([read_end], [], [], 10)
+    assert ready and os.read(read_end, 1) == b"", "the server holds the pipe"
+    os.close(read_end)
+    assert alive(resident.pids[0])

@@ -39,8 +39,20 @@ def private(path: str) -> bool:
 
 
 def identity() -> list[object]:
-    """What a command and the server must share for the server to run it."""
+    """What a command and the server must share for the server to run it: the
+    interpreter and how it was started, where modules come from, and the groups (a
+    process cannot take on new ones)."""
     package = os.path.dirname(os.path.abspath(__file__))
     names = type(sys.flags).__match_args__
     flags = [[n, getattr(sys.flags, n)] for n in names if n not in IGNORED_FLAGS]
-    return [sys.version, sys.executable, sys.prefix, list(sys.path), flags, package]
+    groups = sorted(os.getgroups())  # joined the docker group since the server started?
+    return [
+        sys.version,
+        sys.executable,
+        sys.prefix,
+        list(sys.path),
+        flags,
+        list(sys.warnoptions),
+        package,
+        groups,
+    ]

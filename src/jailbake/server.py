@@ -8,10 +8,17 @@ arguments, working directory, environment, umask and standard streams; nothing o
 command does stays in the server for the next.
 
 The server takes a command only from its own user (the socket's directory is private,
-and the peer's uid is checked), only from the same interpreter, module search path and
-jailbake package, and only while every module it holds is the file it loaded: an
-edited, upgraded or reinstalled module makes it refuse the command (which then runs in
-its sender) and shut down. It also shuts down after its idle timeout.
+and the peer's uid is checked), only from the same interpreter, module search path,
+jailbake package and groups, and only while every module it holds is the file it
+loaded: an edited, upgraded or reinstalled module makes it refuse the command (which
+then runs in its sender) and shut down. It also shuts down after its idle timeout.
+
+The fork takes on what the sender's own Python would have: its standard streams as that
+Python set them up (encoding, errors, buffering), its locale, the signals it ignores
+(nohup), its resource limits and priority. It runs in a session of its own: it has no
+controlling terminal, so nothing in it can be stopped for reading one, and a prompt
+that opens /dev/tty (ssh's) does not reach the user: run such a command with
+JAILBAKE_SERVER=off.
 """
 
 from __future__ import annotations
@@ -24,9 +31,11 @@ import gc
 import importlib
 import io
 import json
+import locale
 import logging
 import os
 import pkgutil
+import resource
 import selectors
 import signal
 import socket
@@ -80,31 +89,46 @@ class State:
     idle_minutes: float
     socket: str
     log: str
+    ticks: int  # the process's start time, in clock ticks since boot: the pid is this one
     served: int = 0  # commands run so far
 
     @staticmethod
     def read(where: str) -> State | None:
         """The running server's state; None if no server runs here."""
+        state = os.path.join(where, rendezvous.STATE)
         try:
             with open(os.path.join(where, rendezvous.LOCK), "a+b") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                with contextlib.suppress(OSError):  # what a killed server left
+                    os.unlink(state)
             return None  # no server holds the lock
         except BlockingIOError:
             pass
         except OSError:
             return None
         try:
-            with open(os.path.join(where, rendezvous.STATE)) as f:
+            with open(state) as f:
                 data = json.load(f)
-            return State(**data)
+            found = State(**data)
         except (OSError, ValueError, TypeError):
             return None
+        return found if found.pid > 0 and _start_ticks(found.pid) == found.ticks else None
 
     def save(self, where: str) -> None:
         tmp = os.path.join(where, f".{rendezvous.STATE}.{os.getpid()}")
         with open(tmp, "w") as f:
             json.dump(asdict(self), f)
         os.replace(tmp, os.path.join(where, rendezvous.STATE))
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When the process started (field 22 of /proc/PID/stat); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _prepare_directory() -> str:
@@ -142,22 +166,17 @@ def start(
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(64)
-    log_path = os.path.join(where, LOG)
+    log_path = os.path.join(where, LOG) if not foreground else ""
     if not foreground:
         pid = os.fork()
         if pid:
             listener.close()
             lock.close()  # the server's copy keeps the lock
-            return State(pid, time.time(), idle_minutes, path, log_path)
-        os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        os.dup2(null, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(null)
-        os.close(log_fd)
-    state = State(os.getpid(), time.time(), idle_minutes, path, log_path if not foreground else "")
+            return State(pid, time.time(), idle_minutes, path, log_path, _start_ticks(pid) or 0)
+        _detach(log_path, keep=(lock.fileno(), listener.fileno()))
+    state = State(
+        os.getpid(), time.time(), idle_minutes, path, log_path, _start_ticks(os.getpid()) or 0
+    )
     state.save(where)
     try:
         _Server(command, listener, idle_minutes * 60, lock.fileno(), state, where).serve()
@@ -170,6 +189,23 @@ def start(
     if not foreground:
         os._exit(0)
     return state
+
+
+def _detach(log_path: str, keep: tuple[int, ...]) -> None:
+    """A daemon: its own session, no terminal, its output to the log, no descriptor of
+    its starter's but the ones kept (a pipe left open would keep a reader waiting)."""
+    os.setsid()
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDONLY)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.dup2(null, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        with contextlib.suppress(OSError):  # Python's own are not inheritable
+            if fd > 2 and fd not in keep and os.get_inheritable(fd):
+                os.close(fd)
 
 
 def stop() -> State | None:
@@ -194,7 +230,7 @@ def status() -> State | None:
     return State.read(where) if rendezvous.private(where) else None
 
 
-def _preload() -> dict[str, tuple[int, int, int]]:
+def _preload() -> dict[str, tuple[int, ...]]:
     """Import what commands use; the stamp of every module file the server holds."""
     import jailbake
 
@@ -214,7 +250,7 @@ def _preload() -> dict[str, tuple[int, int, int]]:
     return _module_stamps()
 
 
-def _module_stamps() -> dict[str, tuple[int, int, int]]:
+def _module_stamps() -> dict[str, tuple[int, ...]]:
     stamps = {}
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
@@ -224,12 +260,12 @@ def _module_stamps() -> dict[str, tuple[int, int, int]]:
     return stamps
 
 
-def _stamp(file: str) -> tuple[int, int, int]:
+def _stamp(file: str) -> tuple[int, ...]:
     st = os.stat(file)
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def _unchanged(stamps: dict[str, tuple[int, int, int]]) -> bool:
+def _unchanged(stamps: dict[str, tuple[int, ...]]) -> bool:
     try:
         return all(_stamp(file) == stamp for file, stamp in stamps.items())
     except OSError:
@@ -269,7 +305,13 @@ class _Server:
                     continue
             for key, _ in selector.select(timeout):
                 if key.data == "accept":
-                    conn, _ = self.listener.accept()
+                    if self.stopping:
+                        continue
+                    try:
+                        conn, _ = self.listener.accept()
+                    except OSError as exc:  # out of descriptors, a sender gone already
+                        log.warning("server: cannot take a command: %s", exc)
+                        continue
                     last = time.monotonic()
                     self._take(conn, identity, stamps, selector)
                 elif key.data == "signal":
@@ -278,13 +320,21 @@ class _Server:
                         self._stop(selector)
                     self._reap(selector)
                     last = time.monotonic()  # idle from the last command's end
-                else:  # the sender went away: stop its command as SIGTERM would
-                    if not key.fileobj.recv(1):  # type: ignore[union-attr]
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(key.data, signal.SIGTERM)
-                        selector.unregister(key.fileobj)
+                else:
+                    self._hangup(key.data, key.fileobj, selector)  # type: ignore[arg-type]
+        selector.close()
         os.close(wake_r)
         os.close(wake_w)
+
+    def _hangup(self, pid: int, conn: socket.socket, selector: selectors.BaseSelector) -> None:
+        """The sender went away (or spoke out of turn): stop its command as SIGTERM
+        would, unless the command has ended and been reaped already."""
+        if self.commands.get(pid) is not conn:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(conn)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
     def _stop(self, selector: selectors.BaseSelector) -> None:
         """Take no more commands; those running finish."""
@@ -297,7 +347,7 @@ class _Server:
         self.listener.close()
 
     def _reap(self, selector: selectors.BaseSelector) -> None:
-        while self.commands:
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -318,63 +368,72 @@ class _Server:
         self,
         conn: socket.socket,
         identity: list[object],
-        stamps: dict[str, tuple[int, int, int]],
+        stamps: dict[str, tuple[int, ...]],
         selector: selectors.BaseSelector,
     ) -> None:
+        """Read a command and fork it; until the fork, any failure answers "no" (the
+        sender runs it), and after it nothing does."""
         fds: list[int] = []
         try:
-            _, uid, _ = struct.unpack(
-                "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-            )
-            if uid != os.getuid():  # the directory keeps others out; this, its replacement
-                raise ValueError(f"uid {uid} is not this server's")
-            conn.settimeout(5)
-            message, ancillary, flags, _ = conn.recvmsg(REQUEST_BYTES, socket.CMSG_SPACE(3 * 4))
-            for level, kind, data in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    received = array.array("i")
-                    received.frombytes(data[: len(data) - len(data) % received.itemsize])
-                    fds += received
-            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                raise ValueError("the command was cut short")
-            request = ast.literal_eval(message.decode("utf-8", "surrogateescape"))
-            if not isinstance(request, dict):
-                raise ValueError("not a command")
-            if len(fds) != 3 or request["identity"] != identity:
-                raise ValueError("another installation's command")
+            request = _read_request(conn, identity, fds)
             if not _unchanged(stamps):
-                conn.send(b"no: changed")
                 log.info("server: a module changed since it was loaded; stopping")
                 self._stop(selector)
-                return
+                raise ValueError("a module changed")
             pid = os.fork()
-            if pid == 0:  # what the server holds is not the command's
-                try:
-                    signal.set_wakeup_fd(-1)
-                    selector.close()
-                    if not self.stopping:
-                        self.listener.close()
-                    for other in self.commands.values():
-                        other.close()
-                    for fd in (*self.wake, self.lock):
-                        os.close(fd)
-                    _run_command(self.command, conn, request, fds)
-                finally:
-                    os._exit(1)  # a fork never returns into the server's loop
-            self.commands[pid] = conn
-            self.state = replace(self.state, served=self.state.served + 1)
-            self.state.save(self.where)
-            selector.register(conn, selectors.EVENT_READ, pid)
-            conn = None  # type: ignore[assignment]
         except (OSError, ValueError, KeyError, TypeError, SyntaxError, MemoryError) as exc:
             log.info("server: a command was refused (it runs in its sender): %s", exc)
             with contextlib.suppress(OSError):
                 conn.send(b"no")
-        finally:
+            conn.close()
             for fd in fds:
                 os.close(fd)
-            if conn is not None:
-                conn.close()
+            return
+        if pid == 0:  # what the server holds is not the command's
+            try:
+                signal.set_wakeup_fd(-1)
+                selector.close()
+                if not self.stopping:
+                    self.listener.close()
+                for other in self.commands.values():
+                    other.close()
+                for fd in (*self.wake, self.lock):
+                    os.close(fd)
+                _run_command(self.command, conn, request, fds)
+            finally:
+                os._exit(1)  # a fork never returns into the server's loop
+        for fd in fds:
+            os.close(fd)
+        self.commands[pid] = conn
+        try:
+            selector.register(conn, selectors.EVENT_READ, pid)
+            self.state = replace(self.state, served=self.state.served + 1)
+            self.state.save(self.where)
+        except (OSError, ValueError) as exc:  # the command runs all the same
+            log.warning("server: %s", exc)
+
+
+def _read_request(conn: socket.socket, identity: list[object], fds: list[int]) -> dict[str, Any]:
+    """The sender's command, from this user and this installation; fds gets the
+    sender's standard streams."""
+    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    if uid != os.getuid():  # the directory keeps others out; this, its replacement
+        raise ValueError(f"uid {uid} is not this server's")
+    conn.settimeout(5)
+    message, ancillary, flags, _ = conn.recvmsg(REQUEST_BYTES, socket.CMSG_SPACE(3 * 4))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received = array.array("i")
+            received.frombytes(data[: len(data) - len(data) % received.itemsize])
+            fds += received
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        raise ValueError("the command was cut short")
+    request = ast.literal_eval(message.decode("utf-8", "surrogateescape"))
+    if not isinstance(request, dict):
+        raise ValueError("not a command")
+    if len(fds) != 3 or request["identity"] != identity:
+        raise ValueError("another installation's command")
+    return request
 
 
 def _run_command(
@@ -385,16 +444,17 @@ def _run_command(
         _become_sender(request, fds)
     except BaseException:  # nothing of the command has run: its sender runs it
         with contextlib.suppress(OSError):
-            conn.send(b"no: setup")
+            conn.send(b"no")
         os._exit(1)
     code = 1
     try:
         conn.settimeout(None)
         conn.send(b"run %d" % os.getpid())
         try:
-            code = command(request["argv"])
+            returned: object = command(request["argv"])
         except SystemExit as exc:  # argparse's --help and usage errors
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            returned = exc.code
+        code = returned if isinstance(returned, int) else (0 if returned is None else 1)
     except BaseException:  # reported by the exit status below
         code = 130 if sys.exc_info()[0] is KeyboardInterrupt else 1
     finally:
@@ -411,11 +471,14 @@ def _run_command(
 
 
 def _become_sender(request: dict[str, Any], fds: list[int]) -> None:
-    """The sender's streams, working directory, umask, environment and arguments."""
-    os.setpgid(0, 0)  # Ctrl-C reaches the command and its steps, as a foreground group
-    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+    """The sender's session of its own, streams, working directory, umask, environment,
+    locale, limits, priority, signals and arguments."""
+    os.setsid()  # no terminal to be stopped by; Ctrl-C reaches the group (pgid = pid)
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in request["ignored"]:  # nohup's SIGHUP, a background job's SIGINT
+        signal.signal(signum, signal.SIG_IGN)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -424,17 +487,38 @@ def _become_sender(request: dict[str, Any], fds: list[int]) -> None:
     os.environ.clear()
     os.environ.update(request["environ"])
     time.tzset()  # the sender's TZ
+    with contextlib.suppress(locale.Error):
+        locale.setlocale(locale.LC_CTYPE, "")  # as Python does at start-up
+    for limit, soft, hard in request["limits"]:
+        if resource.getrlimit(limit) != (soft, hard):
+            resource.setrlimit(limit, (soft, hard))  # raising one fails: the sender runs it
+    if os.getpriority(os.PRIO_PROCESS, 0) != request["nice"]:
+        os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
     sys.argv = [sys.argv[0], *request["argv"]]
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(
-        io.FileIO(1, "w", closefd=False), encoding="utf-8", line_buffering=os.isatty(1)
-    )
-    sys.stderr = io.TextIOWrapper(
-        io.FileIO(2, "w", closefd=False),
-        encoding="utf-8",
-        errors="backslashreplace",
-        line_buffering=True,
+    sys.stdin, sys.stdout, sys.stderr = (
+        _stream(fd, "r" if fd == 0 else "w", *spec) for fd, spec in enumerate(request["stdio"])
     )
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+
+
+def _stream(
+    fd: int, mode: str, encoding: str, errors: str, line_buffering: bool, write_through: bool
+) -> io.TextIOWrapper:
+    """A standard stream as the sender's Python made it (PYTHONIOENCODING, the locale,
+    PYTHONUNBUFFERED); unbuffered writes go straight to the descriptor, as with -u."""
+    raw = io.FileIO(fd, mode, closefd=False)
+    buffer: io.RawIOBase | io.BufferedIOBase = raw
+    if mode == "r":
+        buffer = io.BufferedReader(raw)
+    elif not write_through:
+        buffer = io.BufferedWriter(raw)
+    return io.TextIOWrapper(
+        buffer,  # type: ignore[arg-type]
+        encoding=encoding,
+        errors=errors,
+        newline="\n",
+        line_buffering=line_buffering,
+        write_through=write_through,
+    )

@@ -39,7 +39,6 @@ def _heartbeat() -> float:
         return 60.0
 
 
-HEARTBEAT = _heartbeat()
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -170,6 +169,7 @@ class Progress:
         self._started = time.monotonic()
         self._drawn = 0  # lines of the live block on the screen now
         self._stop = threading.Event()
+        self._heartbeat = _heartbeat()  # read now: a resident server imported this module
 
     # -- events from the scheduler ------------------------------------------------------
     def __call__(self, name: str, outcome: Outcome | None) -> None:
@@ -254,7 +254,8 @@ class Progress:
     def _heartbeats(self) -> None:
         now = time.monotonic()
         for name, run in sorted(self._running.items()):
-            if now - run.started >= HEARTBEAT and now - max(run.beat, run.started) >= HEARTBEAT:
+            beat = self._heartbeat
+            if now - run.started >= beat and now - max(run.beat, run.started) >= beat:
                 run.beat = now
                 said = last_line(run.log)
                 tail = f": {said}" if said else ""
