@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
+import os
+import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -11,12 +17,29 @@ import pytest
 from jailbake.errors import UnpackError
 from jailbake.unpack import extract_tar
 
+COMPRESSIONS = ("tar", "gzip", "xz", "bzip2", "zstd")
 
-def tar_with(tmp: Path, *members: tarfile.TarInfo, data: bytes = b"x") -> Path:
-    out = tmp / "archive.tar"
-    with tarfile.open(out, mode="w") as tar:
+
+def compress(data: bytes, how: str) -> bytes:
+    if how == "zstd":
+        if not shutil.which("zstd"):
+            pytest.skip("no zstd here")
+        return subprocess.run(
+            ["zstd", "-q", "-c"], input=data, capture_output=True, check=True
+        ).stdout
+    compressors = {"tar": bytes, "gzip": gzip.compress, "xz": lzma.compress, "bzip2": bz2.compress}
+    return compressors[how](data)
+
+
+def tar_with(
+    tmp: Path, *members: tarfile.TarInfo, data: bytes = b"x", compression: str = "tar"
+) -> Path:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
         for m in members:
             tar.addfile(m, io.BytesIO(data) if m.isfile() else None)
+    out = tmp / f"archive.{compression}"
+    out.write_bytes(compress(buf.getvalue(), compression))
     return out
 
 
@@ -46,16 +69,20 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize("compression", ["tar", "xz"])
 @pytest.mark.parametrize(("label", "members", "message"), BAD, ids=[b[0] for b in BAD])
-def test_refused(tmp_path: Path, label: str, members: list[tarfile.TarInfo], message: str) -> None:
-    archive = tar_with(tmp_path, *members)
+def test_refused(
+    tmp_path: Path, label: str, members: list[tarfile.TarInfo], message: str, compression: str
+) -> None:
+    archive = tar_with(tmp_path, *members, compression=compression)
     with pytest.raises(UnpackError, match=message):
         extract_tar(None, archive, tmp_path / "dest", strip=0, origin="test")
     assert not (tmp_path / "evil").exists()
     assert not Path("/etc/evil").exists()
 
 
-def test_links_chained_through_the_disk_are_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_links_chained_through_the_disk_are_refused(tmp_path: Path, compression: str) -> None:
     # Each name looks harmless, but a/b resolves to <dest>/.. once a -> . exists on disk.
     archive = tar_with(
         tmp_path,
@@ -63,6 +90,7 @@ def test_links_chained_through_the_disk_are_refused(tmp_path: Path) -> None:
         member("a/b", tarfile.SYMTYPE, ".."),
         member("h", tarfile.LNKTYPE, "b/victim"),
         member("h"),
+        compression=compression,
     )
     (tmp_path / "victim").write_text("safe")
     with pytest.raises(UnpackError):
@@ -89,3 +117,56 @@ def test_not_an_archive(tmp_path: Path) -> None:
     bogus.write_bytes(b"not a tarball")
     with pytest.raises(UnpackError, match="cannot unpack"):
         extract_tar(None, bogus, tmp_path / "d", origin="test")
+
+
+def tree(root: Path) -> list[tuple[str, int, str]]:
+    """Each entry: its path, mode and content (a link's target)."""
+    out = []
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        content = os.readlink(path) if path.is_symlink() else (
+            path.read_text() if path.is_file() else "")  # fmt: skip
+        out.append((str(path.relative_to(root)), st.st_mode, content))
+    return out
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS[1:])
+def test_a_compressed_tar_unpacks_the_same_with_its_tool_or_without(
+    tmp_path: Path, compression: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tool decompresses on another core where it is installed; without it (and
+    for zstd, which Python cannot read) tarfile does, or says it cannot."""
+    exe = member("pkg-1.0/bin/run.sh")
+    exe.mode = 0o755
+    archive = tar_with(
+        tmp_path,
+        member("pkg-1.0/a/file"),
+        exe,
+        member("pkg-1.0/b", tarfile.SYMTYPE, "a/file"),
+        member("pkg-1.0/c", tarfile.LNKTYPE, "pkg-1.0/a/file"),
+        compression=compression,
+    )
+    with_tool = tmp_path / "with"
+    extract_tar(None, archive, with_tool, strip=1, origin="test")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    without = tmp_path / "without"
+    if compression == "zstd":
+        with pytest.raises(UnpackError, match="cannot unpack"):
+            extract_tar(None, archive, without, strip=1, origin="test")
+        return
+    extract_tar(None, archive, without, strip=1, origin="test")
+    assert tree(with_tool) == tree(without)
+    assert [e[0] for e in tree(with_tool)] == ["a", "a/file", "b", "bin", "bin/run.sh", "c"]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "xz", "bzip2", "zstd"])
+def test_a_stream_cut_after_the_last_member_is_refused(tmp_path: Path, compression: str) -> None:
+    """The tar inside is whole but the compressed stream ends early (its checksum is
+    missing): the tool says so, and nothing is taken as unpacked."""
+    if not shutil.which(compression):
+        pytest.skip(f"no {compression} here: tarfile reads what the archive holds")
+    archive = tar_with(tmp_path, member("pkg/a"), compression=compression)
+    whole = archive.read_bytes()
+    archive.write_bytes(whole[: len(whole) - 4])
+    with pytest.raises(UnpackError, match="cannot unpack"):
+        extract_tar(None, archive, tmp_path / "dest", origin="test")

@@ -88,3 +88,19 @@ def start(
         stderr=subprocess.STDOUT,
         start_new_session=new_session,
     )
+
+
+def reader(
+    argv: Sequence[str | Path], *, source: IO[bytes] | None = None, errors: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start argv with a clean environment, to be read from its stdout; its stdin is
+    source (else nothing), its stderr errors (else this process's)."""
+    args = [str(a) for a in argv]
+    log.debug("reader: %s", " ".join(args))
+    return subprocess.Popen(
+        args,
+        env=clean_env(),
+        stdin=source if source is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=errors,
+    )

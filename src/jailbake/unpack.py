@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import lzma
 import posixpath
+import shutil
 import subprocess
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path
 from typing import IO
@@ -42,12 +44,28 @@ def _check(member: tarfile.TarInfo, origin: str) -> None:
             )
 
 
+# Compressed tars are decompressed by a process of their own where the tool is
+# installed, on another core while this one extracts: the kernel's .tar.xz unpacks in
+# about half the time.
+DECOMPRESSORS = (
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+
+
 def extract_tar(
     fileobj: IO[bytes] | None, path: Path | None, dest: Path, *, strip: int = 0, origin: str
 ) -> None:
     """Extract a (compressed) tar into dest after checking every member."""
     dest.mkdir(parents=True, exist_ok=True)
+    tool = _decompressor(path) if path is not None and fileobj is None else None
     try:
+        if tool is not None:
+            assert path is not None
+            _extract_decompressed(tool, path, dest, strip, origin)
+            return
         with tarfile.open(name=path, fileobj=fileobj, mode="r|*" if fileobj else "r:*") as tar:
             _extract_members(tar, dest, strip, origin)
     except tarfile.FilterError as exc:
@@ -56,6 +74,49 @@ def extract_tar(
         # Decompressors say several lines on damaged data; the first names the fault.
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UnpackError(f"{origin}: cannot unpack: {detail}") from None
+
+
+def _decompressor(path: Path) -> str | None:
+    """The installed tool that decompresses the file, by its first bytes; None for a
+    plain tar, or a compression with no tool here (tarfile then decompresses it)."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    for magic, tool in DECOMPRESSORS:
+        if head.startswith(magic):
+            return tool if shutil.which(tool, path=run.clean_env()["PATH"]) else None
+    return None
+
+
+def _extract_decompressed(tool: str, path: Path, dest: Path, strip: int, origin: str) -> None:
+    with open(path, "rb") as source, tempfile.TemporaryFile() as errors:
+        proc = run.reader([tool, "-dc"], source=source, errors=errors)
+        assert proc.stdout is not None
+        failure: BaseException | None = None
+        read_all = False
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                _extract_members(tar, dest, strip, origin)
+            while proc.stdout.read(1 << 20):  # to the stream's end, where its checksum is
+                pass
+            read_all = True
+        except (tarfile.TarError, EOFError) as exc:  # the tool may know better why
+            failure = exc
+        finally:
+            proc.stdout.close()  # a tool still writing ends (SIGPIPE)
+            try:
+                proc.wait(timeout=None if read_all else 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # After a complete read any failure of the tool counts (a stream cut short
+        # between two members, a bad checksum); after a failed one, its own complaint.
+        if proc.returncode != 0 and (read_all or proc.returncode > 0):
+            errors.seek(0)
+            said = errors.read(4096).decode(errors="replace").strip().splitlines()
+            detail = said[0] if said else f"{tool} failed ({proc.returncode})"
+            raise UnpackError(f"{origin}: cannot unpack: {detail}")
+        if failure is not None:
+            raise failure
 
 
 def _extract_members(tar: tarfile.TarFile, dest: Path, strip: int, origin: str) -> None:
@@ -81,11 +142,8 @@ def _extract_members(tar: tarfile.TarFile, dest: Path, strip: int, origin: str) 
 
 def git_export(git_dir: Path, commit: str, dest: Path, *, origin: str) -> None:
     """The files of a commit of a bare repository (`git archive`), checked like any tar."""
-    with subprocess.Popen(
-        ["git", "--git-dir", str(git_dir), "archive", "--format=tar", commit],
-        stdout=subprocess.PIPE,
-        env=run.clean_env(),
-    ) as proc:
+    argv = ["git", "--git-dir", str(git_dir), "archive", "--format=tar", commit]
+    with run.reader(argv) as proc:
         assert proc.stdout is not None
         extract_tar(proc.stdout, None, dest, origin=origin)
     if proc.returncode != 0:
