@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,12 @@ def compress(data: bytes, how: str) -> bytes:
         return subprocess.run(
             ["zstd", "-q", "-c"], input=data, capture_output=True, check=True
         ).stdout
-    compressors = {"tar": bytes, "gzip": gzip.compress, "xz": lzma.compress, "bzip2": bz2.compress}
+    compressors: dict[str, Callable[[bytes], bytes]] = {
+        "tar": bytes,
+        "gzip": gzip.compress,
+        "xz": lzma.compress,
+        "bzip2": bz2.compress,
+    }
     return compressors[how](data)
 
 
