@@ -35,8 +35,11 @@ class Resident:
             "PYTHONDONTWRITEBYTECODE",
             "PYTHONIOENCODING",
             "PYTHONUNBUFFERED",
+            "LC_ALL",
+            "LC_CTYPE",
         ):
             self.env.pop(name, None)
+        self.env["LANG"] = "C.UTF-8"  # not the C locale: under it Python runs in UTF-8 mode
         self.pids: list[int] = []  # of the servers started, to stop them whatever happens
 
     @property
