@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, Project, Result
+from jailbake.store import process_alive as alive
 
 BUILD_PY = [sys.executable, str(ROOT / "build.py")]
 
@@ -100,14 +101,6 @@ def resident(tmp_path: Path) -> Iterator[Resident]:
     server = Resident(runtime, BUILD_PY)
     yield server
     server.shutdown()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def greeting_project(project: Project) -> Project:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from . import __version__
+from .rendezvous import IDLE_MINUTES
 
 COMMANDS = (
     "build",
@@ -480,7 +481,7 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--idle-timeout",
         type=float,
-        default=60.0,
+        default=IDLE_MINUTES,
         metavar="MINUTES",
         help="with start: stop after this long without a command",
     )

@@ -18,6 +18,7 @@ OFF_VARIABLE = "JAILBAKE_SERVER"  # "off": every command runs in its own process
 SOCKET = "server.sock"
 LOCK = "server.lock"  # held by the running server
 STATE = "server.json"  # its pid, start time and idle timeout
+IDLE_MINUTES = 60.0  # a server stops after this long without a command (--idle-timeout)
 # Interpreter flags that change nothing a command does: bytecode caching (as set by
 # PYTHONDONTWRITEBYTECODE), the prompt, import tracing. The others (-O, -I, -E, -X dev,
 # -X utf8, ...) must be the same.

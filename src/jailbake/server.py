@@ -52,7 +52,6 @@ from .errors import JailbakeError
 log = logging.getLogger(__name__)
 Command = Callable[[list[str]], int]  # argv -> exit status
 
-IDLE_MINUTES = 60.0
 REQUEST_BYTES = 4 << 20  # the environment comes with the command
 LOG = "server.log"  # what a server in the background says: refused commands, its stop
 # Loaded in the server: all of jailbake but the Remote Execution client (gRPC must not
@@ -144,7 +143,7 @@ def _prepare_directory() -> str:
 
 
 def start(
-    command: Command, idle_minutes: float = IDLE_MINUTES, *, foreground: bool = False
+    command: Command, idle_minutes: float = rendezvous.IDLE_MINUTES, *, foreground: bool = False
 ) -> State:
     """Start the server that runs each command it takes as command(argv) (the command
     line's main): in this process with foreground, else in the background, once its
