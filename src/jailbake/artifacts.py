@@ -17,6 +17,7 @@ from .keys import file_sha256
 from .layer import Layer
 from .recipe import Recipe
 from .request import Artifact
+from .seal import path_stamp
 from .store import ActionResult, Store, copy_hashed, normalize_tree
 
 
@@ -53,11 +54,6 @@ def _copy(src: Path, dest: Path, sde: int, sha256: str | None = None) -> None:
                     shutil.rmtree(leftover)
                 else:
                     leftover.unlink()
-
-
-def _stat_key(path: Path) -> list[int]:
-    st = path.lstat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
 def publish(
@@ -102,13 +98,13 @@ def publish(
                 if (
                     dest.is_file()
                     and not dest.is_symlink()
-                    and state.get(output.publish) == [sha, *_stat_key(dest)]
+                    and state.get(output.publish) == [sha, *path_stamp(dest)]
                 ):
                     published.append(Artifact(output.publish, sha, name))
                     continue
                 start = time.monotonic()
                 _copy(tree / output.path, dest, sde, sha)
-                state[output.publish] = [sha, *_stat_key(dest)]
+                state[output.publish] = [sha, *path_stamp(dest)]
                 if on_copy is not None:
                     on_copy(output.publish, start, dest.stat().st_size)
                 published.append(Artifact(output.publish, sha, name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import gc
 import json
 import logging
 import os
@@ -577,6 +578,9 @@ def _looks_like_config(word: str) -> bool:
     return ":" in word or word.endswith((".yml", ".yaml", ".json")) or Path(word).is_file()
 
 
+GC_FIRST_THRESHOLD = 10_000
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `jailbake` and `python3 build.py`."""
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -589,6 +593,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.code not in (0, None) and wants_json:
             print(json.dumps({"ok": False, "error": "bad arguments", "exit": exc.code}))
         raise
+    # A build keeps what it makes to its end (recipes, keys, results): at the default
+    # first threshold (700 new objects) the collector would walk them some 50 times.
+    gc.set_threshold(GC_FIRST_THRESHOLD, *gc.get_threshold()[1:])
     # A CI job cancelled with SIGTERM stops its step containers like Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(

@@ -51,7 +51,7 @@ from . import __version__
 from .keys import path_digest
 from .request import Artifact, BuildOptions, BuildReport
 from .scan import ConfigScan, bytes_digest, recipe_names
-from .seal import tree_stamp
+from .seal import path_stamp, tree_stamp
 from .store import WORKSPACES, Store
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from .store import ActionResult
 
 log = logging.getLogger(__name__)
-FORMAT = 2
+FORMAT = 3
 RECORDS = "replay"  # under the cache directory
 VARIABLE_PREFIX = "JAILBAKE_"
 
@@ -115,11 +115,6 @@ def _environ(names: Sequence[str]) -> dict[str, str | None]:
 
 def _value_digest(value: str | None) -> str | None:
     return None if value is None else hashlib.sha256(os.fsencode(value)).hexdigest()
-
-
-def _stat_key(path: Path | str) -> list[int]:
-    st = os.lstat(path)
-    return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
 def _no_workspaces(cache_dir: Path) -> bool:
@@ -202,11 +197,11 @@ def _write(
                 published.append(
                     ["tree", str(dest), tree_stamp(dest)]
                     if dest.is_dir() and not dest.is_symlink()
-                    else ["file", str(dest), _stat_key(dest)]
+                    else ["file", str(dest), path_stamp(dest)]
                 )
     for extra in (MANIFEST, SBOM):
         published.append(["file", str(options.artifacts_dir / extra),
-                          _stat_key(options.artifacts_dir / extra)])  # fmt: skip
+                          path_stamp(options.artifacts_dir / extra)])  # fmt: skip
     # The layer files every recipe read names (a recipe outside this build's graph is
     # validated all the same), and those the configuration names; and the links on the
     # way to them and to the layer directories.
@@ -226,7 +221,7 @@ def _write(
         },
         "recipe_dirs": {str(d): recipe_names(d) for d in layer.recipe_dirs},
         "recipe_files": dict(graph.recipe_files),
-        "recipe_stats": [[f, _stat_key(f)] for f, _ in graph.recipe_files],
+        "recipe_stats": [[f, path_stamp(f)] for f, _ in graph.recipe_files],
         "layer_files": layer_files,
         "resolved": resolved,
         "builders": sorted(set(map(tuple, builders))),
@@ -235,7 +230,7 @@ def _write(
             [
                 name,
                 results[name].key,
-                _stat_key(store.result_location(results[name].key)),
+                path_stamp(store.result_location(results[name].key)),
                 results[name].output_digest,
                 sum(e.get("size", 0) for e in results[name].outputs if e["type"] == "file"),
                 sorted(graph.recipes[name].depends),
@@ -277,7 +272,7 @@ def _change(record: dict[str, Any], options: BuildOptions, store: Store) -> str 
     if not _no_workspaces(options.cache_dir):
         return "a workspace is active"
     for file, stat_key in record["recipe_stats"]:  # an edited recipe, before any is read
-        if _stat_key(file) != stat_key:
+        if path_stamp(file) != stat_key:
             return str(file)
     config = record["config"]
     scan = ConfigScan(tuple(config["dirs"]), config["fingerprint"], tuple(config["repositories"]))
@@ -308,12 +303,12 @@ def _change(record: dict[str, Any], options: BuildOptions, store: Store) -> str 
             if image_key(Path(context)) != key:
                 return str(context)
     for name, key, stat_key, digest, *_ in record["results"]:
-        if _stat_key(store.result_location(key)) != stat_key:
+        if path_stamp(store.result_location(key)) != stat_key:
             return f"the cached result of {name}"
         if not os.path.isdir(store.tree_location(digest)):
             return f"the cached output of {name}"
     for kind, path, stamp in record["published"]:
-        now = tree_stamp(Path(path)) if kind == "tree" else _stat_key(path)
+        now = tree_stamp(Path(path)) if kind == "tree" else path_stamp(path)
         if now != stamp:
             return str(path)
     return None

@@ -76,6 +76,11 @@ def stamp_of(st: os.stat_result) -> list[int]:
     return [st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
 
 
+def path_stamp(path: str | os.PathLike[str], *, follow: bool = False) -> list[int]:
+    """stamp_of one path (the link itself unless follow): equal stamps, same bytes."""
+    return stamp_of(os.stat(path) if follow else os.lstat(path))
+
+
 def seal_tree(root: str, mtime: int) -> Sealed:
     """Set every entry's time to mtime, files to 0444 (0555 when executable), and hash
     the files. Raises ValueError for an entry that is not a file, directory or link."""

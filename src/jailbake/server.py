@@ -48,6 +48,7 @@ from typing import Any
 
 from . import rendezvous
 from .errors import JailbakeError
+from .seal import path_stamp
 
 log = logging.getLogger(__name__)
 Command = Callable[[list[str]], int]  # argv -> exit status
@@ -229,7 +230,7 @@ def status() -> State | None:
     return State.read(where) if rendezvous.private(where) else None
 
 
-def _preload() -> dict[str, tuple[int, ...]]:
+def _preload() -> dict[str, list[int]]:
     """Import what commands use; the stamp of every module file the server holds."""
     import jailbake
 
@@ -249,24 +250,19 @@ def _preload() -> dict[str, tuple[int, ...]]:
     return _module_stamps()
 
 
-def _module_stamps() -> dict[str, tuple[int, ...]]:
+def _module_stamps() -> dict[str, list[int]]:
     stamps = {}
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
         if isinstance(file, str):
             with contextlib.suppress(OSError):
-                stamps[file] = _stamp(file)
+                stamps[file] = path_stamp(file, follow=True)
     return stamps
 
 
-def _stamp(file: str) -> tuple[int, ...]:
-    st = os.stat(file)
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-def _unchanged(stamps: dict[str, tuple[int, ...]]) -> bool:
+def _unchanged(stamps: dict[str, list[int]]) -> bool:
     try:
-        return all(_stamp(file) == stamp for file, stamp in stamps.items())
+        return all(path_stamp(file, follow=True) == stamp for file, stamp in stamps.items())
     except OSError:
         return False
 
@@ -367,7 +363,7 @@ class _Server:
         self,
         conn: socket.socket,
         identity: list[object],
-        stamps: dict[str, tuple[int, ...]],
+        stamps: dict[str, list[int]],
         selector: selectors.BaseSelector,
     ) -> None:
         """Read a command and fork it; until the fork, any failure answers "no" (the
