@@ -176,3 +176,95 @@ def test_a_stream_cut_after_the_last_member_is_refused(tmp_path: Path, compressi
     archive.write_bytes(whole[: len(whole) - 4])
     with pytest.raises(UnpackError, match="cannot unpack"):
         extract_tar(None, archive, tmp_path / "dest", origin="test")
+
+
+def with_mode(info: tarfile.TarInfo, mode: int) -> tarfile.TarInfo:
+    info.mode = mode
+    return info
+
+
+def varied_members() -> list[tarfile.TarInfo]:
+    """Files, directories and links of every mode and order an archive may hold."""
+    members = [
+        with_mode(member("top", tarfile.DIRTYPE), 0o777),
+        with_mode(member("top/setuid"), 0o4755),
+        with_mode(member("top/group-writable"), 0o664),
+        with_mode(member("top/private"), 0o600),
+        with_mode(member("top/not-readable"), 0o000),
+        with_mode(member("top/exec-only"), 0o100),
+        with_mode(member("top/others-exec"), 0o611),
+        member("deep/a/b/c/file"),  # its directories are not members
+        member("late/file"),
+        with_mode(member("late", tarfile.DIRTYPE), 0o700),  # after what it holds
+        member("top/sub", tarfile.DIRTYPE),
+        member("top/lnk", tarfile.SYMTYPE, "sub"),
+        member("top/lnk/through"),  # lands in top/sub
+        member("top/flink", tarfile.SYMTYPE, "setuid"),
+        member("top/hard", tarfile.LNKTYPE, "top/private"),
+        member("again/x"),
+        member("again/x"),  # a second copy of a name replaces the first
+    ]
+    for i, info in enumerate(members):
+        info.mtime = 1_600_000_000 + i
+    return members
+
+
+def test_members_unpack_as_tarfiles_data_filter_unpacks_them(tmp_path: Path) -> None:
+    """The members whose paths need no resolving on disk get the same modes, times
+    and contents as tarfile's "data" filter gives them."""
+    archive = tar_with(tmp_path, *varied_members(), data=b"data")
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    extract_tar(None, archive, ours, origin="test")
+    with tarfile.open(archive) as tar:
+        tar.extractall(theirs, filter="data")
+    assert tree(ours) == tree(theirs)
+
+    def file_times(root: Path) -> list[tuple[Path, int]]:  # directories' change as they fill
+        files = (p for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink())
+        return [(p.relative_to(root), p.stat().st_mtime_ns) for p in files]
+
+    assert file_times(ours) == file_times(theirs)
+    assert len(file_times(ours)) == 11
+    assert (ours / "top/sub/through").read_text() == "d"  # each member holds one byte
+    assert not (ours / "top/setuid").stat().st_mode & 0o6000
+
+
+@pytest.mark.parametrize(
+    "name", ["out/file", "out/new/file", "out", "rel/file", "inner/out/file", "inner/out"]
+)
+@pytest.mark.parametrize("kind", [tarfile.REGTYPE, tarfile.DIRTYPE])
+def test_links_already_in_the_destination_are_not_followed_out(
+    tmp_path: Path, name: str, kind: bytes
+) -> None:
+    """A link another source left in the destination: a member under it (or named
+    like it) that would land outside is refused, whatever its directories' state."""
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    (dest / "inner").mkdir(parents=True)
+    outside.mkdir()
+    (dest / "out").symlink_to(outside)
+    (dest / "rel").symlink_to("../outside")
+    (dest / "inner" / "out").symlink_to(outside)
+    archive = tar_with(tmp_path, member("inner/ok"), member(name, kind))
+    with pytest.raises(UnpackError, match="refused member"):
+        extract_tar(None, archive, dest, origin="test")
+    assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("strip", [0, 1])
+def test_a_directory_member_over_a_file_does_not_open_a_way_out(tmp_path: Path, strip: int) -> None:
+    """tarfile keeps a file that a directory member of the same name meets; a link
+    that later takes the name and changes meaning once another link exists must
+    still be resolved for the members under it."""
+    prefix = "pkg/" if strip else ""
+    archive = tar_with(
+        tmp_path,
+        member(f"{prefix}f"),
+        member(f"{prefix}f", tarfile.DIRTYPE),
+        member(f"{prefix}f", tarfile.SYMTYPE, "s/.."),  # the root itself, while s is absent
+        member(f"{prefix}s", tarfile.SYMTYPE, "."),  # from now on f is the root's parent
+        member(f"{prefix}f/escaped"),
+    )
+    dest = tmp_path / "dest"
+    with pytest.raises(UnpackError, match="refused member"):
+        extract_tar(None, archive, dest, strip=strip, origin="test")
+    assert not (tmp_path / "escaped").exists()

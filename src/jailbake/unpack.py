@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import lzma
+import os
 import posixpath
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -120,6 +122,7 @@ def _extract_decompressed(tool: str, path: Path, dest: Path, strip: int, origin:
 
 
 def _extract_members(tar: tarfile.TarFile, dest: Path, strip: int, origin: str) -> None:
+    guard = _Guard(dest)
     for member in tar:
         _check(member, origin)  # on the names as stored, before stripping
         stripped = _strip(member.name, strip)
@@ -135,9 +138,86 @@ def _extract_members(tar: tarfile.TarFile, dest: Path, strip: int, origin: str) 
         member.uid = member.gid = 0
         member.uname = member.gname = ""
         member.mode &= 0o755 if not member.isdir() else 0o777
-        # The "data" filter also resolves each member against what is already on disk,
-        # which catches chains of links that the name checks above cannot see.
-        tar.extract(member, dest, set_attrs=not member.issym(), filter="data")
+        plain = guard.plain(member)
+        tar.extract(
+            _data_filtered(member) if plain else tarfile.data_filter(member, guard.root),
+            guard.root,
+            set_attrs=not member.issym(),
+            filter="fully_trusted",  # filtered above
+        )
+        if plain:
+            guard.extracted(member)
+
+
+class _Guard:
+    """Which members need tarfile's "data" filter to resolve their paths on disk.
+
+    The filter resolves each member's destination (and a link's target) through the
+    links already on disk, which catches chains of links that the name checks cannot
+    see: an lstat for every component of every name, most of the time a large archive
+    takes to unpack. A plain member cannot land anywhere else, so only its attributes
+    need the filter: a file or directory whose directories are all known to be real
+    directories below the root (seen with lstat once, or made by the extraction), and
+    whose own name is not a link on disk (nor anything but a directory, for a
+    directory). Links and every other member go through the filter itself."""
+
+    def __init__(self, dest: Path) -> None:
+        self.root = os.path.realpath(dest)
+        self.real_dirs: set[str] = {""}  # relative to root; "" is root itself
+
+    def plain(self, member: tarfile.TarInfo) -> bool:
+        if not (member.isreg() or member.isdir()):
+            return False
+        name = member.name
+        parent = posixpath.dirname(name)
+        if parent not in self.real_dirs:
+            missing = False
+            walked = ""
+            for part in parent.split("/"):
+                walked = f"{walked}/{part}" if walked else part
+                if walked in self.real_dirs:
+                    continue
+                if not missing:
+                    try:
+                        mode = os.lstat(os.path.join(self.root, walked)).st_mode
+                    except FileNotFoundError:
+                        missing = True  # made below as real directories
+                        continue
+                    if not stat.S_ISDIR(mode):
+                        return False
+                    self.real_dirs.add(walked)
+        try:
+            mode = os.lstat(os.path.join(self.root, name)).st_mode
+        except FileNotFoundError:
+            return True
+        # A directory member over a file leaves the file (tarfile ignores EEXIST): it
+        # must not be taken for a real directory from then on.
+        return stat.S_ISDIR(mode) if member.isdir() else not stat.S_ISLNK(mode)
+
+    def extracted(self, member: tarfile.TarInfo) -> None:
+        """Note what a plain member made: its directories (those that were missing were
+        made below real ones), and itself if it is a directory."""
+        name = member.name
+        parent = posixpath.dirname(name)
+        while parent not in self.real_dirs:
+            self.real_dirs.add(parent)
+            parent = posixpath.dirname(parent)
+        if member.isdir():
+            self.real_dirs.add(name)
+
+
+def _data_filtered(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """What tarfile's "data" filter makes of a plain file or directory (see _Guard):
+    no high mode bits and no group or other write; a file readable and writable by its
+    owner, executable only if its owner may execute it; a directory's mode left to the
+    umask; no owner. In place: the member is this extraction's own."""
+    if member.isreg():
+        bits = member.mode & 0o755
+        member.mode = (bits if bits & 0o100 else bits & ~0o111) | 0o600
+    else:
+        member.mode = None  # type: ignore[assignment]  # as the filter leaves it
+    member.uid = member.gid = member.uname = member.gname = None  # type: ignore[assignment]
+    return member
 
 
 def git_export(git_dir: Path, commit: str, dest: Path, *, origin: str) -> None:
