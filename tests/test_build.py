@@ -27,6 +27,7 @@ from conftest import (
     path_without,
     sha256,
 )
+from jailbake.executors import HostExecutor
 
 
 def keys_of(project: Project) -> dict[str, str]:
@@ -518,3 +519,41 @@ def test_host_steps_are_confined_or_say_they_are_not(project: Project, tmp_path:
     free = project.build(artifacts=tmp_path / "art2", env={"PATH": path_without("bwrap", tmp_path)})
     assert "host steps run UNCONFINED" in free.stderr
     assert "bubblewrap (bwrap) is not installed" in free.stderr
+
+
+def test_the_bubblewrap_probe_started_ahead_is_the_one_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build starts the probe before its first host step; the step takes that probe's
+    answer instead of running bwrap again."""
+    bin_dir = Path(path_without("bwrap", tmp_path))
+    runs = tmp_path / "bwrap-runs"
+    fake = bin_dir / "bwrap"
+    fake.write_text(f"#!/bin/sh\necho run >> {runs}\necho 'bwrap: not here' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    host = HostExecutor()
+    host.start_probe()
+    for _ in range(100):  # the probe finishes on its own, whether or not it is asked
+        if runs.exists():
+            break
+        time.sleep(0.05)
+    assert host.confined is False and host.confined is False
+    assert runs.read_text() == "run\n"
+
+
+def test_a_bubblewrap_that_cannot_confine_here_is_said_once(
+    project: Project, tmp_path: Path
+) -> None:
+    """bwrap is installed, but this machine does not let it make namespaces: the
+    build names its complaint and runs the host steps unconfined."""
+    bin_dir = Path(path_without("bwrap", tmp_path))
+    fake = bin_dir / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    for name in ("a", "b"):
+        project.recipe(name, script=f'mkdir -p "$OUT"; echo {name} > "$OUT/{name}.txt"')
+    result = project.build(env={"PATH": str(bin_dir)})
+    assert result.report["built"] == ["a", "b"]
+    said = "bwrap does not work here: bwrap: No permissions to create new namespace"
+    assert result.stderr.count(said) == 1, result.stderr

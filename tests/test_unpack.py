@@ -268,3 +268,20 @@ def test_a_directory_member_over_a_file_does_not_open_a_way_out(tmp_path: Path, 
     with pytest.raises(UnpackError, match="refused member"):
         extract_tar(None, archive, dest, strip=strip, origin="test")
     assert not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.parametrize("target_exists", [False, True])
+def test_a_hard_link_to_a_symbolic_link_is_refused(tmp_path: Path, target_exists: bool) -> None:
+    """tarfile would remake the symbolic link at the hard link's place with the same
+    relative target, which from there points outside the tree."""
+    archive = tar_with(
+        tmp_path,
+        member("a/b/c/x", tarfile.SYMTYPE, "../../../tmp"),  # <dest>/tmp: inside
+        member("h", tarfile.LNKTYPE, "a/b/c/x"),
+    )
+    dest = tmp_path / "dest"
+    if target_exists:
+        (dest / "tmp").mkdir(parents=True)
+    with pytest.raises(UnpackError, match="names a symbolic link"):
+        extract_tar(None, archive, dest, origin="test")
+    assert not (dest / "h").is_symlink()

@@ -170,6 +170,8 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     for used in dict.fromkeys(containers):
         if isinstance(used, DockerExecutor):
             _ = used.client  # fail early, with how to start an engine
+    if any(builder.builder_identity(graph.recipes[n])["executor"] == "host" for n in graph.order):
+        host.start_probe()  # on another core: the first host step needs its answer
     to_build: frozenset[str] = frozenset()
     estimates: dict[str, float] = {}
     if progress.live:  # an ETA needs what the cache holds and what earlier builds took

@@ -221,13 +221,35 @@ class HostExecutor:
         self._lock = threading.Lock()
         self._running: set[subprocess.Popen[bytes]] = set()
         self._cancelled = False
+        self._probing: threading.Thread | None = None
+        self._probed: str | None = None  # what the probing thread found
+
+    def start_probe(self) -> None:
+        """Start the probe (see confined) on a thread, which waits for bubblewrap on
+        another core while the build gets ready: the first step needs the answer only
+        later."""
+        with self._lock:
+            if self._sandbox is None and self._probing is None:
+                self._probing = threading.Thread(
+                    target=self._probe_ahead, name="jailbake-probe", daemon=True
+                )
+                self._probing.start()
+
+    def _probe_ahead(self) -> None:
+        try:
+            self._probed = self._probe()
+        except Exception as exc:  # confined probes again and says why
+            log.debug("bwrap probe: %s", exc)
 
     @property
     def confined(self) -> bool:
         """Whether steps run under bubblewrap; probed once."""
         with self._lock:
             if self._sandbox is None:
-                why = self._probe()
+                if self._probing is not None:
+                    self._probing.join()
+                # A probe that failed to run at all says why here.
+                why = self._probe() if self._probed is None else self._probed
                 self._sandbox = not why
                 if why:
                     user = "root" if os.getuid() == 0 else f"uid {os.getuid()}"

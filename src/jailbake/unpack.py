@@ -133,20 +133,22 @@ def _extract_members(tar: tarfile.TarFile, dest: Path, strip: int, origin: str) 
             link = _strip(member.linkname, strip)
             if link is None:
                 raise UnpackError(f"{origin}: hard link {stripped!r} points outside the tree")
+            if os.path.islink(os.path.join(guard.root, link)):
+                # tarfile would make it a symbolic link with the same target, which
+                # means something else in another directory.
+                raise UnpackError(
+                    f"{origin}: hard link {stripped!r} -> {link!r} names a symbolic link"
+                )
             member.linkname = link
         _check(member, origin)
         member.uid = member.gid = 0
         member.uname = member.gname = ""
         member.mode &= 0o755 if not member.isdir() else 0o777
-        plain = guard.plain(member)
-        tar.extract(
-            _data_filtered(member) if plain else tarfile.data_filter(member, guard.root),
-            guard.root,
-            set_attrs=not member.issym(),
-            filter="fully_trusted",  # filtered above
-        )
-        if plain:
+        if guard.plain(member):
+            tar.extract(_data_filtered(member), guard.root, filter="fully_trusted")
             guard.extracted(member)
+        else:
+            tar.extract(member, guard.root, set_attrs=not member.issym(), filter="data")
 
 
 class _Guard:
