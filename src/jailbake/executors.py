@@ -59,10 +59,10 @@ def process_identity(pid: int) -> str:
     """'<pid namespace inode>:<start time>' of a live process, '' if there is none."""
     try:
         namespace = os.stat(f"/proc/{pid}/ns/pid").st_ino
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return ""
-    return f"{namespace}:{fields[19]}"
+    started = run.start_ticks(pid)
+    return "" if started is None else f"{namespace}:{started}"
 
 
 SCRIPT_PREAMBLE = 'set -eux\numask 022\ncd "$SRC"\n'

@@ -101,8 +101,8 @@ def _code_stamp() -> list[list[Any]]:
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         for name in sorted(filenames):
             if name.endswith(".py"):
-                st = os.stat(os.path.join(dirpath, name))
-                stamp.append([os.path.join(dirpath, name), st.st_size, st.st_mtime_ns])
+                path = os.path.join(dirpath, name)
+                stamp.append([path, *path_stamp(path, follow=True)])
     return stamp
 
 

@@ -15,6 +15,17 @@ log = logging.getLogger(__name__)
 _PASSTHROUGH = ("PATH", "HOME", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
 
 
+def start_ticks(pid: int) -> int | None:
+    """When a process started, in clock ticks since boot (field 22 of /proc/PID/stat):
+    with its pid, what names it across pid reuse. None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """An environment from an allow-list, pinned to a neutral locale and time zone."""
     env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}

@@ -48,6 +48,7 @@ from typing import Any
 
 from . import rendezvous
 from .errors import JailbakeError
+from .run import start_ticks
 from .seal import path_stamp
 
 log = logging.getLogger(__name__)
@@ -112,23 +113,13 @@ class State:
             found = State(**data)
         except (OSError, ValueError, TypeError):
             return None
-        return found if found.pid > 0 and _start_ticks(found.pid) == found.ticks else None
+        return found if found.pid > 0 and start_ticks(found.pid) == found.ticks else None
 
     def save(self, where: str) -> None:
         tmp = os.path.join(where, f".{rendezvous.STATE}.{os.getpid()}")
         with open(tmp, "w") as f:
             json.dump(asdict(self), f)
         os.replace(tmp, os.path.join(where, rendezvous.STATE))
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When the process started (field 22 of /proc/PID/stat); None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _prepare_directory() -> str:
@@ -172,10 +163,10 @@ def start(
         if pid:
             listener.close()
             lock.close()  # the server's copy keeps the lock
-            return State(pid, time.time(), idle_minutes, path, log_path, _start_ticks(pid) or 0)
+            return State(pid, time.time(), idle_minutes, path, log_path, start_ticks(pid) or 0)
         _detach(log_path, keep=(lock.fileno(), listener.fileno()))
     state = State(
-        os.getpid(), time.time(), idle_minutes, path, log_path, _start_ticks(os.getpid()) or 0
+        os.getpid(), time.time(), idle_minutes, path, log_path, start_ticks(os.getpid()) or 0
     )
     state.save(where)
     try:
