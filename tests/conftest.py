@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import gzip
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -427,6 +428,47 @@ def screenshot_path(name: str, tmp_path: Path) -> Path:
         Path(keep).mkdir(parents=True, exist_ok=True)
         return Path(keep) / name
     return tmp_path / name
+
+
+def _runtime_files() -> Iterator[tuple[Path, str]]:
+    """(file, its path inside site-packages) of every distribution jailbake needs at run
+    time, found from jailbake's own requirements (not its test extra), recursively."""
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = list(importlib.metadata.requires("jailbake") or [])
+    while todo:
+        req = Requirement(todo.pop())
+        name = req.name.lower().replace("_", "-")
+        if name in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        dist = importlib.metadata.distribution(req.name)
+        todo += dist.requires or []
+        for file in dist.files or ():
+            if file.parts[0] == ".." or "__pycache__" in file.parts:
+                continue  # scripts beside site-packages; bytecode is made again
+            yield Path(str(dist.locate_file(file))), file.as_posix()
+
+
+@pytest.fixture(scope="session")
+def user_packages() -> Iterator[str]:
+    """jailbake and the packages it needs, copied where any user can read them: a test
+    that runs jailbake as another user cannot count on reaching the checkout (a clone
+    in a 0700 directory, or under root's home) or the virtual environment in it."""
+    top = Path(tempfile.mkdtemp(prefix="jailbake-user-packages-", dir="/var/tmp"))
+    try:
+        shutil.copytree(SRC / "jailbake", top / "jailbake",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        for file, rel in _runtime_files():
+            dest = top / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, dest)
+        for path in [top, *top.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)  # whatever the umask was
+        yield str(top)
+    finally:
+        shutil.rmtree(top)
 
 
 def copy_checkout(dest: Path) -> Path:

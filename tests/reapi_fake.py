@@ -9,6 +9,7 @@ it misbehave the ways real services do, for the client's edge cases.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -350,7 +351,8 @@ class _Operations(ops_grpc.OperationsServicer):
             self.fake.seen.cancelled.append(request.name)
             proc = self.fake.processes.get(request.name)
         if proc is not None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # finished meanwhile
+                os.killpg(proc.pid, signal.SIGKILL)
         return empty_pb2.Empty()
 
 

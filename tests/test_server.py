@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -87,7 +88,8 @@ class Resident:
         self.run("server", "stop")
         for pid in self.pids:
             if not wait_for(lambda: not alive(pid), timeout=10):  # noqa: B023
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # gone since
+                    os.kill(pid, signal.SIGKILL)
 
     def build(self, project: Project, *args: str, **kw: object) -> Result:
         argv = ["build", "layer.yml", "--executor", "host", "--cache-dir", str(project.cache)]

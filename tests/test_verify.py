@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import site
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, HTTPFiles, Project, make_tarball, sha256
+from conftest import HTTPFiles, Project, make_tarball, sha256
 
 
 def two_recipes(project: Project) -> None:
@@ -231,12 +230,13 @@ def _system_python() -> str | None:
 
 
 @pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="switches user")
-def test_an_ordinary_user_stores_and_evicts_trees(project: Project, tmp_path: Path) -> None:
+def test_an_ordinary_user_stores_and_evicts_trees(
+    project: Project, tmp_path: Path, user_packages: str
+) -> None:
     """Read-only trees move into place and out again without root's rights."""
     python = _system_python()
     if python is None:
         pytest.skip("no system python3 of this test's version for an ordinary user")
-    packages = os.pathsep.join([str(SRC), *site.getsitepackages()])
     two_recipes(project)
     home = Path(tempfile.mkdtemp(prefix="jailbake-user-", dir="/var/tmp"))
     try:
@@ -253,7 +253,7 @@ def test_an_ordinary_user_stores_and_evicts_trees(project: Project, tmp_path: Pa
                     *("--artifacts-dir", str(home / art), "--json"),
                 ],
                 cwd=home / "proj",
-                env={**os.environ, "PYTHONPATH": packages, "HOME": str(home)},
+                env={**os.environ, "PYTHONPATH": user_packages, "HOME": str(home)},
                 capture_output=True,
                 text=True,
                 timeout=300,
@@ -284,7 +284,9 @@ REMOVALS = {
 
 @pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="switches user")
 @pytest.mark.parametrize("how", REMOVALS)
-def test_an_ordinary_user_removes_a_tree_with_read_only_directories(how: str) -> None:
+def test_an_ordinary_user_removes_a_tree_with_read_only_directories(
+    how: str, user_packages: str
+) -> None:
     """Stored trees keep their directories read-only, and so may a step's sources:
     removing one (eviction, clean, a kept or finished work directory) needs no root's
     rights, however deep they are."""
@@ -308,7 +310,7 @@ def test_an_ordinary_user_removes_a_tree_with_read_only_directories(how: str) ->
         run = subprocess.run(
             [*("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"),
              python, "-c", code, str(tree)],
-            env={**os.environ, "PYTHONPATH": str(SRC)},
+            env={**os.environ, "PYTHONPATH": user_packages},
             capture_output=True,
             text=True,
         )  # fmt: skip
