@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import run
+from . import gitcmd
 from .errors import ChecksumError, FetchError
 from .keys import file_sha256
 from .recipe import Recipe, Source, SourceKind
@@ -95,8 +95,8 @@ class Fetcher:
         git_dir = self.git_dir(url)
         if not git_dir.is_dir():
             return False
-        cp = run.run(
-            ["git", "--git-dir", git_dir, "cat-file", "-e", f"{commit}^{{commit}}"],
+        cp = gitcmd.run(
+            *("--git-dir", git_dir, "cat-file", "-e", "--end-of-options", f"{commit}^{{commit}}"),
             check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -337,21 +337,24 @@ class Fetcher:
     def _fetch_git(self, recipe: str, url: str, commit: str, git_dir: Path) -> None:
         from . import net
 
+        problem = gitcmd.url_problem(url)
+        if problem:  # checked where it was read; and here, before git sees it
+            raise FetchError(f"{recipe}: {problem}")
         if not git_dir.is_dir():
             tmp = self.store.temp_path("git")
-            run.run(["git", "init", "--quiet", "--bare", tmp])
+            gitcmd.run("init", "--quiet", "--bare", tmp)
             tmp.rename(git_dir)
         for refspec in ([commit], ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]):
             # git's own floor rate, and the same deadline as any other source.
             argv: list[str | Path] = [
-                "git",
                 *("-c", f"http.lowSpeedLimit={net.SOURCE.min_rate}"),
                 *("-c", f"http.lowSpeedTime={net.RATE_WINDOW:.0f}"),
-                *("--git-dir", str(git_dir), "fetch", "--quiet", url, *refspec),
+                *("--git-dir", str(git_dir), "fetch", "--quiet", "--no-recurse-submodules"),
+                *gitcmd.operands(url, *refspec),
             ]
             try:
-                cp = run.run(
-                    argv,
+                cp = gitcmd.run(
+                    *argv,
                     check=False,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,

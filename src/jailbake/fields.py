@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import RecipeError
+
+# A name, path or value is one line: no newline (which would start a second line in
+# SHA256SUMS, a log or a configuration file), no escape sequence, no other control.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # text keeps tabs and newlines
 
 
 class Fields:
@@ -25,7 +31,11 @@ class Fields:
     def error(self, field: str, message: str) -> RecipeError:
         return RecipeError(self.where(field), field, message)
 
-    def string(self, value: Any, field: str, *, allow_empty: bool = False) -> str:
+    def string(
+        self, value: Any, field: str, *, allow_empty: bool = False, lines: bool = False
+    ) -> str:
+        """A string field: one line without control characters (every name, path, URL,
+        version and value), or, with lines, text of several lines (a script)."""
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise self.error(field, f"expected a string, got {kind_of(value)}")
         text = str(value)
@@ -33,6 +43,13 @@ class Fields:
             raise self.error(field, "expected a non-empty string")
         if "\0" in text:
             raise self.error(field, "contains a NUL byte, which no file name or variable can hold")
+        bad = (TEXT_CONTROL if lines else CONTROL).search(text)
+        if bad:
+            raise self.error(
+                field,
+                f"expected {'text' if lines else 'one line'} without control characters, "
+                f"got {bad.group()!r} in {text!r}",
+            )
         return text
 
     def relpath(self, value: Any, field: str, *, allow_empty: bool = False) -> str:

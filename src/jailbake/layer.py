@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import yamlfile
+from . import gitcmd, yamlfile
 from .errors import RecipeError
 from .fetch import resolve_mirror
 from .keys import path_digest
@@ -430,7 +430,11 @@ def _remote_repo(
         from .store import Store, default_cache_dir
 
         repos = LayerRepos(Fetcher(Store(default_cache_dir())))
-    pin = RepoPin(name, str(repo["url"]), commit, branch, tag)
+    url = str(repo["url"])
+    problem = gitcmd.url_problem(url)
+    if problem:
+        raise RecipeError(first, f"repos.{name}.url", problem)
+    pin = RepoPin(name, url, commit, branch, tag)
     checkout = repos.checkout(pin, first, patches)
     if checkout.floating:
         log.warning(

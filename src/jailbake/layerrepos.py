@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import run
+from . import gitcmd, run
 from .errors import FetchError, RecipeError
 from .fetch import Fetcher
 from .keys import file_sha256
@@ -59,8 +59,12 @@ class LayerRepos:
         cache last saw it."""
         git_dir = self.fetcher.git_dir(pin.url)
         if not self.fetcher.offline:
-            cp = run.run(
-                ["git", "ls-remote", pin.url, pin.ref, f"{pin.ref}^{{}}"],
+            problem = gitcmd.url_problem(pin.url)
+            if problem:
+                raise RecipeError(origin, f"repos.{pin.name}.url", problem)
+            cp = gitcmd.run(
+                "ls-remote",
+                *gitcmd.operands(pin.url, pin.ref, f"{pin.ref}^{{}}"),
                 check=False,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -77,8 +81,9 @@ class LayerRepos:
                 detail = lines[-1] if lines and cp.returncode != 0 else f"no {pin.ref}"
                 raise FetchError(f"{origin}: repos.{pin.name}: {pin.url}: {detail}")
             return commit
-        cp = run.run(
-            ["git", "--git-dir", str(git_dir), "rev-parse", "--verify", f"{pin.ref}^{{commit}}"],
+        cp = gitcmd.run(
+            *("--git-dir", git_dir, "rev-parse", "--verify", "--end-of-options"),
+            f"{pin.ref}^{{commit}}",
             check=False,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -118,11 +123,11 @@ class LayerRepos:
         source = Source(SourceKind.GIT, pin.url, commit=commit)
         git_dir = self.fetcher.fetch_git(f"{origin}: repos.{pin.name}", source)
         if pin.branch or pin.tag:  # remember what the ref named, for --offline
-            run.run(
-                ["git", "--git-dir", str(self.fetcher.git_dir(pin.url)), "update-ref",
-                 pin.ref, commit],
+            gitcmd.run(
+                *("--git-dir", self.fetcher.git_dir(pin.url), "update-ref", "--end-of-options"),
+                *(pin.ref, commit),
                 check=False,
-            )  # fmt: skip
+            )
         self._export(git_dir, source, dest, patches, f"{origin}: repos.{pin.name}.patches")
 
     def _export(

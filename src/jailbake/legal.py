@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import licenses, paths, run
+from . import gitcmd, licenses, paths
 from .action import RecipeBuilder
 from .errors import JailbakeError
 from .fetch import git_archive_name
@@ -83,8 +83,11 @@ class _Writer:
                 shutil.copyfile(archive, dest)
             else:
                 with dest.open("wb") as out:
-                    argv = ["git", "--git-dir", str(git_dir), "archive", "--format=tar"]
-                    run.run([*argv, source.commit], stdout=out)
+                    gitcmd.run(
+                        *("--git-dir", git_dir, "archive", "--format=tar", "--end-of-options"),
+                        source.commit,
+                        stdout=out,
+                    )
         else:
             assert source.path is not None
             shutil.copyfile(source.path, dest)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import engine, paths, run
+from . import engine, gitcmd, paths
 from .errors import EngineError, FetchError, JailbakeError
 from .fetch import Fetcher, git_archive_name
 from .graph import Graph
@@ -156,8 +156,9 @@ class MirrorWriter:
             shutil.copyfile(archive, tmp)
         else:
             with tmp.open("wb") as out:
-                run.run(
-                    ["git", "--git-dir", git_dir, "archive", "--format=tar", source.commit],
+                gitcmd.run(
+                    *("--git-dir", git_dir, "archive", "--format=tar", "--end-of-options"),
+                    source.commit,
                     stdout=out,
                     stderr=subprocess.PIPE,
                 )

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from . import run
+from . import gitcmd, run
 from .keys import digest_of, path_digest
 from .recipe import Patch, Recipe
 from .workspace import PatchCommit, Workspace, WorkspaceError
@@ -30,7 +30,7 @@ from .workspace import PatchCommit, Workspace, WorkspaceError
 BRANCH = "jailbake"
 BASE_TAG = "jailbake-base"
 PATCH_TRAILER = "Jailbake-Patch"
-SAFE_PLAIN = re.compile(r"^[A-Za-z0-9_./+-]+$")
+SAFE_PLAIN = re.compile(r"\A[A-Za-z0-9_./+-]+\Z")
 
 
 def _identity(epoch: int) -> dict[str, str]:
@@ -49,8 +49,10 @@ def _identity(epoch: int) -> dict[str, str]:
 
 
 def git(repo: Path, *args: str, env: Mapping[str, str] | None = None, check: bool = True) -> str:
-    cp = run.run(
-        ["git", "-C", repo, *args],
+    cp = gitcmd.run(
+        "-C",
+        repo,
+        *args,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -72,6 +74,11 @@ def start(repo: Path, recipe: Recipe, epoch: int) -> tuple[str, tuple[PatchCommi
     """Make repo (the unpacked, unpatched sources) a git repository: the sources as its
     first commit, then one commit per patch. Returns the first commit and the patches'."""
     env = _identity(epoch)
+    if os.path.lexists(repo / ".git"):  # its configuration could name commands to run
+        raise WorkspaceError(
+            f"{recipe.file}: {recipe.name}: the unpacked sources hold a .git of their own; "
+            "a workspace's repository is made by jailbake"
+        )
     git(repo, "init", "-q", "-b", BRANCH, env=env)
     # Every file of the sources, whatever their own .gitignore files say.
     git(repo, "add", "-A", "-f", ".", env=env)
@@ -106,8 +113,13 @@ def _apply(repo: Path, recipe: Recipe, i: int, patch: Patch, env: Mapping[str, s
     if _is_mail(text):
         where = [f"--directory={patch.dest}"] if patch.dest else []
         am = ["am", "-q", "--keep-cr", "--committer-date-is-author-date", f"-p{patch.strip}"]
-        cp = run.run(
-            ["git", "-C", repo, *am, *where, patch.path],
+        cp = gitcmd.run(
+            "-C",
+            repo,
+            *am,
+            *where,
+            "--",
+            patch.path,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -230,8 +242,8 @@ def finish(
 
 
 def _ancestor(repo: Path, base: str) -> bool:
-    cp = run.run(
-        ["git", "-C", repo, "merge-base", "--is-ancestor", base, "HEAD"],
+    cp = gitcmd.run(
+        *("-C", repo, "merge-base", "--is-ancestor", "--end-of-options", base, "HEAD"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         check=False,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import net, paths, spdx
 from .artifacts import MANIFEST
 from .errors import JailbakeError
+from .fields import CONTROL
 from .keys import file_sha256
 from .spdx import SBOM
 
@@ -53,13 +54,14 @@ def load_manifest(artifacts_dir: Path) -> dict[str, Any]:
     if not isinstance(artifacts, list) or not all(
         isinstance(a, dict)
         and isinstance(a.get("path"), str)
+        and not CONTROL.search(a["path"])  # a name is one line of SHA256SUMS
         and isinstance(a.get("sha256"), str)
         and re.fullmatch(r"[0-9a-f]{64}", a["sha256"])
         for a in artifacts
     ):
         raise PublishError(
             f"{path}: artifacts: expected a list of {{path, sha256}} entries as jailbake "
-            "writes them; build again"
+            "writes them (paths of one line); build again"
         )
     return data
 

@@ -9,17 +9,17 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from . import yamlfile
+from . import gitcmd, yamlfile
 from .fields import Fields, kind_of, where_of
 
 if TYPE_CHECKING:  # the image modules load only for recipes that describe one
     from .image.rootfs import RootfsSpec
     from .image.sdimage import ImageSpec
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+_-]*$")
-VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+COMMIT_RE = re.compile(r"\A[0-9a-f]{40}\Z")
+NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9.+_-]*\Z")
+VAR_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 HOST_BUILDER = "host"
 # No builder named: the recipe runs only where the executor is the host (--executor host);
 # the docker executor refuses it rather than run it on the host unasked.
@@ -218,8 +218,10 @@ def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
     env: list[tuple[str, str]] = []
     for key, value in sorted(environment.items()):
         if not VAR_RE.match(str(key)):
-            raise ctx.error(f"environment.{key}", "expected a variable name")
-        env.append((str(key), ctx.string(value, f"environment.{key}", allow_empty=True)))
+            raise ctx.error("environment", f"expected variable names, got {str(key)!r}")
+        env.append(
+            (str(key), ctx.string(value, f"environment.{key}", allow_empty=True, lines=True))
+        )
     variables = tuple(
         ctx.string(v, f"variables[{i}]")
         for i, v in enumerate(ctx.seq(data.get("variables") or [], "variables"))
@@ -281,7 +283,7 @@ def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
         builder=builder,
         environment=tuple(env),
         variables=variables,
-        script=ctx.string(data["script"], "script")
+        script=ctx.string(data["script"], "script", lines=True)
         if "script" in data
         else (IMAGE_SCRIPT if image else ""),
         outputs=outputs,
@@ -354,6 +356,9 @@ def _source(ctx: Fields, raw: Any, field: str) -> Source:
     if "git" in data:
         ctx.only(data, _GIT_KEYS, field)
         url = ctx.string(data["git"], f"{field}.git")
+        problem = gitcmd.url_problem(url)
+        if problem:
+            raise ctx.error(f"{field}.git", problem)
         if "commit" not in data:
             raise ctx.error(f"{field}.commit", "missing; a git source is pinned by a full commit")
         commit = ctx.string(data["commit"], f"{field}.commit")

@@ -102,7 +102,11 @@ def start(
 
 
 def reader(
-    argv: Sequence[str | Path], *, source: IO[bytes] | None = None, errors: IO[bytes] | None = None
+    argv: Sequence[str | Path],
+    *,
+    source: IO[bytes] | None = None,
+    errors: IO[bytes] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start argv with a clean environment, to be read from its stdout; its stdin is
     source (else nothing), its stderr errors (else this process's)."""
@@ -110,7 +114,7 @@ def reader(
     log.debug("reader: %s", " ".join(args))
     return subprocess.Popen(
         args,
-        env=clean_env(),
+        env=clean_env(env),
         stdin=source if source is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=errors,

@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 from typing import IO
 
-from . import run
+from . import gitcmd, run
 from .errors import JailbakeError, UnpackError
 
 
@@ -224,8 +224,8 @@ def _data_filtered(member: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def git_export(git_dir: Path, commit: str, dest: Path, *, origin: str) -> None:
     """The files of a commit of a bare repository (`git archive`), checked like any tar."""
-    argv = ["git", "--git-dir", str(git_dir), "archive", "--format=tar", commit]
-    with run.reader(argv) as proc:
+    argv = gitcmd.argv("--git-dir", git_dir, "archive", "--format=tar", "--end-of-options", commit)
+    with run.reader(argv, env=gitcmd.ENV) as proc:
         assert proc.stdout is not None
         extract_tar(proc.stdout, None, dest, origin=origin)
     if proc.returncode != 0:

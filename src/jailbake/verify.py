@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import run
+from . import gitcmd
 from .keys import file_sha256
 from .store import ActionResult, Store, remove_tree
 
@@ -37,8 +37,8 @@ def verify_store(store: Store, *, repair: bool = False) -> Report:
                 report.removed += 1
     for git_dir in sorted((store.root / "git").glob("*.git")):
         report.repositories += 1
-        cp = run.run(
-            ["git", "--git-dir", git_dir, "fsck", "--no-dangling", "--no-progress"],
+        cp = gitcmd.run(
+            *("--git-dir", git_dir, "fsck", "--no-dangling", "--no-progress"),
             check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

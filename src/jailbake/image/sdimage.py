@@ -17,7 +17,7 @@ from typing import Any
 from .rootfs import Content
 
 MIB = 1 << 20
-SIZE_RE = re.compile(r"^(\d+)\s*([KMG]i?B?|)$", re.I)
+SIZE_RE = re.compile(r"\A(\d+)\s*([KMG]i?B?|)\Z", re.I)
 FAT32_MIN = 64 * MIB  # below this mkfs.vfat leaves too few clusters for FAT32
 FAT16_MIN = 9 * MIB  # mkfs.vfat -F 16 refuses smaller file systems
 IMAGE_BUILDER = "image-tools"

@@ -1,0 +1,118 @@
+"""What a layer, a recipe or a hand-edited record says is validated by kind before it
+reaches git's argument list or a file jailbake writes: it is never read as an option,
+and it never starts a second line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import SDE, Project
+
+COMMIT = "a" * 40
+
+
+def hostile_urls(marker: Path) -> list[str]:
+    """Strings that git would act on if they reached it as they are."""
+    return [
+        f"--upload-pack=touch {marker}",
+        f"-u touch {marker}",
+        f"--config=core.sshCommand=touch {marker}",
+        f"ext::sh -c touch% {marker}",
+        "fd::0",
+        f"ssh://-oProxyCommand=touch {marker}/x",
+        f"ssh://user@-oProxyCommand=touch%20{marker}/x",
+        "git@example.org:scp/like.git",  # git reads it as ssh; only URLs are taken
+        "file:relative/path",
+        "relative/path",
+        "https://example.org/x.git\n--upload-pack=touch",
+        "https://example.org/x y.git",
+        "ftp://example.org/x.git",
+    ]
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_a_recipe_git_source_is_never_an_option(project: Project, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    for url in hostile_urls(marker):
+        project.recipe("r", sources=[{"git": url, "commit": COMMIT}])
+        for command in (("list", "layer.yml"), ("fetch", "layer.yml")):
+            result = project.run(*command, "--cache-dir", str(project.cache))
+            assert result.rc != 0, (url, command)
+            line = one_error_line(result.stderr)
+            assert "r.yml" in line and "sources[0].git" in line, line
+        result = project.build(check=False)
+        assert result.rc != 0, url
+        assert "sources[0].git" in one_error_line(result.stderr)
+        assert not marker.exists(), url
+    assert not (project.cache / "git").exists() or not list((project.cache / "git").iterdir())
+
+
+def test_a_layer_repository_url_is_never_an_option(project: Project, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    for url in hostile_urls(marker):
+        for pin in ({"commit": COMMIT}, {"branch": "main"}):
+            project.layer(
+                "layer.yml",
+                {
+                    "header": {"version": 14},
+                    "repos": {"bsp": {"url": url, **pin, "layers": {"recipes": None}}},
+                    "env": {"SOURCE_DATE_EPOCH": str(SDE)},
+                },
+            )
+            result = project.build(check=False)
+            assert result.rc != 0, url
+            line = one_error_line(result.stderr)
+            assert "layer.yml" in line and "repos.bsp.url" in line, line
+            assert not marker.exists(), url
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"name": "ok\n"}, "name"),
+        ({"environment": {"KEY\n": "v"}}, "environment"),
+        ({"variables": ["VAR\n"]}, "variables[0]"),
+        ({"version": "1\nfake  line"}, "version"),
+        ({"outputs": ["a\nb.txt"]}, "outputs[0].path"),
+        ({"outputs": [{"path": "a.txt", "publish": "x\n1234  evil"}]}, "outputs[0].publish"),
+        ({"outputs": ["a\x1b[2Jb.txt"]}, "outputs[0].path"),
+        ({"depends": ["x\n"]}, "depends[0]"),
+        ({"sources": [{"git": "https://example.org/x", "commit": COMMIT + "\n"}]}, "commit"),
+        ({"sources": [{"url": "https://example.org/x", "sha256": "0" * 64 + "\n"}]}, "sha256"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_names_and_paths_are_one_line(
+    project: Project, fields: dict[str, object], field: str
+) -> None:
+    """A trailing newline is not accepted by a pattern's `$`, nor is any control
+    character by a name or path field."""
+    project.recipe("r", fields)
+    result = project.run("list", "layer.yml", "--cache-dir", str(project.cache))
+    assert result.rc != 0
+    line = one_error_line(result.stderr)
+    assert "r.yml" in line and field in line, line
+
+
+def test_a_manifest_path_cannot_add_a_line_to_sha256sums(project: Project, tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    project.recipe("a", outputs=[{"path": "a.txt", "publish": True}])
+    project.build(artifacts=art)
+    manifest = json.loads((art / "manifest.json").read_text())
+    (entry,) = manifest["artifacts"]
+    (art / "a.txt\n0000  evil").write_text((art / "a.txt").read_text())
+    entry["path"] = "a.txt\n0000  evil"
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    result = project.run("publish", "--artifacts-dir", str(art), "--to", str(tmp_path / "rel"))
+    assert result.rc != 0
+    assert "manifest.json" in one_error_line(result.stderr)
+    assert not (tmp_path / "rel").exists()
+    assert not (art / "SHA256SUMS").exists()
