@@ -5,6 +5,7 @@ and it never starts a second line."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,24 @@ def test_a_manifest_path_cannot_add_a_line_to_sha256sums(project: Project, tmp_p
     assert "manifest.json" in one_error_line(result.stderr)
     assert not (tmp_path / "rel").exists()
     assert not (art / "SHA256SUMS").exists()
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="needs bubblewrap")
+def test_a_recipe_environment_never_picks_a_host_program(project: Project, tmp_path: Path) -> None:
+    """A step's PATH, with a program of its sources named like the sandbox's, chooses
+    what runs inside the sandbox, not what jailbake runs on the host to make it."""
+    marker = tmp_path / "ran-on-the-host"
+    for name in ("bwrap", "bash"):
+        project.file(f"recipes/files/{name}", f"#!/bin/sh\ntouch {marker}\n").chmod(0o755)
+    project.recipe(
+        "r",
+        sources=[{"file": "files/bwrap"}, {"file": "files/bash"}],
+        environment={"PATH": ":.:/usr/bin:/bin", "BASH_ENV": "/nonexistent"},
+        script='mkdir -p "$OUT"; echo "$PATH" > "$OUT/r.txt"',
+        outputs=[{"path": "r.txt", "publish": True}],
+    )
+    result = project.build(artifacts=tmp_path / "art", check=False)
+    assert result.rc == 0, result.stderr
+    assert "unconfined" not in result.stderr  # the build ran in the real sandbox
+    assert not marker.exists()
+    assert (tmp_path / "art" / "r.txt").read_text() == ":.:/usr/bin:/bin\n"

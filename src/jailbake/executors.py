@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -162,12 +162,17 @@ def bwrap_argv(
     as_root: bool,
     new_session: bool = True,
     work_at: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> list[str]:
     """bubblewrap around a host step: the host read-only, the step's work directory and
     nothing else writable, its dependencies read-only, no network, a fresh /tmp, and
-    none of the host's service sockets (a socket on a read-only mount still connects)."""
+    none of the host's service sockets (a socket on a read-only mount still connects).
+
+    bwrap itself is found on jailbake's own PATH and started with jailbake's clean
+    environment: the step's variables (a recipe's PATH or LD_PRELOAD among them) are
+    set inside the sandbox only (env), never for the process that builds it."""
     argv = [
-        "bwrap",
+        host_tool("bwrap"),
         *("--ro-bind", "/", "/"),
         *("--dev", "/dev", "--proc", "/proc"),
     ]
@@ -190,7 +195,17 @@ def bwrap_argv(
         "--die-with-parent",
         *(("--cap-drop", "ALL") if as_root else ("--unshare-user",)),
     ]
+    if env is not None:
+        argv.append("--clearenv")
+        for key, value in sorted(env.items()):
+            argv += ["--setenv", key, value]
     return argv
+
+
+def host_tool(name: str) -> str:
+    """A host program by absolute path, looked up on jailbake's own PATH: a step's
+    variables never choose which program runs on the host."""
+    return shutil.which(name, path=run.clean_env()["PATH"]) or name
 
 
 def _hidden_dirs() -> list[str]:
@@ -260,7 +275,7 @@ class HostExecutor:
         """Why steps cannot be confined here ('' if they can)."""
         if not self._want_sandbox:
             return "confinement was turned off"
-        if shutil.which("bwrap") is None:
+        if shutil.which(host_tool("bwrap")) is None:
             return "bubblewrap (bwrap) is not installed"
         cp = run.run(
             [*bwrap_argv(None, [], as_root=os.getuid() == 0), "true"],
@@ -279,10 +294,12 @@ class HostExecutor:
             (step.work / "deps" / name).symlink_to(tree)
             trees.append(tree)
         env = _variables(step, step.work)
-        argv: list[str | Path] = ["bash", step.work / "build.sh"]
+        argv: list[str | Path] = [host_tool("bash"), step.work / "build.sh"]
         if self.confined:
-            argv = [*bwrap_argv(step.work, trees, as_root=os.getuid() == 0), *argv]
             env["TMPDIR"] = "/tmp"
+            inside = run.clean_env(env)
+            argv = [*bwrap_argv(step.work, trees, as_root=os.getuid() == 0, env=inside), *argv]
+            env = {}
         with step.log.open("ab") as logf:
             try:
                 proc = run.start(argv, cwd=step.work / "src", env=env, output=logf)
@@ -319,8 +336,10 @@ class HostExecutor:
                 step.ran_at,
             )
         env = {**_variables(step, at), **_shell_variables(step)}
-        argv: list[str | Path] = ["bash", "-c", shell_script(command)]
+        argv: list[str | Path] = [host_tool("bash"), "-c", shell_script(command)]
         if self.confined:
+            env["TMPDIR"] = "/tmp"
+            inside, env = run.clean_env(env), {}
             # The user's own shell: it keeps the terminal (no session of its own).
             sandbox = bwrap_argv(
                 step.work,
@@ -328,9 +347,9 @@ class HostExecutor:
                 as_root=os.getuid() == 0,
                 new_session=False,
                 work_at=step.ran_at,
+                env=inside,
             )
             argv = [*sandbox, *argv]
-            env["TMPDIR"] = "/tmp"
         # Ctrl-C belongs to the shell and what runs in it, not to jailbake waiting for it
         # (a handler, unlike SIG_IGN, is not inherited by the shell).
         previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
