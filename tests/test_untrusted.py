@@ -5,12 +5,15 @@ and it never starts a second line."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import SDE, Project
+from conftest import SDE, SRC, Project
 
 COMMIT = "a" * 40
 
@@ -138,3 +141,84 @@ def test_a_recipe_environment_never_picks_a_host_program(project: Project, tmp_p
     assert "unconfined" not in result.stderr  # the build ran in the real sandbox
     assert not marker.exists()
     assert (tmp_path / "art" / "r.txt").read_text() == ":.:/usr/bin:/bin\n"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("JAILBAKE_QEMU_MACHINE", "virt,dumpdtb={marker}", "a machine name"),
+        ("JAILBAKE_QEMU_MACHINE", "virt,,dumpdtb={marker}", "a machine name"),
+        ("JAILBAKE_QEMU_CPU", "max,x={marker}", "a CPU model"),
+        ("JAILBAKE_QEMU_MEMORY", "1G,maxmem=2G", "a size"),
+        ("JAILBAKE_QEMU_SMP", "2,sockets=2", "a number of CPUs"),
+        ("JAILBAKE_QEMU_APPEND", "console=ttyAMA0\ninit=/bin/sh", "one line"),
+        ("JAILBAKE_QEMU_KERNEL", "../../../etc/hostname", "leaves the tree"),
+        ("JAILBAKE_QEMU_KERNEL", "/etc/hostname", "leaves the tree"),
+        ("JAILBAKE_QEMU_DRIVE", "link.img", "symbolic link"),
+    ],
+)
+def test_a_layer_machine_reads_and_writes_no_host_file(
+    project: Project, tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    """`jailbake run` takes the machine from the layer: what QEMU would read as another
+    option, or a file outside the artifacts, is refused before QEMU starts."""
+    marker = tmp_path / "written"
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "Image").write_bytes(b"kernel")
+    (art / "link.img").symlink_to("/etc/hostname")
+    qemu = {"JAILBAKE_QEMU_KERNEL": "Image", variable: value.format(marker=marker)}
+    project.layer(
+        "layer.yml",
+        {"header": {"version": 14}, "repos": {"this": {"layers": {"recipes": None}}}, "env": qemu},
+    )
+    result = project.run("run", "layer.yml", "--artifacts-dir", str(art), "--expect", "x",
+                         "--timeout", "5")  # fmt: skip
+    assert result.rc != 0
+    line = one_error_line(result.stderr)
+    assert variable in line and expected in line, line
+    assert not marker.exists()
+
+
+def test_a_kept_work_directory_writes_through_no_link(project: Project, tmp_path: Path) -> None:
+    """A failed step leaves a link where jailbake notes where it ran: the note replaces
+    the link, and the file it pointed at is untouched."""
+    victim = tmp_path / "victim"
+    victim.write_text("mine\n")
+    project.recipe("bad", script=f'ln -s {victim} "$WORKDIR/.jailbake-ran-at"; exit 3')
+    result = project.build("--keep-failed", artifacts=tmp_path / "art", check=False)
+    assert result.rc != 0
+    assert victim.read_text() == "mine\n"
+    (kept,) = (project.cache / "failed").rglob(".jailbake-ran-at")
+    assert not kept.is_symlink() and kept.read_text().startswith("/")
+
+
+@pytest.mark.parametrize("ends", ["built", "failed"])
+def test_a_step_that_prints_a_lot_is_not_held_in_memory(
+    project: Project, tmp_path: Path, ends: str
+) -> None:
+    """A step's output goes to its log on disk; jailbake stores it and shows its last
+    lines without reading all of it (here 400 MB, against a 150 MB ceiling)."""
+    exit_with = "0" if ends == "built" else "1"
+    project.recipe(
+        "loud",
+        script=f'yes "a line of output" | head -c 400M; mkdir -p "$OUT"; echo x > "$OUT/loud.txt"; '
+        f"exit {exit_with}",
+    )
+    probe = (
+        "import resource, subprocess, sys\n"
+        "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
+        "stderr=subprocess.DEVNULL).returncode\n"
+        "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    argv = [sys.executable, "-c", probe, sys.executable, "-m", "jailbake.cli", "build",
+            "layer.yml", "--executor", "host", "--cache-dir", str(project.cache)]  # fmt: skip
+    out = subprocess.run(
+        argv, cwd=project.root, env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    rc, max_rss_kib = (int(v) for v in out.stdout.split())
+    assert (rc == 0) == (ends == "built"), out.stderr
+    assert max_rss_kib < 150 * 1024, f"{max_rss_kib} KiB"
+    (log,) = (project.cache / "logs").glob("loud-*.log")
+    assert log.stat().st_size >= 400 << 20

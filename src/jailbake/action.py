@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -34,6 +35,8 @@ if TYPE_CHECKING:  # the remote cache's code loads only for --remote-cache
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
+TAIL_BYTES = 64 << 10  # where the last lines are looked for
+PRINTABLE_ONLY = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x1f\x7f]")
 MAX_ARG_STRLEN = 131072  # Linux: 32 pages
 RAN_AT = ".jailbake-ran-at"  # in a kept work directory: where its step ran
 DEP_COPIES = "dep-trees"  # in a workspace's build directory: its dependencies' outputs
@@ -414,7 +417,7 @@ class RecipeBuilder:
                 raise BuildError(f"{recipe.name}: output {exc}", 1, log_path) from None
             phase = self._phase("store", recipe, phase)
         self._phase("clean", recipe, phase)  # the work directory removed
-        log_digest = self.store.add_bytes(log_path.read_bytes()) if log_path.exists() else None
+        log_digest = self.store.add_copy(log_path) if log_path.exists() else None
         result = ActionResult(
             key=info.key,
             recipe=recipe.name,
@@ -497,7 +500,11 @@ class RecipeBuilder:
         kept = self.store.failed_dir(recipe.name, info.key)
         remove_tree(kept)
         kept.parent.mkdir(parents=True, exist_ok=True)
-        (work / RAN_AT).write_text(str(work))
+        # The step could leave anything under that name: a link to a file of the host's.
+        remove_tree(work / RAN_AT)
+        fd = os.open(work / RAN_AT, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(work))
         os.rename(work, kept)
         return BuildError(exc.step, exc.rc, exc.log_path, exc.tail, kept=kept, recipe=recipe.name)
 
@@ -695,11 +702,16 @@ def _load_image(client: Any, mirrors: list[str], tag: str) -> bool:
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The log's last lines, read from its end (a log may hold gigabytes), as printable
+    text: a step's escape sequences do not reach the user's terminal."""
     try:
-        text = path.read_bytes().decode(errors="replace")
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
+            text = f.read().decode(errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    kept = text.splitlines()[-lines:]
+    return "\n".join(PRINTABLE_ONLY.sub("", line.expandtabs()) for line in kept)
 
 
 _WRITER_DIGEST: list[str] = []

@@ -155,6 +155,10 @@ def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
 
 def make_base_image(client: Any, suite: str, mirror: str, workdir: Path) -> str:
     """Create BASE_IMAGE:suite with mmdebstrap and import it through the engine API."""
+    if not re.fullmatch(r"[a-z][a-z0-9.-]*", suite):
+        raise EngineError(f"--suite: expected a Debian suite such as bookworm, got {suite!r}")
+    if not re.fullmatch(r"(https?|file)://[^\s]+", mirror):
+        raise EngineError(f"--mirror: expected an http(s):// or file:// URL, got {mirror!r}")
     tag = f"{BASE_IMAGE}:{suite}"
     tarball = workdir / f"{suite}.tar"
     run.run(
@@ -163,6 +167,7 @@ def make_base_image(client: Any, suite: str, mirror: str, workdir: Path) -> str:
             "--quiet",
             "--variant=minbase",
             "--include=ca-certificates",
+            "--",
             suite,
             tarball,
             mirror,

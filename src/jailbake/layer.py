@@ -400,7 +400,13 @@ def _patch_files(
                 raise RecipeError(first, f"{field}.path", f"{path} holds no quilt 'series'")
             names = [ln.split()[0] for ln in series.read_text().splitlines()
                      if ln.strip() and not ln.startswith("#")]  # fmt: skip
-            out += [(path / n).resolve() for n in names]
+            for name in names:
+                listed = (path / name).resolve()
+                if not listed.is_relative_to(root) or not listed.is_file():
+                    raise RecipeError(
+                        first, f"{field}.path", f"{series} lists {name!r}, not a file in {root}"
+                    )
+                out.append(listed)
         else:
             out.append(path)
     return out

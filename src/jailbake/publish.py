@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from . import net, paths, spdx
 from .artifacts import MANIFEST
@@ -128,7 +129,7 @@ class Uploader:
     def _request(self, method: str, name: str, **kwargs: Any) -> requests.Response:
         import requests
 
-        url = f"{self.base}/{name}"
+        url = f"{self.base}/{quote(name, safe='/')}"  # '?', '#' or '%' in a name stay in it
         for attempt in range(RETRIES + 1):
             try:
                 data = kwargs.get("data_path")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import run
+from . import paths, run
 from .errors import JailbakeError
 
 
@@ -50,9 +51,10 @@ class Machine:
         if self.initrd:
             argv += ["-initrd", str(self.initrd)]
         for i, drive in enumerate(self.drives):
+            file = str(drive).replace(",", ",,")  # a comma in a name starts no option
             argv += [
                 "-drive",
-                f"if=none,format=raw,snapshot=on,file={drive},id=d{i}",
+                f"if=none,format=raw,snapshot=on,file={file},id=d{i}",
                 "-device",
                 f"virtio-blk-device,drive=d{i}",
             ]
@@ -126,6 +128,26 @@ QEMU_VARIABLES = {
 }
 
 
+# What a layer may say of the machine. QEMU reads what follows a comma as a property,
+# and some properties read or write host files (dumpdtb=, dtb=, firmware=): a machine
+# takes only the properties below, a CPU model only plain ones.
+_WORD = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+MACHINE_PROPERTIES = (
+    "gic-version", "virtualization", "secure", "highmem", "its", "iommu", "ras", "mte",
+    "acpi", "usb", "accel", "mem-merge", "dump-guest-core",
+)  # fmt: skip
+_PATTERNS = {
+    "machine": (
+        re.compile(rf"{_WORD}(,(?:{'|'.join(MACHINE_PROPERTIES)})={_WORD})*"),
+        f"a machine name such as virt, with properties among {', '.join(MACHINE_PROPERTIES)}",
+    ),
+    "cpu": (re.compile(rf"{_WORD}(,{_WORD}={_WORD})*"), "a CPU model such as cortex-a57"),
+    "smp": (re.compile(r"[0-9]{1,4}"), "a number of CPUs"),
+    "memory": (re.compile(r"[0-9]{1,7}[KMGT]?"), "a size such as 512M"),
+    "append": (re.compile(r"[^\x00-\x1f\x7f]*"), "a kernel command line of one line"),
+}
+
+
 def machine_from_layer(
     variables: dict[str, str], artifacts: Path, overrides: dict[str, str]
 ) -> Machine:
@@ -133,22 +155,26 @@ def machine_from_layer(
     values = {k: overrides.get(k) or variables.get(v, "") for k, v in QEMU_VARIABLES.items()}
     if not values["kernel"]:
         raise JailbakeError(f"run: the layer sets no {QEMU_VARIABLES['kernel']}; give --kernel")
+    for key, pattern in _PATTERNS.items():
+        if values[key] and not pattern[0].fullmatch(values[key]):
+            where = f"--{key}" if overrides.get(key) else QEMU_VARIABLES[key]
+            raise JailbakeError(f"run: {where}: expected {pattern[1]}, got {values[key]!r}")
 
-    def artifact(text: str) -> Path:
-        path = Path(text) if Path(text).is_absolute() else artifacts / text
+    def artifact(key: str) -> Path:
+        text = values[key]
+        if overrides.get(key):  # the command line names any file
+            path = Path(text) if Path(text).is_absolute() else artifacts / text
+        else:  # a layer names a built artifact
+            path = paths.check_inside(artifacts, text, origin=f"run: {QEMU_VARIABLES[key]}")
         if not path.is_file():
             raise JailbakeError(f"run: {path} does not exist; build the layer first")
         return path
 
     defaults = Machine(kernel=Path())
-    if values["smp"] and not values["smp"].isdigit():
-        raise JailbakeError(
-            f"run: {QEMU_VARIABLES['smp']}: expected a number of CPUs, got {values['smp']!r}"
-        )
     return Machine(
-        kernel=artifact(values["kernel"]),
-        initrd=artifact(values["initrd"]) if values["initrd"] else None,
-        drives=(artifact(values["drive"]),) if values["drive"] else (),
+        kernel=artifact("kernel"),
+        initrd=artifact("initrd") if values["initrd"] else None,
+        drives=(artifact("drive"),) if values["drive"] else (),
         append=values["append"] or defaults.append,
         machine=values["machine"] or defaults.machine,
         cpu=values["cpu"] or defaults.cpu,

@@ -12,6 +12,7 @@ cache.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,8 +96,11 @@ class RemoteSettings:
             props.update(self.root_properties)
         if image:
             name, _, tag = image.rpartition(":")
-            props["container-image"] = self.image.format(
-                image=image, name=name.rsplit("/", 1)[-1], tag=tag
+            # The template is a layer's: its three fields are replaced, nothing else
+            # of str.format's (attribute and index lookups) applies.
+            fields = {"{image}": image, "{name}": name.rsplit("/", 1)[-1], "{tag}": tag}
+            props["container-image"] = re.sub(
+                r"\{image\}|\{name\}|\{tag\}", lambda m: fields[m.group()], self.image
             )
         return sorted(props.items())
 

@@ -60,7 +60,7 @@ def open_shell(
         image = builder.image_for(recipe)
         step = builder.step_for(recipe, deps, info, workdir, log_path, image)
         ran_at = workdir / RAN_AT
-        if ran_at.is_file():
+        if ran_at.is_file() and not ran_at.is_symlink():
             step = dataclasses.replace(step, ran_at=Path(ran_at.read_text().strip()))
         return executor.shell(step, command)
     with builder.store.temp_dir(f"shell-{name}") as work:

@@ -277,6 +277,16 @@ class Store:
             raise
         return self.add_blob(tmp)
 
+    def add_copy(self, src: Path) -> Digest:
+        """A copy of the file src as a blob, streamed (a step's log may be gigabytes)."""
+        tmp = self.temp_path("blob")
+        try:
+            shutil.copyfile(src, tmp, follow_symlinks=False)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        return self.add_blob(tmp)
+
     # -- output trees ----------------------------------------------------------
     def tree_path(self, output_digest: str) -> Path:
         return Path(self.tree_location(output_digest))
