@@ -127,7 +127,9 @@ def test_the_server_going_away_mid_build(project: Project, tmp_path: Path, webda
     assert result.stderr.count("unreachable") == 1
 
 
-@pytest.mark.parametrize("attack", ["through-link", "not-a-record", "no-type", "repeated"])
+@pytest.mark.parametrize(
+    "attack", ["through-link", "not-a-record", "no-type", "repeated", "oversize-log", "short-log"]
+)
 def test_hostile_records_are_refused_without_writing_anything(
     project: Project, tmp_path: Path, webdav: WebDAV, attack: str
 ) -> None:
@@ -151,6 +153,12 @@ def test_hostile_records_are_refused_without_writing_anything(
         ]
     elif attack == "not-a-record":
         record_path.write_text("[]")
+        outputs = None
+    elif attack in ("oversize-log", "short-log"):
+        # The log's blob is not what the record says: more bytes than declared, or fewer.
+        log_blob = webdav.docroot / "cache" / "cas" / record["log"]["hash"]
+        log_blob.write_bytes(log_blob.read_bytes() * 2000 if attack == "oversize-log" else b"")
+        record_path.write_text(json.dumps(record))
         outputs = None
     elif attack == "no-type":
         outputs = [{"path": "x"}]

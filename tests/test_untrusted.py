@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +39,9 @@ def hostile_urls(marker: Path) -> list[str]:
 
 
 def one_error_line(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
+    """The one line of the error (progress lines aside), with no traceback."""
+    lines = [ln for ln in stderr.strip().splitlines() if not ln.startswith("[jailbake]")]
+    assert len(lines) == 1 and lines[0].startswith("jailbake: error: "), stderr
     return lines[0]
 
 
@@ -222,3 +224,59 @@ def test_a_step_that_prints_a_lot_is_not_held_in_memory(
     assert max_rss_kib < 150 * 1024, f"{max_rss_kib} KiB"
     (log,) = (project.cache / "logs").glob("loud-*.log")
     assert log.stat().st_size >= 400 << 20
+
+
+def _special(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif os.getuid() == 0:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # as /dev/null
+    else:
+        pytest.skip("making a device needs root")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("where", ["the source", "inside a directory source"])
+def test_a_special_file_source_is_refused_without_waiting(
+    project: Project, tmp_path: Path, kind: str, where: str
+) -> None:
+    files = project.root / "recipes" / "files"
+    (files / "dir").mkdir(parents=True)
+    (files / "dir" / "ok.txt").write_text("ok\n")
+    special = files / "special" if where == "the source" else files / "dir" / "special"
+    _special(special, kind)
+    named = "files/special" if where == "the source" else "files/dir"
+    project.recipe("r", sources=[{"file": named}])
+    for command in ("list", "build"):
+        argv = [command, "layer.yml", "--cache-dir", str(project.cache)]
+        if command == "build":
+            argv += ["--executor", "host", "--artifacts-dir", str(tmp_path / "art")]
+        result = project.run(*argv)  # a wait on the fifo would end in the test's timeout
+        assert result.rc != 0
+        line = one_error_line(result.stderr)
+        assert "r.yml" in line and "sources" in line and "special" in line, line
+    assert not (tmp_path / "art").exists()
+
+
+def test_file_names_that_are_not_utf8_are_keyed_stored_and_reused(
+    project: Project, tmp_path: Path
+) -> None:
+    """Source and output names are bytes on Linux: a name that is not UTF-8 is kept
+    as it is, keyed by its bytes, and its tree is reused like any other."""
+    files = project.root / "recipes" / "files" / "dir"
+    files.mkdir(parents=True)
+    (Path(os.fsdecode(bytes(files) + b"/caf\xe9.txt"))).write_text("latin-1 name\n")
+    project.recipe(
+        "r",
+        sources=[{"file": "files/dir", "dest": "in"}],
+        script='mkdir -p "$OUT/d"; cp in/dir/* "$OUT/d/"; printf x > "$OUT/d/$(printf "\\377")"',
+        outputs=["d"],
+    )
+    first = project.build(artifacts=tmp_path / "art")
+    assert first.report["built"] == ["r"]
+    again = project.build(artifacts=tmp_path / "art")
+    assert again.report["reused"] == ["r"]
+    (tree,) = (project.cache / "trees").glob("*/d")
+    assert sorted(os.listdir(os.fsencode(tree))) == [b"caf\xe9.txt", b"\xff"]
+    (files / "other.txt").write_text("changed\n")
+    assert project.build(artifacts=tmp_path / "art").report["built"] == ["r"]

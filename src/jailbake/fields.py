@@ -70,8 +70,13 @@ class Fields:
             raise self.error(field, f"path {text!r} escapes the layer {self.layer_dir}")
         if not path.exists():
             raise self.error(field, f"file {text!r} does not exist")
+        if not (path.is_file() or path.is_dir()):  # a fifo would stall every reader
+            raise self.error(field, f"{text!r} is neither a regular file nor a directory")
+        rel = path.relative_to(layer).as_posix()
+        if CONTROL.search(rel):  # the name found, after links, is written into records
+            raise self.error(field, f"{text!r} is {rel!r}, a name with control characters")
         self.refs.append((str(self.file.parent / text), str(path)))
-        return path, path.relative_to(layer).as_posix()
+        return path, rel
 
     def mapping(self, value: Any, field: str) -> Mapping[str, Any]:
         if not isinstance(value, dict):

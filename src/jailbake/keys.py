@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,9 +15,12 @@ from typing import Any
 ACTION_FORMAT = 1
 
 
-def canonical_json(obj: Any) -> bytes:
-    """JSON with sorted keys and no whitespace: equal data, equal bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def canonical_json(obj: Any, *, ascii: bool = False) -> bytes:
+    """JSON with sorted keys and no whitespace: equal data, equal bytes. A file name
+    that is not UTF-8 (read with Python's surrogate escapes) keeps its own bytes, or,
+    with ascii, its escapes (JSON any reader takes, as records are written)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii)
+    return text.encode("utf-8", "surrogateescape")
 
 
 def digest_of(obj: Any) -> str:
@@ -24,11 +28,13 @@ def digest_of(obj: Any) -> str:
 
 
 def file_sha256(path: Path | str, *, follow_symlinks: bool = True) -> str:
-    """The sha256 of a file's bytes; without follow_symlinks, a link is refused (OSError)
-    and a fifo is not waited on."""
-    flags = os.O_RDONLY if follow_symlinks else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    """The sha256 of a regular file's bytes; without follow_symlinks, a link is refused
+    (OSError). A fifo or a device is never waited on or read: OSError."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
     fd = os.open(path, flags)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         h = hashlib.sha256()
         while chunk := os.read(fd, 1 << 20):
             h.update(chunk)

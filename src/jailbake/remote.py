@@ -181,14 +181,17 @@ class RemoteCache:
 
     def _fetch_blob(self, sha256: str, dest: Path | None = None, size: int | None = None) -> Path:
         target = dest or self.store.temp_path("remote-blob")
-        if self._get(f"cas/{sha256}", target, size=size) is None:
-            if not self._available():
-                raise Refused("the server went away")
-            raise Refused(f"cas/{sha256}: missing")
-        actual = file_sha256(target)
-        if actual != sha256:
-            target.unlink()
-            raise Refused(f"cas/{sha256}: its content has sha256 {actual}")
+        try:
+            if self._get(f"cas/{sha256}", target, size=size) is None:
+                if not self._available():
+                    raise Refused("the server went away")
+                raise Refused(f"cas/{sha256}: missing")
+            actual = file_sha256(target)
+            if actual != sha256:
+                raise Refused(f"cas/{sha256}: its content has sha256 {actual}")
+        except BaseException:  # refused, cut off or interrupted: nothing half-read stays
+            target.unlink(missing_ok=True)
+            raise
         if dest is None:
             self.store.add_blob(target, sha256)
             return self.store.blob_path(sha256)

@@ -53,7 +53,8 @@ class ActionResult:
     def to_json(self) -> bytes:
         # dataclasses.asdict would deep-copy the inputs and the output manifest first.
         return canonical_json(
-            {
+            ascii=True,
+            obj={
                 "key": self.key,
                 "recipe": self.recipe,
                 "version": self.version,
