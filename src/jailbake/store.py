@@ -65,7 +65,7 @@ class ActionResult:
                 "log": None
                 if self.log is None
                 else {"hash": self.log.hash, "size_bytes": self.log.size_bytes},
-            }
+            },
         )
 
     @staticmethod
