@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,10 @@ class Knobs:
     refuse_property: str = ""  # refuse actions with this platform property
     corrupt_outputs: bool = False  # serve wrong bytes for output files
     never_assign: bool = False  # actions wait for a worker that never comes
+    run_forever: bool = False  # actions start on a worker and never finish
+    foreign_action: bool = False  # the finished operation names another action
+    # Changes each response before it is sent: a hostile or broken service's answer.
+    tamper: Callable[[FakeREAPI, pb.ExecuteResponse], None] | None = None
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Seen:
     batch_updates: int = 0
     wait_executions: int = 0
     cancelled: list[str] = field(default_factory=list)
+    skipped_cache: list[bool] = field(default_factory=list)  # Execute asked to run anew
     running: list[str] = field(default_factory=list)
 
 
@@ -275,6 +280,8 @@ class _Execution(pb_grpc.ExecutionServicer):
             self.count += 1
             name = f"operations/{self.count}"
         action = fake.blobs.get(request.action_digest.hash)
+        if request.skip_cache_lookup:
+            fake.seen.skipped_cache.append(True)
         first = ops.Operation(name=name, done=False)
         if fake.knobs.lose_input_once and action is not None:
             fake.knobs.lose_input_once = False
@@ -290,9 +297,10 @@ class _Execution(pb_grpc.ExecutionServicer):
             return
         if action is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "missing action blob")
-        if fake.knobs.never_assign:
+        if fake.knobs.never_assign or fake.knobs.run_forever:
             fake.done[name] = threading.Event()  # never set
-            yield self._queued(name)
+            stage = pb.ExecutionStage.EXECUTING if fake.knobs.run_forever else None
+            yield self._queued(name, stage, request.action_digest)
             while context.is_active():
                 time.sleep(0.05)
             return
@@ -300,7 +308,13 @@ class _Execution(pb_grpc.ExecutionServicer):
         fake.done[name] = done
 
         def work() -> None:
-            fake.operations[name] = self._finished(name, fake.run(name, request.action_digest))
+            response = fake.run(name, request.action_digest)
+            if fake.knobs.tamper is not None:
+                fake.knobs.tamper(fake, response)
+            told = request.action_digest
+            if fake.knobs.foreign_action:
+                told = _digest(b"another action")
+            fake.operations[name] = self._finished(name, response, told)
             done.set()
 
         threading.Thread(target=work, daemon=True).start()
@@ -321,23 +335,33 @@ class _Execution(pb_grpc.ExecutionServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, "no such operation")
             return
         if not done.is_set():
-            yield self._queued(request.name)
+            stage = pb.ExecutionStage.EXECUTING if fake.knobs.run_forever else None
+            yield self._queued(request.name, stage)
         while not done.wait(0.05):
             if not context.is_active():
                 return
         yield fake.operations[request.name]
 
     @staticmethod
-    def _queued(name: str) -> ops.Operation:
+    def _queued(name: str, stage: Any = None, action: pb.Digest | None = None) -> ops.Operation:
         packed = any_pb2.Any()
-        packed.Pack(pb.ExecuteOperationMetadata(stage=pb.ExecutionStage.QUEUED))
+        packed.Pack(
+            pb.ExecuteOperationMetadata(
+                stage=pb.ExecutionStage.QUEUED if stage is None else stage, action_digest=action
+            )
+        )
         return ops.Operation(name=name, done=False, metadata=packed)
 
     @staticmethod
-    def _finished(name: str, response: pb.ExecuteResponse) -> ops.Operation:
-        packed = any_pb2.Any()
+    def _finished(
+        name: str, response: pb.ExecuteResponse, action: pb.Digest | None = None
+    ) -> ops.Operation:
+        packed, metadata = any_pb2.Any(), any_pb2.Any()
         packed.Pack(response)
-        return ops.Operation(name=name, done=True, response=packed)
+        metadata.Pack(
+            pb.ExecuteOperationMetadata(stage=pb.ExecutionStage.COMPLETED, action_digest=action)
+        )
+        return ops.Operation(name=name, done=True, response=packed, metadata=metadata)
 
 
 class _Operations(ops_grpc.OperationsServicer):

@@ -280,3 +280,31 @@ def test_file_names_that_are_not_utf8_are_keyed_stored_and_reused(
     assert sorted(os.listdir(os.fsencode(tree))) == [b"caf\xe9.txt", b"\xff"]
     (files / "other.txt").write_text("changed\n")
     assert project.build(artifacts=tmp_path / "art").report["built"] == ["r"]
+
+
+@pytest.mark.parametrize(
+    "repo_tags",
+    [["localhost/debian-base:bookworm"], ["localhost/jailbake-x:0123", "other:1"], None],
+)
+def test_a_mirror_image_archive_names_only_its_own_image(
+    tmp_path: Path, repo_tags: list[str] | None
+) -> None:
+    """An image archive in a mirror directory is loaded only if it tags the one image
+    asked for: it could otherwise replace the base image or another builder."""
+    import io
+    import tarfile
+
+    from jailbake.errors import FetchError
+    from jailbake.mirror import image_file, load_image
+
+    tag = "localhost/jailbake-x:0123"
+    archive = tmp_path / image_file(tag)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w") as tar:
+        if repo_tags is not None:
+            data = json.dumps([{"Config": "c.json", "RepoTags": repo_tags, "Layers": []}]).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(FetchError, match="expected an image archive of"):
+        load_image(None, [str(tmp_path)], tag)  # refused before the engine is asked

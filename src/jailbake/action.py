@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -58,6 +59,7 @@ class Outcome:
     result: ActionResult
     seconds: float
     previous: str | None = None  # forced: the output digest the cache held before
+    origin: str = ""  # built, but not here: where the executor took the result from
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ class RecipeBuilder:
         if recipe.name in self.force:
             with self.store.lock(info.key):
                 previous = self._cached(recipe, info.key)
-                result = self._execute(recipe, deps, info, start)
+                result, _ = self._execute(recipe, deps, info, start)
                 self.store.record_last(recipe.name, info.key)
             seconds = time.monotonic() - start
             return Outcome(
@@ -246,11 +248,12 @@ class RecipeBuilder:
                         seconds = time.monotonic() - start
                         return Outcome(recipe.name, Status.DOWNLOADED, hit, seconds)
                 if hit is None:
-                    result = self._execute(recipe, deps, info, start)
+                    result, origin = self._execute(recipe, deps, info, start)
                     self.store.record_last(recipe.name, info.key)
                     if remote is not None:
                         remote.upload(result)
-                    return Outcome(recipe.name, Status.BUILT, result, time.monotonic() - start)
+                    seconds = time.monotonic() - start
+                    return Outcome(recipe.name, Status.BUILT, result, seconds, origin=origin)
         self.store.record_last(recipe.name, info.key)
         return Outcome(recipe.name, Status.REUSED, hit, time.monotonic() - start)
 
@@ -381,7 +384,9 @@ class RecipeBuilder:
 
     def _execute(
         self, recipe: Recipe, deps: Mapping[str, ActionResult], info: KeyInfo, start: float
-    ) -> ActionResult:
+    ) -> tuple[ActionResult, str]:
+        """The recipe's step run and its outputs stored; and where the executor took the
+        result from, if it did not run the step ('')."""
         executor = self.executor_for(recipe)
         log_path = self.store.root / "logs" / f"{recipe.name}-{info.key[:16]}.log"
         log_path.unlink(missing_ok=True)
@@ -394,12 +399,15 @@ class RecipeBuilder:
             step = self.prepare_step(
                 recipe, deps, info, work, log_path, cores, incremental=ws is not None
             )
+            if recipe.name in self.force:
+                step = dataclasses.replace(step, fresh=True)
             phase = self._phase("prepare", recipe, phase)
             try:
                 if self.on_step is not None:
                     live = step.log if recipe.rootfs else executor.live_log(step)
                     self.on_step(recipe.name, live)
                 rc = self._write_rootfs(recipe, step) if recipe.rootfs else executor.run(step)
+                origin = "" if recipe.rootfs else executor.origin(step)
                 phase = self._phase("step", recipe, phase)
                 if rc != 0:
                     raise BuildError(recipe.name, rc, log_path, _tail(log_path))
@@ -429,7 +437,7 @@ class RecipeBuilder:
             log=log_digest,
         )
         self.store.put_result(result)
-        return result
+        return result, origin
 
     @contextlib.contextmanager
     def _work_dir(self, recipe: Recipe, ws: Workspace | None, info: KeyInfo) -> Iterator[Path]:

@@ -110,6 +110,12 @@ def ensure_image(
 
     tag = image_tag(context_dir.name, key)
     if present(tag):
+        labels = client.images.get(tag).labels or {}
+        if labels.get("org.jailbake.key") != key:  # the tag holds 20 digits of the key
+            raise EngineError(
+                f"docker/{context_dir.name}/: image {tag} is labelled as builder "
+                f"{labels.get('org.jailbake.key')!r}, not {key}; remove it (podman rmi {tag})"
+            )
         return tag
     if offline:
         raise EngineError(

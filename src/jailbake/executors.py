@@ -102,6 +102,8 @@ class Step:
     # The manifests (keys.tree_manifest) of the dependencies' stored trees, by name, for
     # executors that describe their inputs by digest (remote) and need not hash again.
     dep_manifests: tuple[tuple[str, tuple[dict[str, Any], ...]], ...] = ()
+    # Run it, even where the executor keeps results of its own (a forced build).
+    fresh: bool = False
 
 
 def write_script(work: Path, script: str) -> None:
@@ -137,6 +139,10 @@ class Executor(Protocol):
 
     def live_log(self, step: Step) -> Path:
         """Where the step's output can be read while it runs."""
+        ...
+
+    def origin(self, step: Step) -> str:
+        """Where the finished step's result came from if it did not run ('' if it ran)."""
         ...
 
     def shell(self, step: Step, command: str | None) -> int:
@@ -319,6 +325,9 @@ class HostExecutor:
     def live_log(self, step: Step) -> Path:
         return step.log
 
+    def origin(self, step: Step) -> str:
+        return ""
+
     def shell(self, step: Step, command: str | None) -> int:
         """A shell (or command) in the step's environment, on the user's terminal."""
         trees = []
@@ -485,7 +494,11 @@ class DockerExecutor:
         for container in mine:
             pid = container.labels.get(LABEL_PID, "")
             owner = container.labels.get(LABEL_PROCESS, "")
-            if not pid.isdigit() or not owner or owner.split(":")[0] != namespace:
+            if (
+                not (pid.isascii() and pid.isdigit())
+                or not owner
+                or owner.split(":")[0] != namespace
+            ):
                 continue  # started from another pid namespace: not ours to judge
             if process_identity(int(pid)) != owner:
                 log.info("removing container %s of a killed build", container.name)
@@ -612,6 +625,9 @@ class DockerExecutor:
 
     def live_log(self, step: Step) -> Path:
         return step.work / STEP_LOG  # the container writes it; jailbake appends it at the end
+
+    def origin(self, step: Step) -> str:
+        return ""
 
     def shell(self, step: Step, command: str | None) -> int:
         """A shell (or command) in the step's container, on the user's terminal."""

@@ -84,13 +84,31 @@ def url_problem(url: str) -> str | None:
     if not sep or scheme.lower() not in SCHEMES:
         return f"expected a URL with scheme {', '.join(SCHEMES)} (or an absolute path), got {url!r}"
     parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
+    user, _, host = parts.netloc.rpartition("@")
+    if user.startswith("-"):  # ssh would read it as an option
+        return f"expected a user name after {scheme}://, got {url!r}"
     if scheme.lower() == "file":
         if host or not parts.path.startswith("/"):
             return f"expected file:///absolute/path, got {url!r}"
         return None
     if not host or host.startswith("-") or not _HOST.fullmatch(host):
         return f"expected a host name after {scheme}://, got {url!r}"
+    return None
+
+
+_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/+-]*")
+
+
+def ref_problem(name: str) -> str | None:
+    """Why name cannot be a branch or tag name for jailbake, or None if it can."""
+    if (
+        not _REF.fullmatch(name)
+        or ".." in name
+        or "//" in name
+        or name.endswith((".", "/", ".lock"))
+        or "/." in name
+    ):
+        return f"expected a branch or tag name (letters, digits, ._/+-), got {name!r}"
     return None
 
 

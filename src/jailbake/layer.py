@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 from . import gitcmd, yamlfile
 from .errors import RecipeError
 from .fetch import resolve_mirror
+from .fields import CONTROL
 from .keys import path_digest
+from .recipe import VAR_RE
 from .scan import ConfigScan, repositories
 
 if TYPE_CHECKING:
@@ -329,13 +331,18 @@ def load_layers(
 
     env: dict[str, str] = {}
     for var, default in sorted((config.get("env") or {}).items()):
+        if not isinstance(var, str) or not VAR_RE.fullmatch(var):
+            raise RecipeError(first, "env", f"expected variable names, got {var!r}")
         value = environ.get(var, default)
         if value is not None:
             if "\0" in str(value):
                 raise RecipeError(first, f"env.{var}", "contains a NUL byte")
+            if var.startswith("JAILBAKE_") and CONTROL.search(str(value)):
+                # jailbake's own settings reach argument lists and one-line records
+                raise RecipeError(first, f"env.{var}", f"expected one line, got {value!r}")
             env[var] = str(value)
     sde_text = env.setdefault("SOURCE_DATE_EPOCH", str(DEFAULT_SOURCE_DATE_EPOCH))
-    if not sde_text.isdigit():
+    if not (sde_text.isascii() and sde_text.isdigit()):
         raise RecipeError(
             first,
             "env.SOURCE_DATE_EPOCH",
@@ -440,6 +447,9 @@ def _remote_repo(
     problem = gitcmd.url_problem(url)
     if problem:
         raise RecipeError(first, f"repos.{name}.url", problem)
+    for kind, ref in (("branch", branch), ("tag", tag)):
+        if ref and (problem := gitcmd.ref_problem(ref)):
+            raise RecipeError(first, f"repos.{name}.{kind}", problem)
     pin = RepoPin(name, url, commit, branch, tag)
     checkout = repos.checkout(pin, first, patches)
     if checkout.floating:

@@ -269,6 +269,27 @@ def _add_images(writer: MirrorWriter, graph: Graph, client: Any) -> None:
             writer.add_image(client, base, name)
 
 
+def _archive_tags(path: Path) -> list[str]:
+    """The tags an image archive (docker save) would give: its manifest.json's RepoTags."""
+    import tarfile
+
+    try:
+        with tarfile.open(path, "r:") as tar:  # members' data is skipped, not read
+            for member in tar:
+                if member.name == "manifest.json" and member.isfile() and member.size < 1 << 20:
+                    f = tar.extractfile(member)
+                    manifest = json.loads(f.read()) if f is not None else None
+                    break
+            else:
+                return []
+    except (OSError, tarfile.TarError, ValueError):
+        return []
+    if not isinstance(manifest, list):
+        return []
+    return [t for entry in manifest if isinstance(entry, dict)
+            for t in entry.get("RepoTags") or []]  # fmt: skip
+
+
 def load_image(client: Any, mirrors: Iterable[str], tag: str) -> bool:
     """Load tag into the engine from the first mirror directory holding it."""
     for mirror in mirrors:
@@ -279,6 +300,11 @@ def load_image(client: Any, mirrors: Iterable[str], tag: str) -> bool:
             from docker.errors import DockerException
 
             log.info("loading image %s from %s", tag, path)
+            tags = _archive_tags(path)
+            if tags != [tag]:  # a mirror's archive could name (and replace) any image
+                raise FetchError(
+                    f"{path}: expected an image archive of {tag} alone, but it names {tags}"
+                )
             try:
                 with path.open("rb") as f:
                     client.images.load(f)  # streamed: builder images are hundreds of MB

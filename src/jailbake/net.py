@@ -107,7 +107,11 @@ def iter_body(resp: requests.Response, bounds: Bounds, *, already: int = 0) -> I
     earlier, resumed transfer)."""
     url = resp.url
     declared = resp.headers.get("Content-Length", "")
-    if bounds.limit is not None and declared.isdigit() and already + int(declared) > bounds.limit:
+    if (
+        bounds.limit is not None
+        and (declared.isascii() and declared.isdigit())
+        and already + int(declared) > bounds.limit
+    ):
         raise TooLarge(f"{url}: {declared} bytes announced, more than {bounds.limit}")
     started = time.monotonic()
     # A read blocked in the socket cannot check the clock: at the deadline the socket is

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
+import os
 import threading
 import time
 import uuid
@@ -16,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+# gRPC's C core logs to stderr itself ("Got goaway ..."): jailbake says what failed in
+# one line of its own. A user debugging gRPC sets GRPC_VERBOSITY.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc
 
@@ -40,6 +46,9 @@ RETRYABLE = (
 )
 MAX_MESSAGE = 64 * 1024 * 1024
 STREAM_SPAN = 30.0  # seconds an Execute or WaitExecution stream is read before asking again
+GRACE = 0.1  # of an action's time limit: how much longer jailbake waits (5 s at least)
+
+logging.getLogger("grpc").propagate = False  # its Python side, likewise
 
 
 class RemoteExecutionError(JailbakeError):
@@ -234,14 +243,26 @@ class Client:
                 f"{answer.committed_size} of {blob.digest.size_bytes} bytes committed"
             )
 
-    def read(self, d: pb.Digest) -> bytes:
-        """A blob's bytes, checked against its digest."""
+    def read(self, d: pb.Digest, *, limit: int = MAX_MESSAGE) -> bytes:
+        """A blob's bytes, checked against its digest; a blob declared larger than limit
+        is not read, and a server sending more than declared is cut off."""
+        if d.size_bytes < 0 or d.size_bytes > limit:
+            raise RemoteExecutionError(
+                f"remote executor {self.url}: blob {d.hash}/{d.size_bytes}: expected at most "
+                f"{limit} bytes"
+            )
         if d.size_bytes + BATCH_OVERHEAD <= self.batch_limit():
             request = pb.BatchReadBlobsRequest(instance_name=self.instance, digests=[d])
             answer = self._call(
                 "BatchReadBlobs", lambda: self.cas.BatchReadBlobs(request, timeout=RPC_TIMEOUT)
             )
-            (response,) = answer.responses
+            responses = [r for r in answer.responses if r.digest.hash == d.hash]
+            if len(responses) != 1:
+                raise RemoteExecutionError(
+                    f"remote executor {self.url}: BatchReadBlobs of {d.hash}: "
+                    f"{len(answer.responses)} answers, {len(responses)} for that blob"
+                )
+            response = responses[0]
             if response.status.code != 0:
                 raise MissingBlobs(
                     f"remote executor {self.url}: blob {d.hash}/{d.size_bytes} cannot be "
@@ -252,18 +273,57 @@ class Client:
             read = bs.ReadRequest(resource_name=self._resource(d, upload=False))
             # A deadline for the whole blob: the usual one, and a second per MiB.
             deadline = RPC_TIMEOUT + d.size_bytes / (1 << 20)
-            data = b"".join(
-                self._call(
-                    "ByteStream.Read",
-                    lambda: [r.data for r in self.bytestream.Read(read, timeout=deadline)],
-                )
-            )
+
+            def pieces() -> list[bytes]:
+                got, total = [], 0
+                for r in self.bytestream.Read(read, timeout=deadline):
+                    total += len(r.data)
+                    if total > d.size_bytes:  # more than declared: stop reading
+                        break
+                    got.append(r.data)
+                else:
+                    return got
+                return [*got, b"\0"]  # one byte too many: refused below
+
+            data = b"".join(self._call("ByteStream.Read", pieces))
         if hashlib.sha256(data).hexdigest() != d.hash or len(data) != d.size_bytes:
             raise RemoteExecutionError(
                 f"remote executor {self.url}: blob {d.hash}/{d.size_bytes} came back as "
                 f"{hashlib.sha256(data).hexdigest()}/{len(data)}"
             )
         return data
+
+    def read_file(self, d: pb.Digest, dest: Path) -> None:
+        """A blob written to the new file dest, streamed, checked against its digest
+        (a server sending other or more bytes than declared is refused)."""
+        if d.size_bytes + BATCH_OVERHEAD <= self.batch_limit():
+            with dest.open("xb") as out:
+                out.write(self.read(d))
+            return
+        if d.size_bytes < 0:
+            raise RemoteExecutionError(f"remote executor {self.url}: blob {d.hash}: size < 0")
+        read = bs.ReadRequest(resource_name=self._resource(d, upload=False))
+        deadline = RPC_TIMEOUT + d.size_bytes / (1 << 20)
+
+        def stream() -> tuple[str, int]:
+            h, total = hashlib.sha256(), 0
+            dest.unlink(missing_ok=True)  # a retry starts again
+            with dest.open("xb") as out:
+                for r in self.bytestream.Read(read, timeout=deadline):
+                    total += len(r.data)
+                    if total > d.size_bytes:
+                        break
+                    h.update(r.data)
+                    out.write(r.data)
+            return h.hexdigest(), total
+
+        got, size = self._call("ByteStream.Read", stream)
+        if got != d.hash or size != d.size_bytes:
+            dest.unlink(missing_ok=True)
+            raise RemoteExecutionError(
+                f"remote executor {self.url}: blob {d.hash}/{d.size_bytes} came back as "
+                f"{got}/{size}{' or more' if size > d.size_bytes else ''}"
+            )
 
     # -- execution ----------------------------------------------------------------
     def execute(
@@ -272,14 +332,22 @@ class Client:
         *,
         on_operation: Callable[[str, Any], None],
         queue_timeout: float = 0,
+        deadline: float = 0,
+        fresh: bool = False,
     ) -> pb.ExecuteResponse:
         """Run the action; on_operation(name, call) tells of the operation and of the
         call streaming it, so that it can be cancelled. queue_timeout: seconds the
-        action may wait for a worker before the operation is cancelled (0: no limit)."""
+        action may wait for a worker before the operation is cancelled (0: no limit);
+        deadline: seconds jailbake waits for the action in all (0: no limit). An
+        operation that says it runs another action is refused. fresh: the action runs
+        even if the service's action cache holds a result for it."""
         name = ""
         attempts = 0
         queued_since: float | None = None
+        started = time.monotonic()
         span = min(STREAM_SPAN, max(1.0, queue_timeout / 2)) if queue_timeout else STREAM_SPAN
+        if deadline:
+            span = min(span, max(1.0, deadline / 2))
         while True:
             # The stream is read in spans of STREAM_SPAN seconds (a span's end is not an
             # error): a service that says nothing while the action waits is asked again.
@@ -289,13 +357,21 @@ class Client:
                 )
             else:
                 call = self.execution.Execute(
-                    pb.ExecuteRequest(instance_name=self.instance, action_digest=action),
+                    pb.ExecuteRequest(
+                        instance_name=self.instance, action_digest=action, skip_cache_lookup=fresh
+                    ),
                     timeout=span,
                 )
             try:
                 told = None
                 for operation in call:
+                    self._check_action(operation, action)
                     if operation.name and (operation.name != name or told is not call):
+                        if told is call:  # one stream tells of one operation
+                            raise RemoteExecutionError(
+                                f"remote executor {self.url}: Execute: the stream of "
+                                f"operation {name} went on with operation {operation.name}"
+                            )
                         name, told = operation.name, call  # the call to cancel is this one
                         on_operation(name, call)
                     if operation.done:
@@ -306,6 +382,14 @@ class Client:
                         queued_since = None
                     attempts = 0
             except grpc.RpcError as exc:
+                if deadline and time.monotonic() - started > deadline:
+                    if name:
+                        self.cancel(name)
+                    raise RemoteExecutionError(
+                        f"remote executor {self.url}: the action did not finish in "
+                        f"{int(deadline)} s (JAILBAKE_REMOTE_TIMEOUT, "
+                        "JAILBAKE_REMOTE_QUEUE_TIMEOUT and a grace period)"
+                    ) from None
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and name:
                     waited = time.monotonic() - queued_since if queued_since else 0.0
                     if queue_timeout and waited > queue_timeout:
@@ -331,6 +415,17 @@ class Client:
                     "without a result"
                 )
             time.sleep(min(0.2 * 2**attempts, 5.0))
+
+    def _check_action(self, operation: ops.Operation, action: pb.Digest) -> None:
+        metadata = pb.ExecuteOperationMetadata()
+        if not (operation.HasField("metadata") and operation.metadata.Unpack(metadata)):
+            return
+        told = metadata.action_digest
+        if told.hash and (told.hash, told.size_bytes) != (action.hash, action.size_bytes):
+            raise RemoteExecutionError(
+                f"remote executor {self.url}: Execute: operation {operation.name} is for "
+                f"action {told.hash}/{told.size_bytes}, not {action.hash}/{action.size_bytes}"
+            )
 
     def _response(self, operation: ops.Operation) -> pb.ExecuteResponse:
         if operation.HasField("error") and operation.error.code != 0:

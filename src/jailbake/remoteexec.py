@@ -39,6 +39,8 @@ WRAPPER = (
     "exec bash build.sh 2>&1"
 )
 STEP_VARIABLES = {"TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+LOG_LIMIT = 64 << 20  # bytes of a step's stdout or stderr fetched from the executor
+CACHED = "from the remote executor's cache"
 DEFAULT_IMAGE = "docker://{image}"
 
 
@@ -53,7 +55,7 @@ class RemoteSettings:
     # Properties naming the workers that run root steps (uid 0, the capabilities of
     # ROOT_STEP_PRIVILEGES); none: root steps stay on this machine.
     root_properties: tuple[tuple[str, str], ...] = ()
-    timeout: int = 0  # seconds an action may run (0: the server's default)
+    timeout: int = 21600  # seconds an action may run (6 h: a kernel on a slow worker)
     queue_timeout: int = 3600  # seconds an action may wait for a worker
 
     @classmethod
@@ -77,7 +79,12 @@ class RemoteSettings:
             )
         properties = _properties(env, "JAILBAKE_REMOTE_PROPERTIES", where)
         root_properties = _properties(env, "JAILBAKE_REMOTE_ROOT_PROPERTIES", where)
-        timeout = _seconds(env, "JAILBAKE_REMOTE_TIMEOUT", "0", where)
+        timeout = _seconds(env, "JAILBAKE_REMOTE_TIMEOUT", str(cls.timeout), where)
+        if timeout == 0:
+            raise JailbakeError(
+                f"{where}: env.JAILBAKE_REMOTE_TIMEOUT: expected seconds > 0; an action "
+                "that never ends would hold the build forever"
+            )
         queue_timeout = _seconds(env, "JAILBAKE_REMOTE_QUEUE_TIMEOUT", "3600", where)
         return cls(
             url=url,
@@ -107,7 +114,7 @@ class RemoteSettings:
 
 def _seconds(env: Mapping[str, str], name: str, default: str, where: str) -> int:
     value = env.get(name, default)
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise JailbakeError(f"{where}: env.{name}: expected seconds, got {value!r}")
     return int(value)
 
@@ -135,6 +142,7 @@ class RemoteExecutor:
         self._lock = threading.Lock()
         self._running: dict[str, Any] = {}  # operation name -> the call streaming it
         self._cancelled = False
+        self._cached: set[Path] = set()  # work directories of steps answered from its cache
 
     @property
     def client(self) -> Any:
@@ -151,6 +159,8 @@ class RemoteExecutor:
         client = self.client
         action, blobs = self._action(step)
         wait = self.settings.queue_timeout
+        # How long jailbake waits in all: the queue, the action's own time, a grace period.
+        deadline = wait + self.settings.timeout * (1 + reapi.GRACE) + 5
         names: list[str] = []
 
         def started(name: str, call: Any) -> None:
@@ -168,10 +178,22 @@ class RemoteExecutor:
             if self._cancelled:
                 raise KeyboardInterrupt
             try:
-                response = client.execute(action.digest, on_operation=started, queue_timeout=wait)
+                response = client.execute(
+                    action.digest,
+                    on_operation=started,
+                    queue_timeout=wait,
+                    deadline=deadline,
+                    fresh=step.fresh,
+                )
             except reapi.MissingBlobs:  # the server dropped an input meanwhile: once more
                 client.upload(blobs)
-                response = client.execute(action.digest, on_operation=started, queue_timeout=wait)
+                response = client.execute(
+                    action.digest,
+                    on_operation=started,
+                    queue_timeout=wait,
+                    deadline=deadline,
+                    fresh=step.fresh,
+                )
         except reapi.RemoteExecutionError:
             if self._cancelled:  # the service ended the operation we cancelled
                 raise KeyboardInterrupt from None
@@ -181,6 +203,9 @@ class RemoteExecutor:
                 for name in names:
                     self._running.pop(name, None)
         result = response.result
+        if response.cached_result:
+            with self._lock:
+                self._cached.add(step.work)
         self._write_log(client, result, step.log)
         if result.exit_code == 0:
             self._fetch_outputs(client, result, step.work / "out")
@@ -231,14 +256,21 @@ class RemoteExecutor:
         action_blob = message_blob(action)
         return action_blob, [*root.blobs(), command_blob, action_blob]
 
+    def origin(self, step: Step) -> str:
+        with self._lock:
+            return CACHED if step.work in self._cached else ""
+
     def _write_log(self, client: Any, result: Any, log: Path) -> None:
         parts = []
         for raw, digest in ((result.stdout_raw, result.stdout_digest),
                             (result.stderr_raw, result.stderr_digest)):  # fmt: skip
             if raw:
-                parts.append(bytes(raw))
+                parts.append(bytes(raw)[-LOG_LIMIT:])
+            elif digest.hash and digest.size_bytes > LOG_LIMIT:
+                note = f"jailbake: {digest.size_bytes} bytes of output left on the executor "
+                parts.append(f"{note}(blob {digest.hash}; over {LOG_LIMIT} bytes)\n".encode())
             elif digest.hash and digest.size_bytes:
-                parts.append(client.read(digest))
+                parts.append(client.read(digest, limit=LOG_LIMIT))
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as f:
             for part in parts:

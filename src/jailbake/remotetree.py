@@ -5,6 +5,7 @@ messages, made from files on disk (an action's input root) and written back to d
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,12 +104,53 @@ class InputRoot:
         return list(self._blobs.values())
 
 
+MAX_DEPTH = 256  # directories within directories of a result
+MAX_ENTRIES = 2_000_000  # files, links and directories written for one result
+
+
 def write_tree(client: Client, tree_digest: pb.Digest, dest: Path) -> int:
     """Write the Tree message's directories and files under dest; returns the files
-    written. Names are checked: none may leave dest."""
+    written. An executor's answer is checked as a remote cache's is: names stay in
+    their directory, links inside dest, depth and entries are bounded (a Tree may
+    name one directory from many places), sizes and digests are the bytes'."""
     tree = pb.Tree.FromString(client.read(tree_digest))
     children = {message_blob(c).digest.hash: c for c in tree.children}
-    return _write_dir(client, tree.root, children, dest, "out")
+    dest.mkdir(exist_ok=True)
+    files = entries = 0
+    todo: list[tuple[Any, Path, str, int]] = [(tree.root, dest, "out", 0)]
+    while todo:
+        directory, at, where, depth = todo.pop()
+        names = [n.name for n in (*directory.files, *directory.symlinks, *directory.directories)]
+        if len(set(names)) != len(names):
+            twice = sorted(n for n in set(names) if names.count(n) > 1)
+            raise RemoteExecutionError(f"remote result: {where}: {twice[0]!r} is named twice")
+        entries += len(names)
+        if entries > MAX_ENTRIES:
+            raise RemoteExecutionError(f"remote result: more than {MAX_ENTRIES} entries")
+        for node in directory.files:
+            path = at / _name(node.name, where)
+            client.read_file(node.digest, path)
+            path.chmod(0o755 if node.is_executable else 0o644)
+            files += 1
+        for link in directory.symlinks:
+            name = _name(link.name, where)
+            _check_link(f"{where}/{name}", link.target)
+            os.symlink(link.target, at / name)
+        for sub in directory.directories:
+            name = _name(sub.name, where)
+            child = children.get(sub.digest.hash)
+            if child is None:
+                raise RemoteExecutionError(
+                    f"remote result: {where}/{name}: directory {sub.digest.hash} is not in "
+                    "the output tree"
+                )
+            if depth + 1 > MAX_DEPTH:
+                raise RemoteExecutionError(
+                    f"remote result: {where}/{name}: deeper than {MAX_DEPTH} directories"
+                )
+            (at / name).mkdir()
+            todo.append((child, at / name, f"{where}/{name}", depth + 1))
+    return files
 
 
 def _name(name: str, where: str) -> str:
@@ -117,29 +159,15 @@ def _name(name: str, where: str) -> str:
     return name
 
 
-def _write_dir(
-    client: Client, directory: Any, children: dict[str, Any], dest: Path, where: str
-) -> int:
-    dest.mkdir(exist_ok=where == "out")
-    names = [n.name for n in (*directory.files, *directory.symlinks, *directory.directories)]
-    if len(set(names)) != len(names):
-        twice = sorted(n for n in set(names) if names.count(n) > 1)
-        raise RemoteExecutionError(f"remote result: {where}: {twice[0]!r} is named twice")
-    count = 0
-    for node in directory.files:
-        path = dest / _name(node.name, where)
-        path.write_bytes(client.read(node.digest))
-        path.chmod(0o755 if node.is_executable else 0o644)
-        count += 1
-    for link in directory.symlinks:
-        os.symlink(link.target, dest / _name(link.name, where))
-    for sub in directory.directories:
-        child = children.get(sub.digest.hash)
-        if child is None:
-            raise RemoteExecutionError(
-                f"remote result: {where}/{sub.name}: directory {sub.digest.hash} is not in "
-                "the output tree"
-            )
-        name = _name(sub.name, where)
-        count += _write_dir(client, child, children, dest / name, f"{where}/{name}")
-    return count
+def _check_link(where: str, target: str) -> None:
+    """A link of a result points inside the result ('out/...'), as unpacked ones do."""
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(where), target))
+    if (
+        not target
+        or "\0" in target
+        or target.startswith("/")
+        or not (resolved == "out" or resolved.startswith("out/"))
+    ):
+        raise RemoteExecutionError(
+            f"remote result: symbolic link {where} -> {target!r} points outside the output"
+        )

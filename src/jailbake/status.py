@@ -76,7 +76,7 @@ def describe(outcome: Outcome) -> str:
         return reused(outcome.result.key, outcome.seconds)
     if outcome.status == "downloaded":
         return f"from the remote cache in {took} ({key})"
-    text = f"built in {took} ({key})"
+    text = f"{outcome.origin or 'built'} in {took} ({key})"
     if outcome.previous is not None:
         same = outcome.previous == outcome.result.output_digest
         text += (
@@ -190,8 +190,9 @@ class Progress:
                 self._running[name].log = path
 
     def failed(self, name: str, exc: Exception) -> None:
+        # What went wrong is the build's error line (or --keep-going's summary): said once.
         log_path = getattr(exc, "log_path", None)
-        where = f" (log: {log_path})" if log_path else f": {exc}"
+        where = f" (log: {log_path})" if log_path else ""
         with self._lock:
             started = self._running.pop(name, None)
             took = f" after {time.monotonic() - started.started:.1f}s" if started else ""

@@ -161,7 +161,7 @@ class Store:
     def _clean_stale_tmp(self) -> None:
         for entry in (self.root / "tmp").iterdir():
             pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not process_alive(int(pid)):
+            if (pid.isascii() and pid.isdigit()) and not process_alive(int(pid)):
                 with contextlib.suppress(OSError):
                     remove_tree(entry)
 
