@@ -63,9 +63,9 @@ def main() -> None:
     if not in_venv:
         os.execv(_venv_python(), [_venv_python(), __file__, *sys.argv[1:]])
     sys.path.insert(0, os.path.join(HERE, "src"))
-    from jailbake.client import main as client_main
+    from jailbake.cli import main as cli_main
 
-    sys.exit(client_main())
+    sys.exit(cli_main())
 
 
 if __name__ == "__main__":

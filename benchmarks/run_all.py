@@ -7,8 +7,6 @@
 |-----------------------------------|------------------------------------|
 | no-op build of a 500-recipe graph | python start-up (`python -c pass`) |
 | one leaf recipe edited            | python start-up                    |
-| both again, sent to a resident    | python start-up                    |
-| `jailbake server`                 |                                    |
 | cold build of that graph (-j 2)   | each recipe's script run under the |
 |                                   | same bubblewrap sandbox, in turn   |
 | 10 one-line docker steps          | 10 x `podman run --rm` (same image)|
@@ -109,16 +107,11 @@ def sandboxed_scripts(count: int, work: Path, jobs: int, trash: Path) -> float:
     return time.monotonic() - start
 
 
-def build(
-    project: Path, cache: Path, *args: str, runtime: Path | None = None
-) -> Callable[[], float]:
-    """A build in a new Python (jailbake.cli), or with runtime, sent to the resident
-    server whose socket is there (jailbake.client)."""
-    entry = "jailbake.client" if runtime else "jailbake.cli"
-    argv = [PYTHON, "-m", entry, "build", "layer.yml", "--cache-dir", str(cache),
+def build(project: Path, cache: Path, *args: str) -> Callable[[], float]:
+    """A build in a new Python (jailbake.cli)."""
+    argv = [PYTHON, "-m", "jailbake.cli", "build", "layer.yml", "--cache-dir", str(cache),
             "--artifacts-dir", str(project / "artifacts"), *args]  # fmt: skip
-    env = dict(ENV, XDG_RUNTIME_DIR=str(runtime)) if runtime else None
-    return lambda: timed(argv, cwd=project, env=env)
+    return lambda: timed(argv, cwd=project)
 
 
 def main() -> None:
@@ -172,25 +165,6 @@ def main() -> None:
 
         t, f, r = paired(edited, floor, args.runs)
         rows.append(("one leaf recipe edited", t, "python start-up", f, r))
-
-        # The same two through a resident server (jailbake server start).
-        runtime = work / "runtime"
-        runtime.mkdir(mode=0o700)
-        server = [PYTHON, "-m", "jailbake.client", "server"]
-        env = dict(ENV, XDG_RUNTIME_DIR=str(runtime))
-        subprocess.run([*server, "start"], cwd=graph, env=env, check=True)
-        try:
-            noop = build(graph, work / "cold", *host, runtime=runtime)
-            t, f, r = paired(noop, floor, args.runs)
-            rows.append(("no-op build, resident server", t, "python start-up", f, r))
-            t, f, r = paired(edited, floor, args.runs)
-            rows.append(("one leaf recipe edited, resident server", t, "python start-up", f, r))
-            served = subprocess.run([*server, "status"], cwd=graph, env=env,
-                                    capture_output=True, text=True).stderr  # fmt: skip
-            if f"{2 * args.runs} commands served" not in served:
-                sys.exit(f"the builds were not all served: {served}")
-        finally:
-            subprocess.run([*server, "stop"], cwd=graph, env=env, capture_output=True)
 
         image = "localhost/jailbake-debian-build"
         have_podman = shutil.which("podman") and os.environ.get("DOCKER_HOST")

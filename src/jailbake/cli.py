@@ -526,35 +526,6 @@ def _cmd_base_image(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_server(args: argparse.Namespace) -> int:
-    import time
-
-    from . import server
-    from .status import plural
-
-    if args.action == "start":
-        if args.foreground:
-            print(f"[jailbake] server: serving until stopped, or idle for "
-                  f"{args.idle_timeout:g} min", file=sys.stderr)  # fmt: skip
-        state = server.start(main, args.idle_timeout, foreground=args.foreground)
-        if not args.foreground:
-            print(f"[jailbake] server started (pid {state.pid}), listening on {state.socket}; "
-                  f"it stops after {state.idle_minutes:g} min without a command",
-                  file=sys.stderr)  # fmt: skip
-        return 0
-    found = server.stop() if args.action == "stop" else server.status()
-    if found is None:
-        print("[jailbake] no server runs", file=sys.stderr)
-        return 1 if args.action == "status" else 0
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(found.started))
-    verb = "stopping" if args.action == "stop" else "runs"
-    log = f", log {found.log}" if found.log else ""
-    print(f"[jailbake] server {verb} (pid {found.pid}, since {since}, "
-          f"{plural(found.served, 'command')} served, socket {found.socket}{log}, "
-          f"idle timeout {found.idle_minutes:g} min)", file=sys.stderr)  # fmt: skip
-    return 0
-
-
 def _with_command(argv: list[str]) -> list[str]:
     """argv with its command: 'build' when none is given. A first word that is neither a
     command nor a layer file is an unknown command, not a layer file that is missing."""
@@ -620,7 +591,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _cmd_run,
         "verify": _cmd_verify,
         "base-image": _cmd_base_image,
-        "server": _cmd_server,
     }
     try:
         code = commands[args.command](args)

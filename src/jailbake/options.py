@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 from . import __version__
-from .rendezvous import IDLE_MINUTES
 
 COMMANDS = (
     "build",
@@ -29,7 +28,6 @@ COMMANDS = (
     "run",
     "verify",
     "base-image",
-    "server",
 )
 EXECUTORS = ("docker", "host", "remote")
 EXECUTOR_HELP = (
@@ -131,7 +129,7 @@ def _artifacts_dir(sp: argparse.ArgumentParser) -> None:
     )
 
 
-@functools.cache  # built once by a resident server (jailbake server) for all its commands
+@functools.cache
 def parser() -> argparse.ArgumentParser:
     """The whole command line; parsing does not change it."""
     p = argparse.ArgumentParser(
@@ -466,24 +464,4 @@ def parser() -> argparse.ArgumentParser:
     bi.add_argument("--mirror", default=None, help="Debian mirror (default: this machine's)")
     bi.add_argument("--force", action="store_true", help="recreate it even if present")
 
-    sv = _subparser(
-        sub,
-        "server",
-        "a resident process that keeps jailbake loaded: commands of this user and "
-        "installation start in a fork of it instead of a new Python",
-    )
-    sv.add_argument(
-        "action",
-        choices=("start", "stop", "status"),
-        help="start one (it listens once this returns), stop it (the commands it runs "
-        "finish), or show it",
-    )
-    sv.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=IDLE_MINUTES,
-        metavar="MINUTES",
-        help="with start: stop after this long without a command",
-    )
-    sv.add_argument("--foreground", action="store_true", help="with start: serve in this process")
     return p

@@ -169,7 +169,7 @@ class Progress:
         self._started = time.monotonic()
         self._drawn = 0  # lines of the live block on the screen now
         self._stop = threading.Event()
-        self._heartbeat = _heartbeat()  # read now: a resident server imported this module
+        self._heartbeat = _heartbeat()  # read per build: the environment may change
 
     # -- events from the scheduler ------------------------------------------------------
     def __call__(self, name: str, outcome: Outcome | None) -> None:
