@@ -101,7 +101,7 @@ def test_a_remote_layer_pinned_by_commit(project: Project, served: Served, tmp_p
                          str(project.cache), check=True)  # fmt: skip
     (app,) = json.loads(listed.stdout)
     assert app["file"].endswith("recipes/app.yml")
-    dumped = project.run("dump", "layer.yml", check=True)
+    dumped = project.run("dump", "layer.yml", "--cache-dir", str(project.cache), check=True)
     assert yaml.safe_load(dumped.stdout)["repos"]["bsp"]["commit"] == two
 
     # A commit the server does not have: one line.
@@ -208,3 +208,27 @@ def test_kas_patches_on_a_remote_layer(project: Project, served: Served, tmp_pat
     assert result.rc != 0
     (line,) = result.stderr.strip().splitlines()
     assert "repos.bsp.patches" in line and "greet.patch does not apply" in line
+
+
+def test_reading_a_layer_runs_no_network_command(
+    project: Project, served: Served, tmp_path: Path
+) -> None:
+    """list, explain, graph and dump read remote layer repositories from the cache only;
+    fetch (or build) is what asks the server."""
+    one = served.commit("one")
+    for pin in ({"commit": one}, {"branch": "main"}):
+        layer(project, served.url, **pin)
+        for command in (("list",), ("explain", "app"), ("graph",), ("dump",)):
+            config = ["layer.yml"] if command[0] != "explain" else ["layer.yml", "app"]
+            result = project.run(command[0], *config, "--cache-dir", str(project.cache))
+            assert result.rc != 0, command
+            errors = [ln for ln in result.stderr.splitlines() if not ln.startswith("[jailbake]")]
+            assert len(errors) == 1 and "reading a layer fetches nothing" in errors[0], errors
+            assert not list(project.cache.glob("git/*.git")), command  # nothing was fetched
+    fetched = project.run("fetch", "layer.yml", "--cache-dir", str(project.cache))
+    assert fetched.rc == 0, fetched.stderr
+    listed = project.run("list", "layer.yml", "--cache-dir", str(project.cache), "--executor",
+                         "host")  # fmt: skip
+    assert listed.rc == 0 and "app" in listed.stdout, listed.stderr
+    resolved = project.run("dump", "layer.yml", "--resolve-refs", "--cache-dir", str(project.cache))
+    assert resolved.rc == 0, resolved.stderr

@@ -99,9 +99,20 @@ def _split_config(
     return None, args
 
 
-def _graph(args: argparse.Namespace, config: str | None, targets: Sequence[str] = ()) -> Graph:
+READING = "reading a layer fetches nothing; 'jailbake fetch' (or build) puts it in the cache"
+
+
+def _graph(
+    args: argparse.Namespace,
+    config: str | None,
+    targets: Sequence[str] = (),
+    *,
+    reading: bool = False,
+) -> Graph:
     """The graph of the layer files; remote layer repositories go into the command's cache
-    (from its mirrors, not the network, with --offline)."""
+    (from its mirrors, not the network, with --offline). reading: a command that only
+    reads the layers (list, explain, graph, dump, log, clean) runs no network command,
+    and takes remote layer repositories from the cache alone."""
     from .bake import load_graph
     from .fetch import Fetcher, resolve_mirror
     from .layerrepos import LayerRepos
@@ -109,7 +120,10 @@ def _graph(args: argparse.Namespace, config: str | None, targets: Sequence[str] 
 
     store = Store(getattr(args, "cache_dir", None) or default_cache_dir())
     mirrors = [resolve_mirror(m, Path.cwd()) for m in getattr(args, "mirror", None) or []]
-    fetcher = Fetcher(store, mirrors, offline=bool(getattr(args, "offline", False)))
+    if reading:
+        fetcher = Fetcher(store, mirrors, offline=True, offline_reason=READING)
+    else:
+        fetcher = Fetcher(store, mirrors, offline=bool(getattr(args, "offline", False)))
     return load_graph(_configs(config), tuple(targets), repos=LayerRepos(fetcher))
 
 
@@ -195,10 +209,15 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _builder(
-    args: argparse.Namespace, config: str | None, targets: Sequence[str] = (), *, keys: bool = True
+    args: argparse.Namespace,
+    config: str | None,
+    targets: Sequence[str] = (),
+    *,
+    keys: bool = True,
+    reading: bool = True,
 ) -> tuple[Graph, RecipeBuilder]:
     """The graph and a builder for questions about it; keys: the command shows keys (and
-    says which executor they are for when no build told)."""
+    says which executor they are for when no build told); reading: see _graph."""
     from .action import RecipeBuilder
     from .bake import make_executor, remote_settings
     from .executors import HostExecutor
@@ -206,7 +225,7 @@ def _builder(
     from .request import ExecutorKind
     from .store import Store, default_cache_dir
 
-    graph = _graph(args, config, targets)
+    graph = _graph(args, config, targets, reading=reading)
     store = Store(args.cache_dir or default_cache_dir())
     kind = args.executor or store.remembered_executor(graph.layer.files)
     if kind is None:
@@ -303,7 +322,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 def _cmd_dump(args: argparse.Namespace) -> int:
     from .dump import dump
 
-    graph = _graph(args, args.config, args.target)
+    graph = _graph(args, args.config, args.target, reading=not args.resolve_refs)
     sys.stdout.write(dump(graph, resolve_refs=args.resolve_refs, lock=args.lock))
     return 0
 
@@ -360,7 +379,7 @@ def _cmd_log(args: argparse.Namespace) -> int:
     from .store import Store, default_cache_dir
 
     config, (name,) = _split_config(args.args, "log [CONFIG] RECIPE")
-    graph = _graph(args, config, (name,))
+    graph = _graph(args, config, (name,), reading=True)
     _recipe_of(graph, name, "log")
     store = Store(args.cache_dir or default_cache_dir())
     path = store.log_path(name)
@@ -380,7 +399,7 @@ def _cmd_shell(args: argparse.Namespace) -> int:
     from .shell import open_shell
 
     config, (name,) = _split_config(args.args, "shell [CONFIG] RECIPE")
-    graph, builder = _builder(args, config, (name,))
+    graph, builder = _builder(args, config, (name,), reading=False)
     _recipe_of(graph, name, "shell")
     return open_shell(graph, builder, name, command=args.shell_command, workdir=args.workdir)
 
@@ -399,7 +418,7 @@ def _cmd_workspace(args: argparse.Namespace) -> int:
         return 0
     if args.finish or args.reset:
         config, (name,) = _split_config(words, "workspace --finish|--reset [CONFIG] RECIPE")
-        graph, builder = _builder(args, config, (name,), keys=False)
+        graph, builder = _builder(args, config, (name,), keys=False, reading=False)
         _recipe_of(graph, name, "workspace")
         if args.reset:
             print(reset_workspace(builder, name), file=sys.stderr)
@@ -412,7 +431,7 @@ def _cmd_workspace(args: argparse.Namespace) -> int:
         config, name, dest = None, words[0], (words[1] if len(words) == 2 else None)
     else:
         raise JailbakeError("expected workspace [CONFIG] RECIPE [DIR]")
-    graph, builder = _builder(args, config, (name,), keys=False)
+    graph, builder = _builder(args, config, (name,), keys=False, reading=False)
     _recipe_of(graph, name, "workspace")
     print(start_workspace(graph, builder, name, dest, args), file=sys.stderr)
     return 0

@@ -74,10 +74,12 @@ class Fetcher:
         *,
         offline: bool = False,
         progress: bool | None = None,
+        offline_reason: str = "--offline forbids fetching",
     ) -> None:
         self.store = store
         self.mirrors = list(mirrors)
         self.offline = offline
+        self.offline_reason = offline_reason  # said when something cannot be had offline
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._session: requests.Session | None = None
         # Told of every download: (kind, name, start, recipe=..., **details).
@@ -193,7 +195,7 @@ class Fetcher:
         if self.offline and not is_local(source.location):
             raise FetchError(
                 f"{recipe}: {source.location} (sha256 {source.sha256}) is not "
-                f"in the cache or any mirror, and --offline forbids downloading{seen}"
+                f"in the cache or any mirror, and {self.offline_reason}{seen}"
             )
         try:
             self._try(recipe, source, source.location, mirror=False)
@@ -327,7 +329,7 @@ class Fetcher:
             if self.offline and not is_local(url):
                 raise FetchError(
                     f"{recipe}: {url} commit {commit} is not in the cache or any "
-                    "mirror, and --offline forbids fetching"
+                    f"mirror, and {self.offline_reason}"
                 )
             start = time.monotonic()
             self._fetch_git(recipe, url, commit, git_dir)

@@ -438,11 +438,12 @@ def _remote_repo(
         raise RecipeError(
             first, f"repos.{name}", "a remote repository needs a commit (or a branch or tag)"
         )
-    if repos is None:
+    if repos is None:  # a reader's: the cache only, no network command
         from .fetch import Fetcher
         from .store import Store, default_cache_dir
 
-        repos = LayerRepos(Fetcher(Store(default_cache_dir())))
+        reason = "reading a layer fetches nothing; 'jailbake fetch' puts it in the cache"
+        repos = LayerRepos(Fetcher(Store(default_cache_dir()), offline=True, offline_reason=reason))
     url = str(repo["url"])
     problem = gitcmd.url_problem(url)
     if problem:

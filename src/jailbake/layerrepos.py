@@ -91,8 +91,9 @@ class LayerRepos:
         commit = cp.stdout.decode().strip()
         if cp.returncode != 0 or not COMMIT_RE.match(commit):
             raise FetchError(
-                f"{origin}: repos.{pin.name}: --offline: the cache has not seen {pin.ref} "
-                f"of {pin.url}; pin a commit (jailbake lock) or build once online"
+                f"{origin}: repos.{pin.name}: the cache has not seen {pin.ref} of {pin.url} "
+                f"({self.fetcher.offline_reason}); pin a commit (jailbake lock) or build once "
+                "online"
             )
         return commit
 
