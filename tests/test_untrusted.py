@@ -308,3 +308,29 @@ def test_a_mirror_image_archive_names_only_its_own_image(
             tar.addfile(info, io.BytesIO(data))
     with pytest.raises(FetchError, match="expected an image archive of"):
         load_image(None, [str(tmp_path)], tag)  # refused before the engine is asked
+
+
+def test_no_archive_member_is_named_like_the_newc_trailer() -> None:
+    """A member named TRAILER!!! would end the archive for the kernel and cpio, and
+    every member sorted after it would be lost."""
+    import io
+
+    from jailbake.image.cpio import Entry, write_newc
+
+    entries = [
+        Entry("TRAILER!!!", stat.S_IFREG | 0o644, data=b"x"),
+        Entry("bin", stat.S_IFDIR | 0o755),
+    ]
+    with pytest.raises(ValueError, match="would end the archive"):
+        write_newc(entries, io.BytesIO())
+
+
+def test_a_workspace_record_names_commits_only(tmp_path: Path) -> None:
+    """The commits a workspace record keeps reach git's argument list."""
+    from jailbake.workspace import Workspace
+
+    record = {"recipe": "r", "recipe_file": "/x/r.yml", "dir": "/x/ws", "patches": []}
+    for base in ("--output=/tmp/x", "a" * 40 + "\n", "HEAD"):
+        with pytest.raises(ValueError, match="40-hex commit"):
+            Workspace.from_dict({**record, "base": base})
+    assert Workspace.from_dict({**record, "base": "a" * 40}).base == "a" * 40

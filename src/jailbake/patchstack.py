@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from . import gitcmd, run
+from . import gitcmd, paths, run
 from .keys import digest_of, path_digest
 from .recipe import Patch, Recipe
 from .workspace import PatchCommit, Workspace, WorkspaceError
@@ -128,9 +128,10 @@ def _apply(repo: Path, recipe: Recipe, i: int, patch: Patch, env: Mapping[str, s
         if cp.returncode == 0:
             return git(repo, "log", "-1", "--format=%s").strip()
         git(repo, "am", "--abort", env=env, check=False)
+    where_to = paths.check_inside(repo, patch.dest, origin=f"{recipe.name}: {patch.rel}: dest")
     cp = run.run(
         ["patch", f"-p{patch.strip}", "--batch", "--forward", "--no-backup-if-mismatch",
-         "-d", repo / patch.dest if patch.dest else repo, "-i", patch.path],
+         "-d", where_to, "-i", patch.path],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         check=False,

@@ -29,6 +29,7 @@ from typing import Any
 
 from .errors import JailbakeError
 from .keys import digest_of, file_sha256, tree_manifest
+from .recipe import COMMIT_RE
 from .store import WORKSPACES, copy_hashed, remove_tree
 
 STATE_DIR = WORKSPACES
@@ -37,6 +38,14 @@ BUILD_DIR = "workspace-builds"
 # tick of the file system's clock, unseen by its times: it is hashed again next time.
 RACY_NS = 2_000_000_000
 VCS_DIR = ".git"
+
+
+def _commit(value: Any) -> str:
+    """A commit id from a workspace record: it reaches git's argument list."""
+    text = str(value)
+    if not COMMIT_RE.fullmatch(text):
+        raise ValueError(f"expected a 40-hex commit id, got {text!r}")
+    return text
 
 
 class WorkspaceError(JailbakeError):
@@ -85,13 +94,13 @@ class Workspace:
             recipe=str(data["recipe"]),
             recipe_file=Path(data["recipe_file"]),
             dir=Path(data["dir"]),
-            base=str(data["base"]),
+            base=_commit(data["base"]),
             patches=tuple(
                 PatchCommit(
                     str(p["rel"]),
-                    str(p["commit"]),
+                    _commit(p["commit"]),
                     str(p["subject"]),
-                    tuple(str(c) for c in p.get("commits") or [p["commit"]]),
+                    tuple(_commit(c) for c in p.get("commits") or [p["commit"]]),
                 )
                 for p in data.get("patches", [])
             ),

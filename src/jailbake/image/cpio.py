@@ -106,6 +106,8 @@ def write_newc(entries: Iterable[Entry], out: BinaryIO) -> int:
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise ValueError(f"duplicate archive member {dup!r}")
+    if TRAILER in names:  # the kernel and cpio stop reading at it
+        raise ValueError(f"an archive member named {TRAILER!r} would end the archive there")
     groups: dict[str, list[int]] = {}
     for i, e in enumerate(members):
         if e.hardlink_group and e.is_file:

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 SECTOR = 512
 ALIGN = 1 << 20  # the first partition starts at 1 MiB, as every partition tool does
 CHUNK = 1 << 20
-UNSAFE_NAME_CHARS = ('"', "\n")  # debugfs' command parser cannot quote these
+UNSAFE_NAME_CHARS = ('"', "\n", "\r")  # debugfs' command parser cannot quote these
 
 
 def sh(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> None:
