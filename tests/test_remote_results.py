@@ -184,7 +184,7 @@ def test_a_step_that_never_ends_is_stopped_at_its_deadline(
     fake.knobs.run_forever = True
     one_step(project)
     started = time.monotonic()
-    # 2 s to run, 1 s in the queue, and the grace period made short for the test
+    # 2 s to run: jailbake stops waiting 2.2 + 5 s after the worker took it
     rc, stderr = build(
         project, fake, tmp_path,
         "  JAILBAKE_REMOTE_TIMEOUT: '2'\n", "  JAILBAKE_REMOTE_QUEUE_TIMEOUT: '1'\n",
@@ -194,10 +194,19 @@ def test_a_step_that_never_ends_is_stopped_at_its_deadline(
     assert fake.seen.cancelled
 
 
-def test_no_deadline_is_refused(project: Project, fake: FakeREAPI, tmp_path: Path) -> None:
+def test_without_a_timeout_the_service_decides_and_jailbake_waits_6_hours(
+    project: Project, fake: FakeREAPI, tmp_path: Path
+) -> None:
+    """Services cap an action's timeout (BuildGrid refuses one above its maximum): none
+    is sent unless the layer sets one, and jailbake's own wait is bounded anyway."""
+    from jailbake.remoteexec import DEFAULT_WAIT, RemoteSettings
+
     one_step(project)
-    rc, stderr = build(project, fake, tmp_path, "  JAILBAKE_REMOTE_TIMEOUT: '0'\n")
-    assert rc != 0 and "expected seconds > 0" in stderr
+    rc, stderr = build(project, fake, tmp_path)
+    assert rc == 0, stderr
+    assert not fake.seen.actions[0].HasField("timeout")
+    assert RemoteSettings(url="grpc://h:1").wait_limit == DEFAULT_WAIT
+    assert RemoteSettings(url="grpc://h:1", timeout=100).wait_limit == 115
 
 
 def test_a_large_output_log_is_left_on_the_executor(

@@ -4,12 +4,14 @@ and it never starts a second line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,8 @@ def hostile_urls(marker: Path) -> list[str]:
         "https://example.org/x.git\n--upload-pack=touch",
         "https://example.org/x y.git",
         "ftp://example.org/x.git",
+        "http://[::1/x.git",
+        f"ssh://[-oProxyCommand=touch {marker}]/y",
     ]
 
 
@@ -334,3 +338,32 @@ def test_a_workspace_record_names_commits_only(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="40-hex commit"):
             Workspace.from_dict({**record, "base": base})
     assert Workspace.from_dict({**record, "base": "a" * 40}).base == "a" * 40
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="needs bubblewrap")
+def test_a_steps_variables_are_in_no_command_line(project: Project, tmp_path: Path) -> None:
+    """A secret in a step's variables reaches the step, and no process's command line
+    (which every user of the machine may read)."""
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    project.recipe(
+        "r",
+        environment={"TOKEN": secret},
+        script='touch "$WORKDIR/started"; sleep 3; mkdir -p "$OUT"; echo "$TOKEN" > "$OUT/r.txt"',
+        outputs=[{"path": "r.txt", "publish": True}],
+    )
+    proc = project.start("--executor", "host", "--artifacts-dir", str(tmp_path / "art"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not list((project.cache / "tmp").glob("*-r-*/started")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the step never started"
+            time.sleep(0.05)
+        seen = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                if secret.encode() in cmdline.read_bytes():
+                    seen.append(cmdline)
+        assert seen == []
+    finally:
+        assert proc.wait(timeout=120) == 0
+    assert (tmp_path / "art" / "r.txt").read_text() == secret + "\n"

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # the remote cache's code loads only for --remote-cache
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
 TAIL_BYTES = 64 << 10  # where the last lines are looked for
-PRINTABLE_ONLY = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x1f\x7f]")
+PRINTABLE_ONLY = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x1f\x7f-\x9f]")
 MAX_ARG_STRLEN = 131072  # Linux: 32 pages
 RAN_AT = ".jailbake-ran-at"  # in a kept work directory: where its step ran
 DEP_COPIES = "dep-trees"  # in a workspace's build directory: its dependencies' outputs

@@ -163,8 +163,11 @@ def make_base_image(client: Any, suite: str, mirror: str, workdir: Path) -> str:
     """Create BASE_IMAGE:suite with mmdebstrap and import it through the engine API."""
     if not re.fullmatch(r"[a-z][a-z0-9.-]*", suite):
         raise EngineError(f"--suite: expected a Debian suite such as bookworm, got {suite!r}")
-    if not re.fullmatch(r"(https?|file)://[^\s]+", mirror):
-        raise EngineError(f"--mirror: expected an http(s):// or file:// URL, got {mirror!r}")
+    if not re.fullmatch(r"(mirror\+)?(https?|file)://[^\s]+", mirror):
+        raise EngineError(
+            f"base-image: the Debian mirror (--mirror, else this machine's apt sources): "
+            f"expected an http(s):// or file:// URL, got {mirror!r}"
+        )
     tag = f"{BASE_IMAGE}:{suite}"
     tarball = workdir / f"{suite}.tar"
     run.run(

@@ -168,7 +168,7 @@ def bwrap_argv(
     as_root: bool,
     new_session: bool = True,
     work_at: Path | None = None,
-    env: Mapping[str, str] | None = None,
+    env_fd: int | None = None,
 ) -> list[str]:
     """bubblewrap around a host step: the host read-only, the step's work directory and
     nothing else writable, its dependencies read-only, no network, a fresh /tmp, and
@@ -176,7 +176,8 @@ def bwrap_argv(
 
     bwrap itself is found on jailbake's own PATH and started with jailbake's clean
     environment: the step's variables (a recipe's PATH or LD_PRELOAD among them) are
-    set inside the sandbox only (env), never for the process that builds it."""
+    set inside the sandbox only, read by bwrap from env_fd (see sandbox_env), never
+    given to the process that builds it nor shown in its command line."""
     argv = [
         host_tool("bwrap"),
         *("--ro-bind", "/", "/"),
@@ -201,11 +202,22 @@ def bwrap_argv(
         "--die-with-parent",
         *(("--cap-drop", "ALL") if as_root else ("--unshare-user",)),
     ]
-    if env is not None:
-        argv.append("--clearenv")
-        for key, value in sorted(env.items()):
-            argv += ["--setenv", key, value]
+    if env_fd is not None:
+        argv += ["--args", str(env_fd)]
     return argv
+
+
+def sandbox_env(env: Mapping[str, str]) -> int:
+    """A file descriptor holding bwrap's arguments (NUL-separated, for --args) that
+    give the sandbox exactly env: secrets in a step's variables stay out of every
+    process's command line. The caller closes it once bwrap has started."""
+    args = ["--clearenv"]
+    for key, value in sorted(env.items()):
+        args += ["--setenv", key, value]
+    fd = os.memfd_create("jailbake-step-env")  # close-on-exec unless passed
+    os.write(fd, b"".join(os.fsencode(a) + b"\0" for a in args))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def host_tool(name: str) -> str:
@@ -283,12 +295,17 @@ class HostExecutor:
             return "confinement was turned off"
         if shutil.which(host_tool("bwrap")) is None:
             return "bubblewrap (bwrap) is not installed"
-        cp = run.run(
-            [*bwrap_argv(None, [], as_root=os.getuid() == 0), "true"],
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        fd = sandbox_env({})  # bwrap 0.5 or later: --clearenv
+        try:
+            cp = run.run(
+                [*bwrap_argv(None, [], as_root=os.getuid() == 0, env_fd=fd), "true"],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(fd,),
+            )
+        finally:
+            os.close(fd)
         if cp.returncode != 0:
             detail = cp.stderr.decode(errors="replace").strip().splitlines()
             return f"bwrap does not work here: {detail[-1] if detail else cp.returncode}"
@@ -301,16 +318,20 @@ class HostExecutor:
             trees.append(tree)
         env = _variables(step, step.work)
         argv: list[str | Path] = [host_tool("bash"), step.work / "build.sh"]
+        fds: tuple[int, ...] = ()
         if self.confined:
             env["TMPDIR"] = "/tmp"
-            inside = run.clean_env(env)
-            argv = [*bwrap_argv(step.work, trees, as_root=os.getuid() == 0, env=inside), *argv]
+            fds = (sandbox_env(run.clean_env(env)),)
+            argv = [*bwrap_argv(step.work, trees, as_root=os.getuid() == 0, env_fd=fds[0]), *argv]
             env = {}
         with step.log.open("ab") as logf:
             try:
-                proc = run.start(argv, cwd=step.work / "src", env=env, output=logf)
+                proc = run.start(argv, cwd=step.work / "src", env=env, output=logf, pass_fds=fds)
             except OSError as exc:
                 raise StepError(f"{step.recipe}: cannot start its step: {exc.strerror}") from None
+            finally:
+                for fd in fds:
+                    os.close(fd)
             with self._lock:
                 self._running.add(proc)
                 cancelled = self._cancelled
@@ -346,9 +367,10 @@ class HostExecutor:
             )
         env = {**_variables(step, at), **_shell_variables(step)}
         argv: list[str | Path] = [host_tool("bash"), "-c", shell_script(command)]
+        fds: tuple[int, ...] = ()
         if self.confined:
             env["TMPDIR"] = "/tmp"
-            inside, env = run.clean_env(env), {}
+            fds, env = (sandbox_env(run.clean_env(env)),), {}
             # The user's own shell: it keeps the terminal (no session of its own).
             sandbox = bwrap_argv(
                 step.work,
@@ -356,16 +378,20 @@ class HostExecutor:
                 as_root=os.getuid() == 0,
                 new_session=False,
                 work_at=step.ran_at,
-                env=inside,
+                env_fd=fds[0],
             )
             argv = [*sandbox, *argv]
         # Ctrl-C belongs to the shell and what runs in it, not to jailbake waiting for it
         # (a handler, unlike SIG_IGN, is not inherited by the shell).
         previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
         try:
-            return run.run(argv, cwd=step.work / "src", env=env, check=False).returncode
+            return run.run(
+                argv, cwd=step.work / "src", env=env, check=False, pass_fds=fds
+            ).returncode
         finally:
             signal.signal(signal.SIGINT, previous)
+            for fd in fds:
+                os.close(fd)
 
     def cancel(self) -> None:
         """Stop the running steps: confined ones run in a session of their own and do not

@@ -25,15 +25,13 @@ ENV = {
     "GIT_ALLOW_PROTOCOL": ":".join(SCHEMES),
     "GIT_PROTOCOL_FROM_USER": "0",
     "GIT_TERMINAL_PROMPT": "0",  # no prompt for a password on a terminal
-    "GIT_CONFIG_NOSYSTEM": "1",
 }
 CONFIG = (
     "protocol.allow=never",
     *(f"protocol.{scheme}.allow=always" for scheme in SCHEMES),
     "core.hooksPath=/dev/null",  # no hook of any repository runs
     "core.fsmonitor=false",
-    "core.sshCommand=ssh",  # not a command a repository's configuration names
-    "commit.gpgSign=false",  # nor gpg.program
+    "commit.gpgSign=false",  # no gpg.program runs
     "tag.gpgSign=false",
 )
 
@@ -74,16 +72,20 @@ def url_problem(url: str) -> str | None:
     """Why url cannot name a git repository for jailbake, or None if it can."""
     if not url:
         return "expected a git URL, got an empty string"
-    if _CONTROL.search(url):
+    if _CONTROL.search(url.replace(" ", "") if url.startswith("/") else url):
         return f"expected a URL without spaces or control characters, got {url!r}"
     if url.startswith("-"):
         return f"expected a URL, got {url!r}, which git would read as an option"
     if url.startswith("/"):
-        return None  # a repository on this machine, by absolute path
+        return None  # a repository on this machine, by absolute path (spaces allowed)
     scheme, sep, _ = url.partition("://")
     if not sep or scheme.lower() not in SCHEMES:
         return f"expected a URL with scheme {', '.join(SCHEMES)} (or an absolute path), got {url!r}"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port that is no number raises here)
+    except ValueError:
+        return f"expected a URL with a host name, got {url!r}"
     user, _, host = parts.netloc.rpartition("@")
     if user.startswith("-"):  # ssh would read it as an option
         return f"expected a user name after {scheme}://, got {url!r}"

@@ -442,7 +442,10 @@ def _remote_repo(
         from .fetch import Fetcher
         from .store import Store, default_cache_dir
 
-        reason = "reading a layer fetches nothing; 'jailbake fetch' puts it in the cache"
+        reason = (
+            "reading a layer fetches nothing; 'jailbake fetch' puts it in the cache "
+            "(JAILBAKE_CACHE_DIR, else ~/.cache/jailbake)"
+        )
         repos = LayerRepos(Fetcher(Store(default_cache_dir()), offline=True, offline_reason=reason))
     url = str(repo["url"])
     problem = gitcmd.url_problem(url)

@@ -138,12 +138,12 @@ MACHINE_PROPERTIES = (
 )  # fmt: skip
 _PATTERNS = {
     "machine": (
-        re.compile(rf"{_WORD}(,(?:{'|'.join(MACHINE_PROPERTIES)})={_WORD})*"),
+        re.compile(rf"{_WORD}(,(?:{'|'.join(MACHINE_PROPERTIES)})=[A-Za-z0-9._:-]+)*"),
         f"a machine name such as virt, with properties among {', '.join(MACHINE_PROPERTIES)}",
     ),
     "cpu": (re.compile(rf"{_WORD}(,{_WORD}={_WORD})*"), "a CPU model such as cortex-a57"),
     "smp": (re.compile(r"[0-9]{1,4}"), "a number of CPUs"),
-    "memory": (re.compile(r"[0-9]{1,7}[KMGT]?"), "a size such as 512M"),
+    "memory": (re.compile(r"[0-9]{1,7}(\.[0-9]{1,3})?[KMGTkmgt]?"), "a size such as 512M"),
     "append": (re.compile(r"[^\x00-\x1f\x7f]*"), "a kernel command line of one line"),
 }
 

@@ -46,7 +46,6 @@ RETRYABLE = (
 )
 MAX_MESSAGE = 64 * 1024 * 1024
 STREAM_SPAN = 30.0  # seconds an Execute or WaitExecution stream is read before asking again
-GRACE = 0.1  # of an action's time limit: how much longer jailbake waits (5 s at least)
 
 logging.getLogger("grpc").propagate = False  # its Python side, likewise
 
@@ -126,7 +125,10 @@ class Client:
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
         name = code.name if code is not None else "ERROR"
-        return f"remote executor {self.url}: {what}: {name}: {details or 'no details'}"
+        hint = ""
+        if code == grpc.StatusCode.INVALID_ARGUMENT and "timeout" in (details or "").lower():
+            hint = " (JAILBAKE_REMOTE_TIMEOUT: at most the service's maximum)"
+        return f"remote executor {self.url}: {what}: {name}: {details or 'no details'}{hint}"
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         """fn(), retried with back-off while the service is unavailable or busy."""
@@ -338,19 +340,28 @@ class Client:
         """Run the action; on_operation(name, call) tells of the operation and of the
         call streaming it, so that it can be cancelled. queue_timeout: seconds the
         action may wait for a worker before the operation is cancelled (0: no limit);
-        deadline: seconds jailbake waits for the action in all (0: no limit). An
+        deadline: seconds jailbake waits for the action once it has left the queue (or,
+        from a service that tells no stage, since it was sent; 0: no limit). An
         operation that says it runs another action is refused. fresh: the action runs
         even if the service's action cache holds a result for it."""
         name = ""
         attempts = 0
         queued_since: float | None = None
-        started = time.monotonic()
+        running_since = time.monotonic()
         span = min(STREAM_SPAN, max(1.0, queue_timeout / 2)) if queue_timeout else STREAM_SPAN
         if deadline:
             span = min(span, max(1.0, deadline / 2))
         while True:
+            if deadline and queued_since is None and time.monotonic() - running_since > deadline:
+                if name:
+                    self.cancel(name)
+                raise RemoteExecutionError(
+                    f"remote executor {self.url}: the action did not finish in {int(deadline)} s "
+                    "on its worker (JAILBAKE_REMOTE_TIMEOUT and a tenth, else 6 h)"
+                )
             # The stream is read in spans of STREAM_SPAN seconds (a span's end is not an
             # error): a service that says nothing while the action waits is asked again.
+            expected = name  # what a WaitExecution stream must be about
             if name:
                 call = self.execution.WaitExecution(
                     pb.WaitExecutionRequest(name=name), timeout=span
@@ -366,6 +377,11 @@ class Client:
                 told = None
                 for operation in call:
                     self._check_action(operation, action)
+                    if expected and operation.name and operation.name != expected:
+                        raise RemoteExecutionError(
+                            f"remote executor {self.url}: WaitExecution of {expected} "
+                            f"answered with operation {operation.name}"
+                        )
                     if operation.name and (operation.name != name or told is not call):
                         if told is call:  # one stream tells of one operation
                             raise RemoteExecutionError(
@@ -379,17 +395,11 @@ class Client:
                     if _stage(operation) == pb.ExecutionStage.QUEUED:
                         queued_since = queued_since or time.monotonic()
                     elif _stage(operation) is not None:
+                        if queued_since is not None:  # a worker took it: its time starts
+                            running_since = time.monotonic()
                         queued_since = None
                     attempts = 0
             except grpc.RpcError as exc:
-                if deadline and time.monotonic() - started > deadline:
-                    if name:
-                        self.cancel(name)
-                    raise RemoteExecutionError(
-                        f"remote executor {self.url}: the action did not finish in "
-                        f"{int(deadline)} s (JAILBAKE_REMOTE_TIMEOUT, "
-                        "JAILBAKE_REMOTE_QUEUE_TIMEOUT and a grace period)"
-                    ) from None
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and name:
                     waited = time.monotonic() - queued_since if queued_since else 0.0
                     if queue_timeout and waited > queue_timeout:

@@ -275,7 +275,7 @@ def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
     return Recipe(
         name=name,
         version=ctx.string(data["version"], "version"),
-        summary=ctx.string(data.get("summary", ""), "summary", allow_empty=True),
+        summary=ctx.string(data.get("summary", ""), "summary", allow_empty=True, lines=True),
         license=ctx.string(data.get("license", ""), "license", allow_empty=True),
         sources=sources,
         patches=patches,

@@ -41,6 +41,7 @@ WRAPPER = (
 STEP_VARIABLES = {"TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
 LOG_LIMIT = 64 << 20  # bytes of a step's stdout or stderr fetched from the executor
 CACHED = "from the remote executor's cache"
+DEFAULT_WAIT = 6 * 3600.0  # seconds of a worker's run jailbake waits for (a kernel, slowly)
 DEFAULT_IMAGE = "docker://{image}"
 
 
@@ -55,8 +56,16 @@ class RemoteSettings:
     # Properties naming the workers that run root steps (uid 0, the capabilities of
     # ROOT_STEP_PRIVILEGES); none: root steps stay on this machine.
     root_properties: tuple[tuple[str, str], ...] = ()
-    timeout: int = 21600  # seconds an action may run (6 h: a kernel on a slow worker)
+    # Seconds an action may run on a worker, sent as its timeout (0: the service's own
+    # default, which services cap: BuildGrid refuses a timeout above its maximum).
+    timeout: int = 0
     queue_timeout: int = 3600  # seconds an action may wait for a worker
+
+    @property
+    def wait_limit(self) -> float:
+        """How long jailbake waits for a worker's run before it cancels the action: the
+        action's timeout and a tenth more, or 6 h where the service's default applies."""
+        return self.timeout + self.timeout / 10 + 5 if self.timeout else DEFAULT_WAIT
 
     @classmethod
     def from_layer(
@@ -79,12 +88,7 @@ class RemoteSettings:
             )
         properties = _properties(env, "JAILBAKE_REMOTE_PROPERTIES", where)
         root_properties = _properties(env, "JAILBAKE_REMOTE_ROOT_PROPERTIES", where)
-        timeout = _seconds(env, "JAILBAKE_REMOTE_TIMEOUT", str(cls.timeout), where)
-        if timeout == 0:
-            raise JailbakeError(
-                f"{where}: env.JAILBAKE_REMOTE_TIMEOUT: expected seconds > 0; an action "
-                "that never ends would hold the build forever"
-            )
+        timeout = _seconds(env, "JAILBAKE_REMOTE_TIMEOUT", "0", where)
         queue_timeout = _seconds(env, "JAILBAKE_REMOTE_QUEUE_TIMEOUT", "3600", where)
         return cls(
             url=url,
@@ -159,8 +163,7 @@ class RemoteExecutor:
         client = self.client
         action, blobs = self._action(step)
         wait = self.settings.queue_timeout
-        # How long jailbake waits in all: the queue, the action's own time, a grace period.
-        deadline = wait + self.settings.timeout * (1 + reapi.GRACE) + 5
+        deadline = self.settings.wait_limit
         names: list[str] = []
 
         def started(name: str, call: Any) -> None:
@@ -258,7 +261,10 @@ class RemoteExecutor:
 
     def origin(self, step: Step) -> str:
         with self._lock:
-            return CACHED if step.work in self._cached else ""
+            if step.work in self._cached:
+                self._cached.discard(step.work)
+                return CACHED
+            return ""
 
     def _write_log(self, client: Any, result: Any, log: Path) -> None:
         parts = []

@@ -46,6 +46,7 @@ def run(
     check: bool = True,
     input: bytes | None = None,
     timeout: float | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv with a clean environment (plus env); raise CalledProcessError on failure."""
     args = [str(a) for a in argv]
@@ -59,6 +60,7 @@ def run(
         check=check,
         input=input,
         timeout=timeout,
+        pass_fds=pass_fds,
     )
 
 
@@ -85,6 +87,7 @@ def start(
     env: Mapping[str, str] | None = None,
     output: IO[bytes] | int,
     new_session: bool = False,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """Start argv with a clean environment, no input, and stdout and stderr to output
     (a file, or subprocess.DEVNULL); new_session: out of the terminal's reach (Ctrl-C)."""
@@ -98,6 +101,7 @@ def start(
         stdout=output,
         stderr=subprocess.STDOUT,
         start_new_session=new_session,
+        pass_fds=pass_fds,
     )
 
 
