@@ -300,7 +300,7 @@ def project(tmp_path: Path) -> Project:
 def engine_available() -> bool:
     sys.path.insert(0, str(SRC))
     from jailbake import engine
-    from jailbake.errors import EngineError
+    from jailbake.core.errors import EngineError
 
     try:
         engine.connect()

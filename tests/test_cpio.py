@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Project
-from jailbake.errors import RecipeError
+from jailbake.core.errors import RecipeError
 from jailbake.image.cpio import Entry, write_cpio_gz, write_newc
 from jailbake.image.devtable import parse_device_table
 from jailbake.recipe import load_recipe

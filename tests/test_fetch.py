@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HTTPFiles, Project, make_tarball, sha256
-from jailbake.errors import ChecksumError, FetchError
+from jailbake.core.errors import ChecksumError, FetchError
 from jailbake.fetch import Fetcher, git_archive_name
 from jailbake.recipe import Source, SourceKind
 from jailbake.store import Store

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import Project
-from jailbake.errors import CycleError, JailbakeError, RecipeError
+from jailbake.core.errors import CycleError, JailbakeError, RecipeError
 from jailbake.graph import build_graph
 from jailbake.layer import load_layers
 

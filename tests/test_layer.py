@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, SDE, Project, copy_checkout, jailbake
-from jailbake.errors import RecipeError
+from jailbake.core.errors import RecipeError
 from jailbake.graph import build_graph
 from jailbake.layer import load_layers
 from jailbake.scan import split_config

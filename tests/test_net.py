@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from conftest import Project
-from jailbake import net
+from jailbake.core import net
 
 
 class Misbehaving:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from conftest import HTTPFiles, Project, make_tarball, sha256
-from jailbake import paths
+from jailbake.core import paths
 
 
 def linked_sources(project: Project, outside: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from conftest import Project
-from jailbake.errors import RecipeError
+from jailbake.core.errors import RecipeError
 from jailbake.recipe import SourceKind, load_recipe
 
 GOOD_SHA = "a" * 64

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import Project, copy_checkout, jailbake
-from jailbake.errors import RecipeError
+from jailbake.core.errors import RecipeError
 from jailbake.image.sdimage import parse_size
 from jailbake.recipe import load_recipe
 

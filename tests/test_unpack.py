@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jailbake.errors import UnpackError
+from jailbake.core.errors import UnpackError
 from jailbake.unpack import extract_tar
 
 COMPRESSIONS = ("tar", "gzip", "xz", "bzip2", "zstd")

@@ -298,7 +298,7 @@ def test_a_mirror_image_archive_names_only_its_own_image(
     import io
     import tarfile
 
-    from jailbake.errors import FetchError
+    from jailbake.core.errors import FetchError
     from jailbake.mirror import image_file, load_image
 
     tag = "localhost/jailbake-x:0123"

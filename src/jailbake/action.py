@@ -20,8 +20,9 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from . import engine, licenses, paths, run
-from .errors import BuildError, JailbakeError, RecipeError
+from . import engine, licenses
+from .core import paths, run
+from .core.errors import BuildError, JailbakeError, RecipeError
 from .executors import ROOT_STEP_PRIVILEGES, Executor, Step, write_script
 from .fetch import Fetcher
 from .graph import Graph

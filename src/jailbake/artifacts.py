@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from . import paths
-from .errors import CacheError, JailbakeError
+from .core import paths
+from .core.errors import CacheError, JailbakeError
 from .graph import Graph
 from .keys import file_sha256
 from .layer import Layer

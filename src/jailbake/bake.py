@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from . import engine, replay, report, spdx
 from .action import RecipeBuilder, Status
 from .artifacts import check_expected, publish, write_manifest
-from .errors import FetchError, JailbakeError
+from .core.errors import FetchError, JailbakeError
 from .executors import DockerExecutor, Executor, HostExecutor
 from .fetch import Fetcher, resolve_mirror
 from .graph import Graph, build_graph

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import BuildError, Failures, JailbakeError
+from .core.errors import BuildError, Failures, JailbakeError
 from .options import COMMANDS, parser
 
 if TYPE_CHECKING:
@@ -468,7 +468,8 @@ def _cmd_clean(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import qemu, run
+    from . import qemu
+    from .core import run
     from .layer import load_layers
 
     layer = load_layers(_configs(args.config))

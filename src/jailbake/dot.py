@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import run
 from .action import RecipeBuilder
-from .errors import JailbakeError
+from .core import run
+from .core.errors import JailbakeError
 from .graph import Graph
 from .keys import short_key
 from .query import cached_results

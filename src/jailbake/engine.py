@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import run
-from .errors import EngineError
+from .core import run
+from .core.errors import EngineError
 from .keys import digest_of, tree_manifest
 
 log = logging.getLogger(__name__)

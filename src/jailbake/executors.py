@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import run
-from .errors import EngineError, StepError
+from .core import run
+from .core.errors import EngineError, StepError
 from .request import ExecutorKind
 
 log = logging.getLogger(__name__)
@@ -666,7 +666,7 @@ class DockerExecutor:
             raise EngineError(f"{step.recipe}: the container engine failed: {detail}") from None
 
     def _shell(self, step: Step, command: str | None) -> int:
-        from . import console
+        from .core import console
 
         assert step.image, "a docker step needs an image"
         interactive = command is None and sys.stdin.isatty() and sys.stdout.isatty()

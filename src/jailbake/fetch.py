@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import gitcmd
-from .errors import ChecksumError, FetchError
+from .core import gitcmd
+from .core.errors import ChecksumError, FetchError
 from .keys import file_sha256
 from .recipe import Recipe, Source, SourceKind
 from .store import Store
@@ -259,7 +259,7 @@ class Fetcher:
         import requests
         from tqdm import tqdm
 
-        from . import net
+        from .core import net
 
         session = self._requests()
         for attempt in range(RETRIES + 1):
@@ -337,7 +337,7 @@ class Fetcher:
             return git_dir
 
     def _fetch_git(self, recipe: str, url: str, commit: str, git_dir: Path) -> None:
-        from . import net
+        from .core import net
 
         problem = gitcmd.url_problem(url)
         if problem:  # checked where it was read; and here, before git sees it

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import gitcmd, yamlfile
-from .errors import RecipeError
+from .core import gitcmd, yamlfile
+from .core.errors import RecipeError
+from .core.fields import CONTROL
 from .fetch import resolve_mirror
-from .fields import CONTROL
 from .keys import path_digest
 from .recipe import VAR_RE
 from .scan import ConfigScan, repositories

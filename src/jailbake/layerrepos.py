@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gitcmd, run
-from .errors import FetchError, RecipeError
+from .core import gitcmd, run
+from .core.errors import FetchError, RecipeError
 from .fetch import Fetcher
 from .keys import file_sha256
 from .recipe import COMMIT_RE, Source, SourceKind

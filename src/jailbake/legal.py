@@ -13,9 +13,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import gitcmd, licenses, paths
+from . import licenses
 from .action import RecipeBuilder
-from .errors import JailbakeError
+from .core import gitcmd, paths
+from .core.errors import JailbakeError
 from .fetch import git_archive_name
 from .recipe import Recipe, Source, SourceKind
 from .store import remove_tree

@@ -8,8 +8,8 @@ import hashlib
 import stat
 from pathlib import Path
 
-from . import paths
-from .errors import RecipeError
+from .core import paths
+from .core.errors import RecipeError
 from .recipe import Recipe
 from .store import Store
 

@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import engine, gitcmd, paths
-from .errors import EngineError, FetchError, JailbakeError
+from . import engine
+from .core import gitcmd, paths
+from .core.errors import EngineError, FetchError, JailbakeError
 from .fetch import Fetcher, git_archive_name
 from .graph import Graph
 from .keys import file_sha256

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from . import gitcmd, paths, run
+from .core import gitcmd, paths, run
 from .keys import digest_of, path_digest
 from .recipe import Patch, Recipe
 from .workspace import PatchCommit, Workspace, WorkspaceError

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from . import net, paths, spdx
+from . import spdx
 from .artifacts import MANIFEST
-from .errors import JailbakeError
-from .fields import CONTROL
+from .core import net, paths
+from .core.errors import JailbakeError
+from .core.fields import CONTROL
 from .keys import file_sha256
 from .spdx import SBOM
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import paths, run
-from .errors import JailbakeError
+from .core import paths, run
+from .core.errors import JailbakeError
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from ._protos.google.bytestream import bytestream_pb2 as bs
 from ._protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
 from ._protos.google.longrunning import operations_pb2 as ops
 from ._protos.google.longrunning import operations_pb2_grpc as ops_grpc
-from .errors import JailbakeError
+from .core.errors import JailbakeError
 
 DEFAULT_BATCH = 4 * 1024 * 1024  # when the server names no limit
 BATCH_OVERHEAD = 1024  # per blob, for the request's own fields

@@ -9,8 +9,8 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from . import gitcmd, yamlfile
-from .fields import Fields, kind_of, where_of
+from .core import gitcmd, yamlfile
+from .core.fields import Fields, kind_of, where_of
 
 if TYPE_CHECKING:  # the image modules load only for recipes that describe one
     from .image.rootfs import RootfsSpec

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import JailbakeError
+from .core.errors import JailbakeError
 from .executors import STEP_LOG, Step
 from .request import ExecutorKind
 

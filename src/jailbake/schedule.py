@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .action import KeyInfo, Outcome, RecipeBuilder, Status
-from .errors import Failures, JailbakeError
+from .core.errors import Failures, JailbakeError
 from .graph import Graph
 from .store import ActionResult
 

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from .action import RAN_AT, RecipeBuilder
-from .errors import JailbakeError
+from .core.errors import JailbakeError
 from .graph import Graph
 from .query import cached_results
 from .store import ActionResult

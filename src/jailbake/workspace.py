@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import JailbakeError
+from .core.errors import JailbakeError
 from .keys import digest_of, file_sha256, tree_manifest
 from .recipe import COMMIT_RE
 from .store import WORKSPACES, copy_hashed, remove_tree

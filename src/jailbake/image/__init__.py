@@ -1,1 +1,7 @@
-"""Image writers: initramfs archives and disk images, reproducible to the byte."""
+"""Image writers: initramfs archives and disk images, reproducible to the byte.
+
+Owns the newc cpio writer, device tables, root file system assembly, the SD image
+layout and its in-builder tool, and the parsing of a recipe's `rootfs:` and `image:`.
+
+May import: jailbake.core only. sdtool.py runs inside the image-tools container on
+its own and imports nothing of jailbake (tests/test_layout.py keeps both so)."""

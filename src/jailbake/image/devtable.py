@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from ..errors import RecipeError
+from ..core.errors import RecipeError
 
 MAX_MAJOR = (1 << 12) - 1
 MAX_MINOR = (1 << 20) - 1

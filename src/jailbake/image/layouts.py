@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..fields import Fields, kind_of
+from ..core.fields import Fields, kind_of
 from .devtable import parse_device_table, tree_path
 from .rootfs import Content, ExtraFile, RootfsSpec, Symlink
 from .sdimage import (

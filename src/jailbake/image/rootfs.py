@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import JailbakeError
+from ..core.errors import JailbakeError
 from .cpio import Entry
 from .devtable import DeviceEntry, NodeType
 

@@ -1,0 +1,120 @@
+"""The package's layout as declared: packages depend only downward, no module imports
+another in a loop. Imports inside functions count: they are imports all the same."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+from conftest import SRC
+
+PACKAGE = SRC / "jailbake"
+GENERATED = "_protos"
+
+# The floors, bottom up. A module may import modules of its own floor and of the floors
+# below; the last floor is every module not named in another.
+FLOORS: list[tuple[str, ...]] = [
+    ("core",),
+    ("image",),
+    (),  # the rest: to be divided into packages by job
+]
+STANDALONE = ("image.sdtool",)  # run on their own inside a builder: import no jailbake module
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).with_suffix("")
+        if GENERATED in rel.parts:
+            continue
+        name = ".".join(rel.parts).removesuffix("__init__").rstrip(".")
+        found[name] = path
+    return found
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> Iterator[tuple[int, str]]:
+    """(line, module of jailbake) for every import in the file, relative or absolute."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                target = [*base, *(node.module.split(".") if node.module else [])]
+            elif (node.module or "").split(".")[0] == "jailbake":
+                target = (node.module or "").split(".")[1:]
+            else:
+                continue
+            for alias in node.names:
+                full = ".".join([*target, alias.name])
+                yield node.lineno, full if full in known else ".".join(target)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "jailbake":
+                    yield node.lineno, ".".join(alias.name.split(".")[1:])
+
+
+def floor_of(name: str) -> int:
+    for i, names in enumerate(FLOORS):
+        if any(name == n or name.startswith(n + ".") for n in names):
+            return i
+    return len(FLOORS) - 1
+
+
+def edges() -> dict[str, dict[str, int]]:
+    known = modules()
+    out: dict[str, dict[str, int]] = {}
+    for name, path in known.items():
+        out[name] = {}
+        for line, target in imports(name, path, known):
+            if target == name or target.startswith(GENERATED) or target == "":
+                continue
+            if target not in known:  # a package's face: `from . import x` names x
+                continue
+            out[name].setdefault(target, line)
+    return out
+
+
+def test_packages_depend_only_downward() -> None:
+    wrong = [
+        f"src/jailbake/{name.replace('.', '/')}.py:{line}: {name} (floor {floor_of(name)}) "
+        f"imports {target} (floor {floor_of(target)})"
+        for name, targets in edges().items()
+        for target, line in targets.items()
+        if floor_of(target) > floor_of(name)
+    ]
+    assert wrong == []
+
+
+def test_standalone_modules_import_nothing_of_jailbake() -> None:
+    found = edges()
+    assert {name: sorted(found[name]) for name in STANDALONE} == {n: [] for n in STANDALONE}
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    graph = edges()
+    loops: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph.get(name, {})):
+            if state.get(target) == 1:
+                loops.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert loops == []
+
+
+def test_the_checks_see_a_wrong_import(tmp_path: Path) -> None:
+    """The contract is checked on real imports: one running back up is found."""
+    known = {"core.errors": tmp_path / "errors.py", "store": tmp_path / "store.py"}
+    (tmp_path / "errors.py").write_text("def f():\n    from ..store import Store\n")
+    found = list(imports("core.errors", known["core.errors"], known))
+    assert found == [(2, "store")]
+    assert floor_of("store") > floor_of("core.errors")
