@@ -335,7 +335,7 @@ def test_explain_knows_what_a_failed_build_built_before_it_failed(
 def test_builds_sharing_a_cache_keep_each_others_last_keys(project: Project) -> None:
     """Two commands on one cache each save what they built; neither loses the other's,
     and the later record of a recipe wins, whichever command saves last."""
-    from jailbake.store import Store
+    from jailbake.cache.store import Store
 
     first, second = Store(project.cache), Store(project.cache)
     first.record_last("a", "1" * 64)
@@ -365,7 +365,7 @@ def test_last_keys_are_saved_while_a_long_build_runs(
 ) -> None:
     """A build killed without a chance to clean up keeps what it recorded up to the last
     periodic save (every LAST_SAVE_NS; here at once)."""
-    from jailbake import store as store_module
+    from jailbake.cache import store as store_module
 
     monkeypatch.setattr(store_module, "LAST_SAVE_NS", 0)
     running = store_module.Store(project.cache)
@@ -385,7 +385,7 @@ def test_a_damaged_last_keys_file_is_one_warning(project: Project, tmp_path: Pat
 
 def test_last_keys_of_a_cache_from_before_the_single_file_are_read(project: Project) -> None:
     """A cache that kept one file per recipe under last/ keeps its answers for explain."""
-    from jailbake.store import Store
+    from jailbake.cache.store import Store
 
     (project.cache / "last").mkdir(parents=True)
     (project.cache / "last" / "a").write_text("4" * 64 + "\n")

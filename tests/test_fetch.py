@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import HTTPFiles, Project, make_tarball, sha256
+from jailbake.cache.store import Store
 from jailbake.core.errors import ChecksumError, FetchError
 from jailbake.fetch import Fetcher, git_archive_name
 from jailbake.recipe import Source, SourceKind
-from jailbake.store import Store
 
 
 def url_source(url: str, data: bytes) -> Source:

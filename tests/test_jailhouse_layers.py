@@ -13,11 +13,11 @@ from typing import Any
 
 from conftest import ROOT, copy_checkout, jailbake
 from jailbake.action import RecipeBuilder
+from jailbake.cache.store import Store
 from jailbake.executors import HostExecutor
 from jailbake.fetch import Fetcher
 from jailbake.graph import build_graph
 from jailbake.layer import load_layers
-from jailbake.store import Store
 
 PINS = {
     "jailhouse-images": {

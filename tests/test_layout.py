@@ -17,6 +17,7 @@ GENERATED = "_protos"
 FLOORS: list[tuple[str, ...]] = [
     ("core",),
     ("image",),
+    ("cache",),
     (),  # the rest: to be divided into packages by job
 ]
 STANDALONE = ("image.sdtool",)  # run on their own inside a builder: import no jailbake module

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import SRC, HTTPFiles, Project, Result, make_tarball, sha256
-from jailbake.store import Store
+from jailbake.cache.store import Store
 from test_fetch import git_repo
 
 

@@ -130,5 +130,10 @@ def test_an_edited_recipe_without_sources_loads_no_download_or_archive_code(
     assert "doit" in imported and "jailbake.action" in imported
     heavy = {"kas", "docker", "requests", "tqdm", "tarfile", "uuid"}
     assert not {m for m in imported if m.split(".")[0] in heavy}
-    lazy = {"jailbake.core.net", "jailbake.remote", "jailbake.unpack", "jailbake.core.console"}
+    lazy = {
+        "jailbake.core.net",
+        "jailbake.cache.remote",
+        "jailbake.unpack",
+        "jailbake.core.console",
+    }
     assert not imported & lazy

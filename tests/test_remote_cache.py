@@ -135,7 +135,7 @@ def test_hostile_records_are_refused_without_writing_anything(
 ) -> None:
     """A server may answer anything: a record whose file list writes through a link it
     declares, or is no record at all, is refused and the recipe built locally."""
-    from jailbake.keys import digest_of
+    from jailbake.cache.keys import digest_of
 
     url = f"{webdav.url}/cache"
     project.recipe("one")

@@ -265,7 +265,7 @@ def test_an_action_no_worker_takes(project: Project, fake: FakeREAPI, tmp_path: 
 def test_a_stored_tree_enters_the_input_root_from_its_manifest(tmp_path: Path) -> None:
     """A dependency's tree is described from the manifest the store recorded, without
     hashing its files again: the same directories, digests and blobs as hashing gives."""
-    from jailbake.keys import tree_manifest
+    from jailbake.cache.keys import tree_manifest
     from jailbake.remotetree import InputRoot
 
     tree = tmp_path / "tree"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SRC, HTTPFiles, Project, Result, make_tarball, sha256
-from jailbake.seal import path_stamp
+from jailbake.cache.seal import path_stamp
 
 
 def answered_from_record(project: Project, result: Result) -> bool:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from jailbake import seal
-from jailbake.keys import digest_of, file_sha256, tree_manifest
-from jailbake.seal import tree_stamp
-from jailbake.store import Store
+from jailbake.cache import seal
+from jailbake.cache.keys import digest_of, file_sha256, tree_manifest
+from jailbake.cache.seal import tree_stamp
+from jailbake.cache.store import Store
 
 SDE = 1_580_000_000
 

@@ -193,7 +193,7 @@ def test_a_cached_result_whose_output_is_a_link_is_built_again(
 ) -> None:
     """Results stored before outputs that are links were refused (or offered by a remote
     cache) are consistent with their digests, and still never published."""
-    from jailbake.store import ActionResult, Store
+    from jailbake.cache.store import ActionResult, Store
 
     project.recipe(
         "a",
@@ -276,7 +276,7 @@ def test_an_ordinary_user_stores_and_evicts_trees(
 
 
 REMOVALS = {
-    "at once": "from jailbake.store import remove_tree; remove_tree(tree)",
+    "at once": "from jailbake.cache.store import remove_tree; remove_tree(tree)",
     # rm cannot empty a read-only directory as an ordinary user: settle finishes.
     "in the background": "store.discard(tree, background=True); store.settle()",
 }
@@ -304,7 +304,7 @@ def test_an_ordinary_user_removes_a_tree_with_read_only_directories(
         for directory in (tree / "ro" / "deeper", tree / "ro", tree):
             directory.chmod(0o555)
         code = (
-            "import sys; from pathlib import Path; from jailbake.store import Store; "
+            "import sys; from pathlib import Path; from jailbake.cache.store import Store; "
             "tree = Path(sys.argv[1]); store = Store(tree.parent.parent); " + REMOVALS[how]
         )
         run = subprocess.run(

@@ -21,19 +21,19 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from . import engine, licenses
+from .cache.keys import digest_of, path_digest, step_key, step_key_inputs
+from .cache.store import ActionResult, Store, remove_tree
 from .core import paths, run
 from .core.errors import BuildError, JailbakeError, RecipeError
 from .executors import ROOT_STEP_PRIVILEGES, Executor, Step, write_script
 from .fetch import Fetcher
 from .graph import Graph
-from .keys import digest_of, path_digest, step_key, step_key_inputs
 from .recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
 from .request import ExecutorKind
-from .store import ActionResult, Store, remove_tree
 from .workspace import Workspace, Workspaces
 
 if TYPE_CHECKING:  # the remote cache's code loads only for --remote-cache
-    from .remote import RemoteCache
+    from .cache.remote import RemoteCache
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40

@@ -10,15 +10,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .cache.keys import file_sha256
+from .cache.seal import path_stamp
+from .cache.store import ActionResult, Store, copy_hashed, normalize_tree
 from .core import paths
 from .core.errors import CacheError, JailbakeError
 from .graph import Graph
-from .keys import file_sha256
 from .layer import Layer
 from .recipe import Recipe
 from .request import Artifact
-from .seal import path_stamp
-from .store import ActionResult, Store, copy_hashed, normalize_tree
 
 
 def _copy(src: Path, dest: Path, sde: int, sha256: str | None = None) -> None:

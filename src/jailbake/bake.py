@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from . import engine, replay, report, spdx
 from .action import RecipeBuilder, Status
 from .artifacts import check_expected, publish, write_manifest
+from .cache.store import ActionResult, Store
 from .core.errors import FetchError, JailbakeError
 from .executors import DockerExecutor, Executor, HostExecutor
 from .fetch import Fetcher, resolve_mirror
@@ -24,7 +25,6 @@ from .request import BuildOptions, BuildReport, ExecutorKind
 from .sampler import Sampler
 from .schedule import Scheduler
 from .status import Progress
-from .store import ActionResult, Store
 from .trace import Tracer
 
 if TYPE_CHECKING:  # the remote executor's code loads only for --executor remote
@@ -127,7 +127,7 @@ def bake(options: BuildOptions, progress: Progress | None = None) -> BuildReport
     local = make_executor(ExecutorKind.DOCKER) if settings is not None else None
     remote = None
     if options.remote_cache:
-        from .remote import RemoteCache
+        from .cache.remote import RemoteCache
 
         remote = RemoteCache(options.remote_cache, store, readonly=options.remote_readonly)
     unknown = sorted(set(options.force) - set(graph.recipes))

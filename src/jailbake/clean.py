@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .action import RecipeBuilder
+from .cache.store import ActionResult, Store, remove_tree
 from .fetch import Fetcher
 from .graph import Graph
 from .query import list_graph
 from .recipe import SourceKind
-from .store import ActionResult, Store, remove_tree
 
 
 @dataclass

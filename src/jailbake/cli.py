@@ -45,10 +45,10 @@ def _configs(spec: str | None) -> tuple[Path, ...]:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    from .cache.store import default_cache_dir
     from .replay import answer
     from .request import BuildOptions, ExecutorKind
     from .status import plural
-    from .store import default_cache_dir
 
     options = BuildOptions(
         configs=_configs(args.config),
@@ -114,9 +114,9 @@ def _graph(
     reads the layers (list, explain, graph, dump, log, clean) runs no network command,
     and takes remote layer repositories from the cache alone."""
     from .bake import load_graph
+    from .cache.store import Store, default_cache_dir
     from .fetch import Fetcher, resolve_mirror
     from .layerrepos import LayerRepos
-    from .store import Store, default_cache_dir
 
     store = Store(getattr(args, "cache_dir", None) or default_cache_dir())
     mirrors = [resolve_mirror(m, Path.cwd()) for m in getattr(args, "mirror", None) or []]
@@ -128,8 +128,8 @@ def _graph(
 
 
 def _fetcher(args: argparse.Namespace, config: str | None) -> tuple[Graph, Fetcher]:
+    from .cache.store import Store, default_cache_dir
     from .fetch import Fetcher, resolve_mirror
-    from .store import Store, default_cache_dir
 
     graph = _graph(args, config, args.target)
     store = Store(args.cache_dir or default_cache_dir())
@@ -220,10 +220,10 @@ def _builder(
     says which executor they are for when no build told); reading: see _graph."""
     from .action import RecipeBuilder
     from .bake import make_executor, remote_settings
+    from .cache.store import Store, default_cache_dir
     from .executors import HostExecutor
     from .fetch import Fetcher
     from .request import ExecutorKind
-    from .store import Store, default_cache_dir
 
     graph = _graph(args, config, targets, reading=reading)
     store = Store(args.cache_dir or default_cache_dir())
@@ -251,7 +251,7 @@ def _builder(
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .keys import short_key
+    from .cache.keys import short_key
     from .query import list_graph
 
     graph, builder = _builder(args, args.config)
@@ -276,7 +276,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from .keys import short_key
+    from .cache.keys import short_key
     from .query import explain
 
     config, (name,) = _split_config(args.args, "explain [CONFIG] RECIPE")
@@ -328,10 +328,10 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
 
 def _cmd_lock(args: argparse.Namespace) -> int:
+    from .cache.store import Store, default_cache_dir
     from .fetch import Fetcher
     from .layerrepos import LayerRepos
     from .lockfile import write_lock
-    from .store import Store, default_cache_dir
 
     repos = LayerRepos(Fetcher(Store(args.cache_dir or default_cache_dir())))
     dest, pins = write_lock(_configs(args.config), repos, update=args.update)
@@ -376,7 +376,7 @@ def _recipe_of(graph: Graph, name: str, command: str) -> None:
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
-    from .store import Store, default_cache_dir
+    from .cache.store import Store, default_cache_dir
 
     config, (name,) = _split_config(args.args, "log [CONFIG] RECIPE")
     graph = _graph(args, config, (name,), reading=True)
@@ -445,7 +445,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     if names and args.all:
         raise JailbakeError("clean: give the recipes whose results to remove, or --all")
     if args.ccache:
-        from .store import Store, default_cache_dir, remove_tree
+        from .cache.store import Store, default_cache_dir, remove_tree
 
         ccache = Store(args.cache_dir or default_cache_dir()).root / "ccache"
         size = sum(f.stat().st_size for f in ccache.rglob("*") if f.is_file())
@@ -509,8 +509,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .store import Store, default_cache_dir
-    from .verify import verify_store
+    from .cache.store import Store, default_cache_dir
+    from .cache.verify import verify_store
 
     store = Store(args.cache_dir or default_cache_dir())
     report = verify_store(store, repair=args.repair)

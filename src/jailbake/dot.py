@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 from .action import RecipeBuilder
+from .cache.keys import short_key
 from .core import run
 from .core.errors import JailbakeError
 from .graph import Graph
-from .keys import short_key
 from .query import cached_results
 
 FILL = {"cached": "#c8e6c9", "to build": "#fff3bf"}

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .cache.keys import file_sha256
+from .cache.store import Store
 from .core import gitcmd
 from .core.errors import ChecksumError, FetchError
-from .keys import file_sha256
 from .recipe import Recipe, Source, SourceKind
-from .store import Store
 
 if TYPE_CHECKING:
     import requests

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cache.keys import path_digest
 from .core import gitcmd, yamlfile
 from .core.errors import RecipeError
 from .core.fields import CONTROL
 from .fetch import resolve_mirror
-from .keys import path_digest
 from .recipe import VAR_RE
 from .scan import ConfigScan, repositories
 
@@ -439,8 +439,8 @@ def _remote_repo(
             first, f"repos.{name}", "a remote repository needs a commit (or a branch or tag)"
         )
     if repos is None:  # a reader's: the cache only, no network command
+        from .cache.store import Store, default_cache_dir
         from .fetch import Fetcher
-        from .store import Store, default_cache_dir
 
         reason = (
             "reading a layer fetches nothing; 'jailbake fetch' puts it in the cache "

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cache.keys import file_sha256
+from .cache.store import remove_tree
 from .core import gitcmd, run
 from .core.errors import FetchError, RecipeError
 from .fetch import Fetcher
-from .keys import file_sha256
 from .recipe import COMMIT_RE, Source, SourceKind
-from .store import remove_tree
 
 log = logging.getLogger(__name__)
 

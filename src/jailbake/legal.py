@@ -15,11 +15,11 @@ from pathlib import Path, PurePosixPath
 
 from . import licenses
 from .action import RecipeBuilder
+from .cache.store import remove_tree
 from .core import gitcmd, paths
 from .core.errors import JailbakeError
 from .fetch import git_archive_name
 from .recipe import Recipe, Source, SourceKind
-from .store import remove_tree
 
 MANIFEST = "manifest.csv"
 SUMS = "legal-info.sha256"

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from . import engine
+from .cache.keys import file_sha256
 from .core import gitcmd, paths
 from .core.errors import EngineError, FetchError, JailbakeError
 from .fetch import Fetcher, git_archive_name
 from .graph import Graph
-from .keys import file_sha256
 from .recipe import Recipe, Source, SourceKind
 
 log = logging.getLogger(__name__)

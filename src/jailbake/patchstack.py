@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
+from .cache.keys import digest_of, path_digest
 from .core import gitcmd, paths, run
-from .keys import digest_of, path_digest
 from .recipe import Patch, Recipe
 from .workspace import PatchCommit, Workspace, WorkspaceError
 

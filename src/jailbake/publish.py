@@ -23,10 +23,10 @@ from urllib.parse import quote
 
 from . import spdx
 from .artifacts import MANIFEST
+from .cache.keys import file_sha256
 from .core import net, paths
 from .core.errors import JailbakeError
 from .core.fields import CONTROL
-from .keys import file_sha256
 from .spdx import SBOM
 
 if TYPE_CHECKING:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .action import RecipeBuilder
+from .cache.keys import flatten
+from .cache.store import ActionResult
 from .graph import Graph
-from .keys import flatten
-from .store import ActionResult
 
 
 @dataclass(frozen=True)

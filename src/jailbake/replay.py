@@ -48,16 +48,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .keys import path_digest
+from .cache.keys import path_digest
+from .cache.seal import path_stamp, tree_stamp
+from .cache.store import WORKSPACES, Store
 from .request import Artifact, BuildOptions, BuildReport
 from .scan import ConfigScan, bytes_digest, recipe_names
-from .seal import path_stamp, tree_stamp
-from .store import WORKSPACES, Store
 
 if TYPE_CHECKING:
     from .action import RecipeBuilder
+    from .cache.store import ActionResult
     from .graph import Graph
-    from .store import ActionResult
 
 log = logging.getLogger(__name__)
 FORMAT = 3

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from .store import default_cache_dir
+from .cache.store import default_cache_dir
 
 
 class ExecutorKind(StrEnum):

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from .action import KeyInfo, Outcome, RecipeBuilder, Status
+from .cache.store import ActionResult
 from .core.errors import Failures, JailbakeError
 from .graph import Graph
-from .store import ActionResult
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import dataclasses
 from pathlib import Path
 
 from .action import RAN_AT, RecipeBuilder
+from .cache.store import ActionResult
 from .core.errors import JailbakeError
 from .graph import Graph
 from .query import cached_results
-from .store import ActionResult
 
 
 def dependency_results(graph: Graph, builder: RecipeBuilder, name: str) -> dict[str, ActionResult]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from .keys import short_key
+from .cache.keys import short_key
 
 if TYPE_CHECKING:  # a build answered from its record (replay) loads no step code
     from .action import Outcome

@@ -182,7 +182,7 @@ class Store:
         if not background or not os.path.lexists(path):
             remove_tree(path)
             return
-        from .core import run
+        from ..core import run
 
         trash = self.temp_path("discarded")
         try:

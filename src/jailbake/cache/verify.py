@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import gitcmd
+from ..core import gitcmd
 from .keys import file_sha256
 from .store import ActionResult, Store, remove_tree
 

@@ -21,7 +21,7 @@ import threading
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from .core import net
+from ..core import net
 from .keys import digest_of, file_sha256
 from .store import ActionResult, Store, remove_tree
 
