@@ -82,7 +82,8 @@ def jailbake(root: Path, cache: Path, *args: str) -> float:
 def noop_in_process(root: Path, cache: Path) -> float:
     sys.path.insert(0, str(ROOT / "src"))
     from jailbake.bake import bake
-    from jailbake.request import BuildOptions, ExecutorKind
+    from jailbake.executors.step import ExecutorKind
+    from jailbake.request import BuildOptions
     from jailbake.status import Progress
 
     cwd = Path.cwd()

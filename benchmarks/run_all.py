@@ -89,7 +89,7 @@ def sandboxed_scripts(count: int, work: Path, jobs: int, trash: Path) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
     sys.path.insert(0, str(ROOT / "src"))
-    from jailbake.executors import bwrap_argv
+    from jailbake.executors.host import bwrap_argv
 
     def one(i: int) -> None:
         step = work / f"s{i}"

@@ -299,8 +299,8 @@ def project(tmp_path: Path) -> Project:
 
 def engine_available() -> bool:
     sys.path.insert(0, str(SRC))
-    from jailbake import engine
     from jailbake.core.errors import EngineError
+    from jailbake.executors import engine
 
     try:
         engine.connect()

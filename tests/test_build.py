@@ -28,7 +28,7 @@ from conftest import (
     path_without,
     sha256,
 )
-from jailbake.executors import HostExecutor
+from jailbake.executors.host import HostExecutor
 
 
 def keys_of(project: Project) -> dict[str, str]:

@@ -20,7 +20,7 @@ from conftest import (
     render_in_chromium,
     screenshot_path,
 )
-from jailbake import engine
+from jailbake.executors import engine
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 

@@ -14,7 +14,7 @@ from typing import Any
 from conftest import ROOT, copy_checkout, jailbake
 from jailbake.action import RecipeBuilder
 from jailbake.cache.store import Store
-from jailbake.executors import HostExecutor
+from jailbake.executors.host import HostExecutor
 from jailbake.fetch import Fetcher
 from jailbake.graph import build_graph
 from jailbake.layer import load_layers

@@ -18,6 +18,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("core",),
     ("image",),
     ("cache",),
+    ("executors",),
     (),  # the rest: to be divided into packages by job
 ]
 STANDALONE = ("image.sdtool",)  # run on their own inside a builder: import no jailbake module

@@ -151,7 +151,7 @@ def test_a_corrupted_mirror_file_is_named_and_never_used(
 def test_builder_images_come_from_the_mirror(
     project: Project, http: HTTPFiles, tmp_path: Path
 ) -> None:
-    from jailbake import engine
+    from jailbake.executors import engine
 
     sources_project(project, http, tmp_path)
     # A builder of its own, so that removing its image disturbs nothing else.

@@ -266,7 +266,7 @@ def test_a_stored_tree_enters_the_input_root_from_its_manifest(tmp_path: Path) -
     """A dependency's tree is described from the manifest the store recorded, without
     hashing its files again: the same directories, digests and blobs as hashing gives."""
     from jailbake.cache.keys import tree_manifest
-    from jailbake.remotetree import InputRoot
+    from jailbake.executors.remote.tree import InputRoot
 
     tree = tmp_path / "tree"
     (tree / "share" / "empty").mkdir(parents=True)

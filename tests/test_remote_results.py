@@ -155,7 +155,8 @@ def test_a_tree_naming_one_directory_from_many_places_is_bounded(
 ) -> None:
     """25 messages would make 2**25 directories: the entries written are counted (the
     bound made small here: the real one is millions)."""
-    from jailbake import reapi, remotetree
+    from jailbake.executors.remote import reapi
+    from jailbake.executors.remote import tree as remotetree
 
     response = pb.ExecuteResponse()
     response.result.output_directories.add(path="out")
@@ -199,7 +200,7 @@ def test_without_a_timeout_the_service_decides_and_jailbake_waits_6_hours(
 ) -> None:
     """Services cap an action's timeout (BuildGrid refuses one above its maximum): none
     is sent unless the layer sets one, and jailbake's own wait is bounded anyway."""
-    from jailbake.remoteexec import DEFAULT_WAIT, RemoteSettings
+    from jailbake.executors.remote.executor import DEFAULT_WAIT, RemoteSettings
 
     one_step(project)
     rc, stderr = build(project, fake, tmp_path)
@@ -213,7 +214,7 @@ def test_a_large_output_log_is_left_on_the_executor(
     project: Project, fake: FakeREAPI, tmp_path: Path
 ) -> None:
     """The step's stdout over the limit is not fetched: the log says where it is."""
-    from jailbake.remoteexec import LOG_LIMIT
+    from jailbake.executors.remote.executor import LOG_LIMIT
 
     def big_stdout(fake: FakeREAPI, response: pb.ExecuteResponse) -> None:
         response.result.stdout_digest.CopyFrom(

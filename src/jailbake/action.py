@@ -20,16 +20,17 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from . import engine, licenses
+from . import licenses
 from .cache.keys import digest_of, path_digest, step_key, step_key_inputs
 from .cache.store import ActionResult, Store, remove_tree
 from .core import paths, run
 from .core.errors import BuildError, JailbakeError, RecipeError
-from .executors import ROOT_STEP_PRIVILEGES, Executor, Step, write_script
+from .executors import engine
+from .executors.docker import ROOT_STEP_PRIVILEGES
+from .executors.step import Executor, ExecutorKind, Step, write_script
 from .fetch import Fetcher
 from .graph import Graph
 from .recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
-from .request import ExecutorKind
 from .workspace import Workspace, Workspaces
 
 if TYPE_CHECKING:  # the remote cache's code loads only for --remote-cache

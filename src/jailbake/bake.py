@@ -11,24 +11,27 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from . import engine, replay, report, spdx
+from . import replay, report, spdx
 from .action import RecipeBuilder, Status
 from .artifacts import check_expected, publish, write_manifest
 from .cache.store import ActionResult, Store
 from .core.errors import FetchError, JailbakeError
-from .executors import DockerExecutor, Executor, HostExecutor
+from .executors import engine
+from .executors.docker import DockerExecutor
+from .executors.host import HostExecutor
+from .executors.step import Executor, ExecutorKind
 from .fetch import Fetcher, resolve_mirror
 from .graph import Graph, build_graph
 from .layer import load_layers
 from .layerrepos import LayerRepos
-from .request import BuildOptions, BuildReport, ExecutorKind
+from .request import BuildOptions, BuildReport
 from .sampler import Sampler
 from .schedule import Scheduler
 from .status import Progress
 from .trace import Tracer
 
 if TYPE_CHECKING:  # the remote executor's code loads only for --executor remote
-    from .remoteexec import RemoteSettings
+    from .executors.remote.executor import RemoteSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,7 +42,7 @@ def make_executor(kind: ExecutorKind, remote: RemoteSettings | None = None) -> E
         return HostExecutor()
     if kind is ExecutorKind.REMOTE:
         assert remote is not None
-        from .remoteexec import RemoteExecutor
+        from .executors.remote.executor import RemoteExecutor
 
         return RemoteExecutor(remote)
     return DockerExecutor(engine.connect)
@@ -47,7 +50,7 @@ def make_executor(kind: ExecutorKind, remote: RemoteSettings | None = None) -> E
 
 def remote_settings(graph: Graph, url: str | None, instance: str | None) -> RemoteSettings:
     """The remote executor's service and platform, from the command line and the layer."""
-    from .remoteexec import RemoteSettings
+    from .executors.remote.executor import RemoteSettings
 
     return RemoteSettings.from_layer(
         graph.layer.variables(), url, instance, str(graph.layer.files[-1])

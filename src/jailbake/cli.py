@@ -46,8 +46,9 @@ def _configs(spec: str | None) -> tuple[Path, ...]:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from .cache.store import default_cache_dir
+    from .executors.step import ExecutorKind
     from .replay import answer
-    from .request import BuildOptions, ExecutorKind
+    from .request import BuildOptions
     from .status import plural
 
     options = BuildOptions(
@@ -147,7 +148,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_builders(args: argparse.Namespace) -> int:
-    from . import engine
+    from .executors import engine
     from .fetch import resolve_mirror
     from .mirror import ensure_builders
 
@@ -162,7 +163,7 @@ def _cmd_builders(args: argparse.Namespace) -> int:
 
 
 def _cmd_mirror(args: argparse.Namespace) -> int:
-    from . import engine
+    from .executors import engine
     from .mirror import write_mirror
     from .status import human_size, plural
 
@@ -221,9 +222,9 @@ def _builder(
     from .action import RecipeBuilder
     from .bake import make_executor, remote_settings
     from .cache.store import Store, default_cache_dir
-    from .executors import HostExecutor
+    from .executors.host import HostExecutor
+    from .executors.step import ExecutorKind
     from .fetch import Fetcher
-    from .request import ExecutorKind
 
     graph = _graph(args, config, targets, reading=reading)
     store = Store(args.cache_dir or default_cache_dir())
@@ -343,7 +344,7 @@ def _cmd_lock(args: argparse.Namespace) -> int:
 
 def _cmd_legal_info(args: argparse.Namespace) -> int:
     from .action import RecipeBuilder
-    from .executors import HostExecutor
+    from .executors.host import HostExecutor
     from .legal import write_legal_info
     from .status import plural
 
@@ -529,7 +530,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_base_image(args: argparse.Namespace) -> int:
     import tempfile
 
-    from . import engine
+    from .executors import engine
 
     client = engine.connect()
     tag = f"{engine.BASE_IMAGE}:{args.suite}"

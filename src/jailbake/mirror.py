@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import engine
 from .cache.keys import file_sha256
 from .core import gitcmd, paths
 from .core.errors import EngineError, FetchError, JailbakeError
+from .executors import engine
 from .fetch import Fetcher, git_archive_name
 from .graph import Graph
 from .recipe import Recipe, Source, SourceKind

@@ -297,7 +297,7 @@ def _change(record: dict[str, Any], options: BuildOptions, store: Store) -> str 
         if (os.path.isdir(path) if kind == "dir" else os.path.isfile(path)) != exists:
             return str(path)
     if record["builders"]:
-        from .engine import image_key
+        from .executors.engine import image_key
 
         for context, key in record["builders"]:
             if image_key(Path(context)) != key:

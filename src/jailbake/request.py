@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 from .cache.store import default_cache_dir
-
-
-class ExecutorKind(StrEnum):
-    DOCKER = "docker"
-    HOST = "host"
-    REMOTE = "remote"  # a Remote Execution API service (see remoteexec)
+from .executors.step import ExecutorKind
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .core.errors import JailbakeError
-from .executors import STEP_LOG, Step
-from .request import ExecutorKind
+from ...core.errors import JailbakeError
+from ..step import STEP_LOG, ExecutorKind, Step
 
 # Runs in the input root, making it what a container step sees: its sources its own
 # (workers hand inputs over read-only, often hard links into their cache: a copy is
@@ -217,9 +216,9 @@ class RemoteExecutor:
     def _action(self, step: Step) -> tuple[Any, list[Any]]:
         from google.protobuf import duration_pb2
 
-        from ._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as pb
+        from ..._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as pb
         from .reapi import message_blob
-        from .remotetree import InputRoot
+        from .tree import InputRoot
 
         root = InputRoot()
         for entry in sorted(step.work.iterdir()):  # build.sh, an image's layout and tool
@@ -283,7 +282,7 @@ class RemoteExecutor:
                 f.write(part)
 
     def _fetch_outputs(self, client: Any, result: Any, out: Path) -> None:
-        from .remotetree import write_tree
+        from .tree import write_tree
 
         out.mkdir(exist_ok=True)
         for directory in result.output_directories:

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cache.keys import digest_of, tree_manifest
-from .core import run
-from .core.errors import EngineError
+from ..cache.keys import digest_of, tree_manifest
+from ..core import run
+from ..core.errors import EngineError
 
 log = logging.getLogger(__name__)
 

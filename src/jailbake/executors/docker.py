@@ -1,8 +1,6 @@
-"""Executors run one build step: in a fresh container, or in a scratch directory on the host.
-
-Both give the script the same variables: WORKDIR, SRC, OUT, DEPS, HOME and the
-recipe's environment, with umask 022.
-"""
+"""The docker executor: a fresh container per step from its builder image, no
+network, a non-root user, inputs read-only; through the Docker Engine API (Docker
+or Podman)."""
 
 from __future__ import annotations
 
@@ -11,20 +9,17 @@ import logging
 import os
 import select
 import shutil
-import signal
 import stat
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from .core import run
-from .core.errors import EngineError, StepError
-from .request import ExecutorKind
+from ..core import run
+from ..core.errors import EngineError
+from .step import STEP_LOG, ExecutorKind, Step, shell_script, shell_variables, variables
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +38,6 @@ CCACHE_SETTINGS = {
     "CCACHE_DEPEND": "true",  # no preprocessor run on a miss: kbuild passes -MMD
     "PATH": "/usr/lib/ccache:" + CONTAINER_PATH,
 }
-STEP_LOG = "build.log"
 # Added to the engine's defaults for run_as: root steps; part of their keys.
 ROOT_STEP_CAPS = ("MKNOD",)
 ROOT_STEP_PRIVILEGES = "uid 0, engine default capabilities + " + ",".join(ROOT_STEP_CAPS)
@@ -63,345 +57,6 @@ def process_identity(pid: int) -> str:
         return ""
     started = run.start_ticks(pid)
     return "" if started is None else f"{namespace}:{started}"
-
-
-SCRIPT_PREAMBLE = 'set -eux\numask 022\ncd "$SRC"\n'
-
-
-def shell_script(command: str | None) -> str:
-    """What `jailbake shell` runs: the step's umask and directory, then the user's
-    command or an interactive shell."""
-    # A non-interactive bash drops PS1: the interactive one gets it on its command line.
-    interactive = 'exec env PS1="$JAILBAKE_PS1" bash --norc --noprofile -i'
-    return f'umask 022; cd "$SRC"; {command or interactive}'
-
-
-def _shell_variables(step: Step) -> dict[str, str]:
-    return {
-        "JAILBAKE_PS1": f"[jailbake {step.recipe}] \\w\\$ ",
-        "TERM": os.environ.get("TERM", "dumb"),
-    }
-
-
-@dataclass(frozen=True)
-class Step:
-    """One recipe's build, laid out in work/: src/, out/, home/, deps/<name>, build.sh."""
-
-    recipe: str
-    work: Path
-    deps: tuple[tuple[str, Path], ...]
-    env: tuple[tuple[str, str], ...]
-    log: Path
-    image: str | None = None
-    jobs: int = 1
-    # Where the step ran, when its work directory has moved since (a kept failed step):
-    # a confined host shell sees it there again, so absolute paths in build files hold.
-    ran_at: Path | None = None
-    root: bool = False  # uid 0 inside the container (still unprivileged on the host side)
-    ccache: Path | None = None  # the builder image's compiler cache, for container steps
-    # The manifests (keys.tree_manifest) of the dependencies' stored trees, by name, for
-    # executors that describe their inputs by digest (remote) and need not hash again.
-    dep_manifests: tuple[tuple[str, tuple[dict[str, Any], ...]], ...] = ()
-    # Run it, even where the executor keeps results of its own (a forced build).
-    fresh: bool = False
-
-
-def write_script(work: Path, script: str) -> None:
-    (work / "build.sh").write_text(SCRIPT_PREAMBLE + script.rstrip("\n") + "\n")
-    for sub in ("src", "out", "home", "deps"):
-        (work / sub).mkdir(exist_ok=True)
-
-
-def _variables(step: Step, root: Path) -> dict[str, str]:
-    env = dict(step.env)
-    env.update(
-        {
-            "WORKDIR": str(root),
-            "SRC": str(root / "src"),
-            "OUT": str(root / "out"),
-            "DEPS": str(root / "deps"),
-            "HOME": str(root / "home"),
-            "JOBS": str(step.jobs),
-            "TZ": "UTC",
-            "LC_ALL": "C.UTF-8",
-            "LANG": "C.UTF-8",
-        }
-    )
-    return env
-
-
-class Executor(Protocol):
-    kind: ExecutorKind
-
-    def run(self, step: Step) -> int:
-        """Run step's build.sh; return its exit status. Output goes to step.log."""
-        ...
-
-    def live_log(self, step: Step) -> Path:
-        """Where the step's output can be read while it runs."""
-        ...
-
-    def origin(self, step: Step) -> str:
-        """Where the finished step's result came from if it did not run ('' if it ran)."""
-        ...
-
-    def shell(self, step: Step, command: str | None) -> int:
-        """Run command (or an interactive shell) in the step's environment."""
-        ...
-
-    def cancel(self) -> None:
-        """Stop every step still running (the build was interrupted)."""
-        ...
-
-
-UNCONFINED_WARNING = (
-    "host steps run UNCONFINED: as {user}, with the network and write access to "
-    "everything {user} may write, dependencies' cached trees included ({why}; "
-    "install bubblewrap to confine them)"
-)
-
-
-def bwrap_argv(
-    work: Path | None,
-    trees: list[Path],
-    *,
-    as_root: bool,
-    new_session: bool = True,
-    work_at: Path | None = None,
-    env_fd: int | None = None,
-) -> list[str]:
-    """bubblewrap around a host step: the host read-only, the step's work directory and
-    nothing else writable, its dependencies read-only, no network, a fresh /tmp, and
-    none of the host's service sockets (a socket on a read-only mount still connects).
-
-    bwrap itself is found on jailbake's own PATH and started with jailbake's clean
-    environment: the step's variables (a recipe's PATH or LD_PRELOAD among them) are
-    set inside the sandbox only, read by bwrap from env_fd (see sandbox_env), never
-    given to the process that builds it nor shown in its command line."""
-    argv = [
-        host_tool("bwrap"),
-        *("--ro-bind", "/", "/"),
-        *("--dev", "/dev", "--proc", "/proc"),
-    ]
-    for hidden in _hidden_dirs():
-        argv += ["--tmpfs", hidden]
-    if work is not None:
-        at = work_at or work
-        if work_at is not None:  # a place to mount it on, whatever the host holds there
-            argv += ["--tmpfs", str(work_at.parent)]
-        argv += ["--bind", str(work), str(at), "--chdir", str(at / "src")]
-    for tree in trees:  # they may lie below a hidden directory
-        argv += ["--ro-bind", str(tree), str(tree)]
-    argv += [
-        "--unshare-net",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        *("--hostname", "jailbake"),
-        *(["--new-session"] if new_session else []),  # no TIOCSTI into the caller's terminal
-        "--die-with-parent",
-        *(("--cap-drop", "ALL") if as_root else ("--unshare-user",)),
-    ]
-    if env_fd is not None:
-        argv += ["--args", str(env_fd)]
-    return argv
-
-
-def sandbox_env(env: Mapping[str, str]) -> int:
-    """A file descriptor holding bwrap's arguments (NUL-separated, for --args) that
-    give the sandbox exactly env: secrets in a step's variables stay out of every
-    process's command line. The caller closes it once bwrap has started."""
-    args = ["--clearenv"]
-    for key, value in sorted(env.items()):
-        args += ["--setenv", key, value]
-    fd = os.memfd_create("jailbake-step-env")  # close-on-exec unless passed
-    os.write(fd, b"".join(os.fsencode(a) + b"\0" for a in args))
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
-
-
-def host_tool(name: str) -> str:
-    """A host program by absolute path, looked up on jailbake's own PATH: a step's
-    variables never choose which program runs on the host."""
-    return shutil.which(name, path=run.clean_env()["PATH"]) or name
-
-
-def _hidden_dirs() -> list[str]:
-    """Directories a host step sees empty: scratch space, and where the sockets of
-    services live (the container engine's among them)."""
-    candidates = ["/tmp", "/var/tmp", "/run", "/var/run", "/dev/shm"]
-    for var in ("XDG_RUNTIME_DIR", "DOCKER_HOST"):
-        value = os.environ.get(var, "").removeprefix("unix://")
-        if value.startswith("/"):
-            candidates.append(value if var == "XDG_RUNTIME_DIR" else os.path.dirname(value))
-    hidden: list[str] = []
-    for path in candidates:
-        # A link (/var/run -> /run) is hidden through its target; "/" cannot be.
-        if path != "/" and os.path.isdir(path) and not os.path.islink(path):
-            hidden.append(os.path.normpath(path))
-    return sorted(set(hidden), key=lambda p: (p.count("/"), p))
-
-
-class HostExecutor:
-    """The container contract in a scratch directory on this machine: under bubblewrap
-    when it works here, otherwise unconfined (and said so, once per build)."""
-
-    kind = ExecutorKind.HOST
-
-    def __init__(self, *, sandbox: bool = True) -> None:
-        self._want_sandbox = sandbox
-        self._sandbox: bool | None = None
-        self._lock = threading.Lock()
-        self._running: set[subprocess.Popen[bytes]] = set()
-        self._cancelled = False
-        self._probing: threading.Thread | None = None
-        self._probed: str | None = None  # what the probing thread found
-
-    def start_probe(self) -> None:
-        """Start the probe (see confined) on a thread, which waits for bubblewrap on
-        another core while the build gets ready: the first step needs the answer only
-        later."""
-        with self._lock:
-            if self._sandbox is None and self._probing is None:
-                self._probing = threading.Thread(
-                    target=self._probe_ahead, name="jailbake-probe", daemon=True
-                )
-                self._probing.start()
-
-    def _probe_ahead(self) -> None:
-        try:
-            self._probed = self._probe()
-        except Exception as exc:  # confined probes again and says why
-            log.debug("bwrap probe: %s", exc)
-
-    @property
-    def confined(self) -> bool:
-        """Whether steps run under bubblewrap; probed once."""
-        with self._lock:
-            if self._sandbox is None:
-                if self._probing is not None:
-                    self._probing.join()
-                # A probe that failed to run at all says why here.
-                why = self._probe() if self._probed is None else self._probed
-                self._sandbox = not why
-                if why:
-                    user = "root" if os.getuid() == 0 else f"uid {os.getuid()}"
-                    log.warning(UNCONFINED_WARNING.format(user=user, why=why))
-            return self._sandbox
-
-    def _probe(self) -> str:
-        """Why steps cannot be confined here ('' if they can)."""
-        if not self._want_sandbox:
-            return "confinement was turned off"
-        if shutil.which(host_tool("bwrap")) is None:
-            return "bubblewrap (bwrap) is not installed"
-        fd = sandbox_env({})  # bwrap 0.5 or later: --clearenv
-        try:
-            cp = run.run(
-                [*bwrap_argv(None, [], as_root=os.getuid() == 0, env_fd=fd), "true"],
-                check=False,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                pass_fds=(fd,),
-            )
-        finally:
-            os.close(fd)
-        if cp.returncode != 0:
-            detail = cp.stderr.decode(errors="replace").strip().splitlines()
-            return f"bwrap does not work here: {detail[-1] if detail else cp.returncode}"
-        return ""
-
-    def run(self, step: Step) -> int:
-        trees = []
-        for name, tree in step.deps:
-            (step.work / "deps" / name).symlink_to(tree)
-            trees.append(tree)
-        env = _variables(step, step.work)
-        argv: list[str | Path] = [host_tool("bash"), step.work / "build.sh"]
-        fds: tuple[int, ...] = ()
-        if self.confined:
-            env["TMPDIR"] = "/tmp"
-            fds = (sandbox_env(run.clean_env(env)),)
-            argv = [*bwrap_argv(step.work, trees, as_root=os.getuid() == 0, env_fd=fds[0]), *argv]
-            env = {}
-        with step.log.open("ab") as logf:
-            try:
-                proc = run.start(argv, cwd=step.work / "src", env=env, output=logf, pass_fds=fds)
-            except OSError as exc:
-                raise StepError(f"{step.recipe}: cannot start its step: {exc.strerror}") from None
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            with self._lock:
-                self._running.add(proc)
-                cancelled = self._cancelled
-            try:
-                if cancelled:  # interrupted while this step was being set up
-                    proc.kill()
-                return proc.wait()
-            finally:
-                with self._lock:
-                    self._running.discard(proc)
-
-    def live_log(self, step: Step) -> Path:
-        return step.log
-
-    def origin(self, step: Step) -> str:
-        return ""
-
-    def shell(self, step: Step, command: str | None) -> int:
-        """A shell (or command) in the step's environment, on the user's terminal."""
-        trees = []
-        for name, tree in step.deps:
-            link = step.work / "deps" / name
-            if not os.path.lexists(link):
-                link.symlink_to(tree)
-            trees.append(tree)
-        at = step.ran_at if step.ran_at is not None and self.confined else step.work
-        if step.ran_at is not None and at != step.ran_at:
-            log.warning(
-                "%s: the step ran in %s; unconfined, the shell opens it where it is kept, "
-                "and absolute paths in its build files still point there",
-                step.recipe,
-                step.ran_at,
-            )
-        env = {**_variables(step, at), **_shell_variables(step)}
-        argv: list[str | Path] = [host_tool("bash"), "-c", shell_script(command)]
-        fds: tuple[int, ...] = ()
-        if self.confined:
-            env["TMPDIR"] = "/tmp"
-            fds, env = (sandbox_env(run.clean_env(env)),), {}
-            # The user's own shell: it keeps the terminal (no session of its own).
-            sandbox = bwrap_argv(
-                step.work,
-                trees,
-                as_root=os.getuid() == 0,
-                new_session=False,
-                work_at=step.ran_at,
-                env_fd=fds[0],
-            )
-            argv = [*sandbox, *argv]
-        # Ctrl-C belongs to the shell and what runs in it, not to jailbake waiting for it
-        # (a handler, unlike SIG_IGN, is not inherited by the shell).
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
-        try:
-            return run.run(
-                argv, cwd=step.work / "src", env=env, check=False, pass_fds=fds
-            ).returncode
-        finally:
-            signal.signal(signal.SIGINT, previous)
-            for fd in fds:
-                os.close(fd)
-
-    def cancel(self) -> None:
-        """Stop the running steps: confined ones run in a session of their own and do not
-        get the terminal's Ctrl-C."""
-        with self._lock:
-            self._cancelled = True
-            running = list(self._running)
-        for proc in running:
-            with contextlib.suppress(OSError):
-                proc.kill()
 
 
 def _exited(container: Any, errors: list[Exception]) -> int | None:
@@ -559,7 +214,7 @@ class DockerExecutor:
             (step.work / "deps" / name).mkdir(exist_ok=True)
             volumes[str(tree)] = {"bind": str(CONTAINER_WORKDIR / "deps" / name), "mode": "ro"}
         user = "0:0" if step.root else self._user(step.work)
-        environment = _variables(step, CONTAINER_WORKDIR)
+        environment = variables(step, CONTAINER_WORKDIR)
         if step.ccache is not None:
             step.ccache.mkdir(parents=True, exist_ok=True)
             if os.getuid() == 0 and not step.root:
@@ -666,12 +321,12 @@ class DockerExecutor:
             raise EngineError(f"{step.recipe}: the container engine failed: {detail}") from None
 
     def _shell(self, step: Step, command: str | None) -> int:
-        from .core import console
+        from ..core import console
 
         assert step.image, "a docker step needs an image"
         interactive = command is None and sys.stdin.isatty() and sys.stdout.isatty()
         args = self._container_args(step)
-        args["environment"].update(_shell_variables(step))
+        args["environment"].update(shell_variables(step))
         container = self.client.containers.create(
             step.image,
             ["bash", "-c", shell_script(command)],
