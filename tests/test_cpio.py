@@ -14,7 +14,7 @@ from conftest import Project
 from jailbake.core.errors import RecipeError
 from jailbake.image.cpio import Entry, write_cpio_gz, write_newc
 from jailbake.image.devtable import parse_device_table
-from jailbake.recipe import load_recipe
+from jailbake.model.recipe import load_recipe
 
 SDE = 1700000000
 

@@ -10,8 +10,8 @@ import pytest
 from conftest import HTTPFiles, Project, make_tarball, sha256
 from jailbake.cache.store import Store
 from jailbake.core.errors import ChecksumError, FetchError
-from jailbake.fetch import Fetcher, git_archive_name
-from jailbake.recipe import Source, SourceKind
+from jailbake.model.recipe import Source, SourceKind
+from jailbake.sources.fetch import Fetcher, git_archive_name
 
 
 def url_source(url: str, data: bytes) -> Source:
@@ -66,7 +66,7 @@ def test_resumes_a_broken_download(tmp_path: Path, http: HTTPFiles) -> None:
 
 
 def test_unreachable_upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("jailbake.fetch.BACKOFF", 0.01)
+    monkeypatch.setattr("jailbake.sources.fetch.BACKOFF", 0.01)
     src = Source(
         SourceKind.URL, "http://127.0.0.1:9/nothing.tar", sha256="0" * 64, filename="nothing.tar"
     )
@@ -90,7 +90,7 @@ def test_mirror_directory_by_name_and_by_sha(tmp_path: Path, http: HTTPFiles) ->
 def test_mirror_url_is_tried_before_upstream(
     tmp_path: Path, http: HTTPFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("jailbake.fetch.BACKOFF", 0.01)
+    monkeypatch.setattr("jailbake.sources.fetch.BACKOFF", 0.01)
     data = b"mirrored"
     http.add("mirror/pkg.tar", data)
     src = url_source("http://127.0.0.1:9/upstream/pkg.tar", data)

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import Project
 from jailbake.core.errors import CycleError, JailbakeError, RecipeError
-from jailbake.graph import build_graph
-from jailbake.layer import load_layers
+from jailbake.model.graph import build_graph
+from jailbake.model.layer import load_layers
 
 
 def graph_of(project: Project, *targets: str):  # type: ignore[no-untyped-def]

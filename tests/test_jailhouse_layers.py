@@ -15,9 +15,9 @@ from conftest import ROOT, copy_checkout, jailbake
 from jailbake.action import RecipeBuilder
 from jailbake.cache.store import Store
 from jailbake.executors.host import HostExecutor
-from jailbake.fetch import Fetcher
-from jailbake.graph import build_graph
-from jailbake.layer import load_layers
+from jailbake.model.graph import build_graph
+from jailbake.model.layer import load_layers
+from jailbake.sources.fetch import Fetcher
 
 PINS = {
     "jailhouse-images": {

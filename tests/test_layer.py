@@ -14,9 +14,9 @@ import yaml
 
 from conftest import ROOT, SDE, Project, copy_checkout, jailbake
 from jailbake.core.errors import RecipeError
-from jailbake.graph import build_graph
-from jailbake.layer import load_layers
-from jailbake.scan import split_config
+from jailbake.model.graph import build_graph
+from jailbake.model.layer import load_layers
+from jailbake.model.scan import split_config
 
 
 def test_split_config() -> None:

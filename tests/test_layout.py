@@ -19,6 +19,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("image",),
     ("cache",),
     ("executors",),
+    ("model",),
+    ("sources",),
     (),  # the rest: to be divided into packages by job
 ]
 STANDALONE = ("image.sdtool",)  # run on their own inside a builder: import no jailbake module

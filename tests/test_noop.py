@@ -133,7 +133,7 @@ def test_an_edited_recipe_without_sources_loads_no_download_or_archive_code(
     lazy = {
         "jailbake.core.net",
         "jailbake.cache.remote",
-        "jailbake.unpack",
+        "jailbake.sources.unpack",
         "jailbake.core.console",
     }
     assert not imported & lazy

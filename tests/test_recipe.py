@@ -9,7 +9,7 @@ import pytest
 
 from conftest import Project
 from jailbake.core.errors import RecipeError
-from jailbake.recipe import SourceKind, load_recipe
+from jailbake.model.recipe import SourceKind, load_recipe
 
 GOOD_SHA = "a" * 64
 GOOD_COMMIT = "b" * 40

@@ -224,7 +224,7 @@ def test_an_answer_from_the_record_loads_no_build_code(project: Project) -> None
     assert "jailbake.replay" in imported
     heavy = {"kas", "doit", "docker", "yaml", "requests"}
     assert not {m for m in imported if m.split(".")[0] in heavy}
-    assert not imported & {"jailbake.bake", "jailbake.action", "jailbake.layer"}
+    assert not imported & {"jailbake.bake", "jailbake.action", "jailbake.model.layer"}
 
 
 def test_links_to_layer_files_and_recipe_directories_are_followed(project: Project) -> None:

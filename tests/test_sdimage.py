@@ -15,7 +15,7 @@ import yaml
 from conftest import Project, copy_checkout, jailbake
 from jailbake.core.errors import RecipeError
 from jailbake.image.sdimage import parse_size
-from jailbake.recipe import load_recipe
+from jailbake.model.recipe import load_recipe
 
 MIB = 1 << 20
 

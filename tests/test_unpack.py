@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jailbake.core.errors import UnpackError
-from jailbake.unpack import extract_tar
+from jailbake.sources.unpack import extract_tar
 
 COMPRESSIONS = ("tar", "gzip", "xz", "bzip2", "zstd")
 

@@ -20,7 +20,6 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from . import licenses
 from .cache.keys import digest_of, path_digest, step_key, step_key_inputs
 from .cache.store import ActionResult, Store, remove_tree
 from .core import paths, run
@@ -28,9 +27,10 @@ from .core.errors import BuildError, JailbakeError, RecipeError
 from .executors import engine
 from .executors.docker import ROOT_STEP_PRIVILEGES
 from .executors.step import Executor, ExecutorKind, Step, write_script
-from .fetch import Fetcher
-from .graph import Graph
-from .recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
+from .model.graph import Graph
+from .model.recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
+from .sources import licenses
+from .sources.fetch import Fetcher
 from .workspace import Workspace, Workspaces
 
 if TYPE_CHECKING:  # the remote cache's code loads only for --remote-cache
@@ -582,14 +582,14 @@ class RecipeBuilder:
             if source.kind is SourceKind.URL:
                 blob = self.fetcher.fetch_url(recipe.name, source)
                 if source.is_archive:
-                    from .unpack import extract_tar  # tarfile: only for what it unpacks
+                    from .sources.unpack import extract_tar
 
                     extract_tar(None, blob, dest, strip=source.strip, origin=origin)
                 else:
                     rel = PurePosixPath(source.dest or ".", source.filename)
                     shutil.copyfile(blob, paths.target(src, rel, origin=origin))
             elif source.kind is SourceKind.GIT:
-                from .unpack import extract_tar, git_export
+                from .sources.unpack import extract_tar, git_export
 
                 git_dir = self.fetcher.fetch_git(recipe.name, source)
                 if git_dir is None:
@@ -706,7 +706,7 @@ def _declared_outputs_ok(recipe: Recipe, result: ActionResult) -> ActionResult |
 
 
 def _load_image(client: Any, mirrors: list[str], tag: str) -> bool:
-    from . import mirror
+    from .sources import mirror
 
     return mirror.load_image(client, mirrors, tag)
 

@@ -15,9 +15,9 @@ from .cache.seal import path_stamp
 from .cache.store import ActionResult, Store, copy_hashed, normalize_tree
 from .core import paths
 from .core.errors import CacheError, JailbakeError
-from .graph import Graph
-from .layer import Layer
-from .recipe import Recipe
+from .model.graph import Graph
+from .model.layer import Layer
+from .model.recipe import Recipe
 from .request import Artifact
 
 

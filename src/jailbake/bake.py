@@ -16,17 +16,18 @@ from .action import RecipeBuilder, Status
 from .artifacts import check_expected, publish, write_manifest
 from .cache.store import ActionResult, Store
 from .core.errors import FetchError, JailbakeError
+from .core.paths import resolve_mirror
 from .executors import engine
 from .executors.docker import DockerExecutor
 from .executors.host import HostExecutor
 from .executors.step import Executor, ExecutorKind
-from .fetch import Fetcher, resolve_mirror
-from .graph import Graph, build_graph
-from .layer import load_layers
-from .layerrepos import LayerRepos
+from .model.graph import Graph, build_graph
+from .model.layer import load_layers
 from .request import BuildOptions, BuildReport
 from .sampler import Sampler
 from .schedule import Scheduler
+from .sources.fetch import Fetcher
+from .sources.layerrepos import LayerRepos
 from .status import Progress
 from .trace import Tracer
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from .action import RecipeBuilder
 from .cache.store import ActionResult, Store, remove_tree
-from .fetch import Fetcher
-from .graph import Graph
+from .model.graph import Graph
+from .model.recipe import SourceKind
 from .query import list_graph
-from .recipe import SourceKind
+from .sources.fetch import Fetcher
 
 
 @dataclass

@@ -22,8 +22,9 @@ from .options import COMMANDS, parser
 
 if TYPE_CHECKING:
     from .action import RecipeBuilder
-    from .fetch import Fetcher
-    from .graph import Graph
+    from .model.graph import Graph
+    from .sources.fetch import Fetcher
+    from .sources.layerrepos import LayerRepos
 
 DEFAULT_CONFIGS = ("layers/rpi4-jailhouse.yml",)
 
@@ -39,7 +40,7 @@ def _default_config() -> str:
 
 
 def _configs(spec: str | None) -> tuple[Path, ...]:
-    from .scan import split_config
+    from .model.scan import split_config
 
     return tuple(split_config(spec or _default_config()))
 
@@ -100,7 +101,10 @@ def _split_config(
     return None, args
 
 
-READING = "reading a layer fetches nothing; 'jailbake fetch' (or build) puts it in the cache"
+READING = (
+    "reading a layer fetches nothing; 'jailbake fetch' (or build) puts it in the cache "
+    "(--cache-dir, else JAILBAKE_CACHE_DIR, else ~/.cache/jailbake)"
+)
 
 
 def _graph(
@@ -115,22 +119,29 @@ def _graph(
     reads the layers (list, explain, graph, dump, log, clean) runs no network command,
     and takes remote layer repositories from the cache alone."""
     from .bake import load_graph
+
+    return load_graph(_configs(config), tuple(targets), repos=_repos(args, reading=reading))
+
+
+def _repos(args: argparse.Namespace, *, reading: bool) -> LayerRepos:
+    """What checks out the remote layer repositories a command's layers name: into its
+    cache, from its mirrors, from the network unless --offline or reading."""
     from .cache.store import Store, default_cache_dir
-    from .fetch import Fetcher, resolve_mirror
-    from .layerrepos import LayerRepos
+    from .core.paths import resolve_mirror
+    from .sources.fetch import Fetcher
+    from .sources.layerrepos import LayerRepos
 
     store = Store(getattr(args, "cache_dir", None) or default_cache_dir())
     mirrors = [resolve_mirror(m, Path.cwd()) for m in getattr(args, "mirror", None) or []]
     if reading:
-        fetcher = Fetcher(store, mirrors, offline=True, offline_reason=READING)
-    else:
-        fetcher = Fetcher(store, mirrors, offline=bool(getattr(args, "offline", False)))
-    return load_graph(_configs(config), tuple(targets), repos=LayerRepos(fetcher))
+        return LayerRepos(Fetcher(store, mirrors, offline=True, offline_reason=READING))
+    return LayerRepos(Fetcher(store, mirrors, offline=bool(getattr(args, "offline", False))))
 
 
 def _fetcher(args: argparse.Namespace, config: str | None) -> tuple[Graph, Fetcher]:
     from .cache.store import Store, default_cache_dir
-    from .fetch import Fetcher, resolve_mirror
+    from .core.paths import resolve_mirror
+    from .sources.fetch import Fetcher
 
     graph = _graph(args, config, args.target)
     store = Store(args.cache_dir or default_cache_dir())
@@ -139,7 +150,7 @@ def _fetcher(args: argparse.Namespace, config: str | None) -> tuple[Graph, Fetch
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .mirror import fetch_all
+    from .sources.mirror import fetch_all
 
     graph, fetcher = _fetcher(args, args.config)
     count = fetch_all(graph, fetcher, args.jobs)
@@ -148,9 +159,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_builders(args: argparse.Namespace) -> int:
+    from .core.paths import resolve_mirror
     from .executors import engine
-    from .fetch import resolve_mirror
-    from .mirror import ensure_builders
+    from .sources.mirror import ensure_builders
 
     client = engine.connect()
     for spec in args.configs or [None]:
@@ -164,7 +175,7 @@ def _cmd_builders(args: argparse.Namespace) -> int:
 
 def _cmd_mirror(args: argparse.Namespace) -> int:
     from .executors import engine
-    from .mirror import write_mirror
+    from .sources.mirror import write_mirror
     from .status import human_size, plural
 
     if len(args.args) > 2:
@@ -191,9 +202,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     if args.config:
         from .artifacts import layer_names
-        from .layer import load_layers
+        from .model.layer import load_layers
 
-        wanted = layer_names(load_layers(_configs(args.config)))
+        wanted = layer_names(load_layers(_configs(args.config), repos=_repos(args, reading=True)))
         built = load_manifest(args.artifacts_dir).get("layers", [])
         if wanted != built:
             raise JailbakeError(
@@ -224,7 +235,7 @@ def _builder(
     from .cache.store import Store, default_cache_dir
     from .executors.host import HostExecutor
     from .executors.step import ExecutorKind
-    from .fetch import Fetcher
+    from .sources.fetch import Fetcher
 
     graph = _graph(args, config, targets, reading=reading)
     store = Store(args.cache_dir or default_cache_dir())
@@ -321,7 +332,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
-    from .dump import dump
+    from .model.dump import dump
 
     graph = _graph(args, args.config, args.target, reading=not args.resolve_refs)
     sys.stdout.write(dump(graph, resolve_refs=args.resolve_refs, lock=args.lock))
@@ -330,9 +341,9 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
 def _cmd_lock(args: argparse.Namespace) -> int:
     from .cache.store import Store, default_cache_dir
-    from .fetch import Fetcher
-    from .layerrepos import LayerRepos
-    from .lockfile import write_lock
+    from .sources.fetch import Fetcher
+    from .sources.layerrepos import LayerRepos
+    from .sources.lockfile import write_lock
 
     repos = LayerRepos(Fetcher(Store(args.cache_dir or default_cache_dir())))
     dest, pins = write_lock(_configs(args.config), repos, update=args.update)
@@ -471,9 +482,9 @@ def _cmd_clean(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import qemu
     from .core import run
-    from .layer import load_layers
+    from .model.layer import load_layers
 
-    layer = load_layers(_configs(args.config))
+    layer = load_layers(_configs(args.config), repos=_repos(args, reading=True))
     overrides = {
         k: v
         for k, v in (("kernel", args.kernel), ("initrd", args.initrd), ("append", args.append))

@@ -11,7 +11,7 @@ from .action import RecipeBuilder
 from .cache.keys import short_key
 from .core import run
 from .core.errors import JailbakeError
-from .graph import Graph
+from .model.graph import Graph
 from .query import cached_results
 
 FILL = {"cached": "#c8e6c9", "to build": "#fff3bf"}

@@ -10,8 +10,9 @@ from pathlib import Path
 from . import patchstack
 from .action import RecipeBuilder
 from .cache.store import Store, default_cache_dir, remove_tree
-from .fetch import Fetcher, resolve_mirror
-from .graph import Graph
+from .core.paths import resolve_mirror
+from .model.graph import Graph
+from .sources.fetch import Fetcher
 from .workspace import Workspace, WorkspaceError, Workspaces
 
 DEFAULT_DIR = "workspace"  # workspace/RECIPE, relative to the current directory

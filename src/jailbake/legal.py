@@ -13,13 +13,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import licenses
 from .action import RecipeBuilder
 from .cache.store import remove_tree
 from .core import gitcmd, paths
 from .core.errors import JailbakeError
-from .fetch import git_archive_name
-from .recipe import Recipe, Source, SourceKind
+from .model.recipe import Recipe, Source, SourceKind
+from .sources import licenses
+from .sources.fetch import git_archive_name
 
 MANIFEST = "manifest.csv"
 SUMS = "legal-info.sha256"

@@ -24,7 +24,7 @@ import yaml
 
 from .cache.keys import digest_of, path_digest
 from .core import gitcmd, paths, run
-from .recipe import Patch, Recipe
+from .model.recipe import Patch, Recipe
 from .workspace import PatchCommit, Workspace, WorkspaceError
 
 BRANCH = "jailbake"

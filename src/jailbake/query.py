@@ -8,7 +8,7 @@ from typing import Any
 from .action import RecipeBuilder
 from .cache.keys import flatten
 from .cache.store import ActionResult
-from .graph import Graph
+from .model.graph import Graph
 
 
 @dataclass(frozen=True)

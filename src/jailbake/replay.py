@@ -51,13 +51,13 @@ from . import __version__
 from .cache.keys import path_digest
 from .cache.seal import path_stamp, tree_stamp
 from .cache.store import WORKSPACES, Store
+from .model.scan import ConfigScan, bytes_digest, recipe_names
 from .request import Artifact, BuildOptions, BuildReport
-from .scan import ConfigScan, bytes_digest, recipe_names
 
 if TYPE_CHECKING:
     from .action import RecipeBuilder
     from .cache.store import ActionResult
-    from .graph import Graph
+    from .model.graph import Graph
 
 log = logging.getLogger(__name__)
 FORMAT = 3

@@ -22,7 +22,7 @@ from typing import Any
 from .action import KeyInfo, Outcome, RecipeBuilder, Status
 from .cache.store import ActionResult
 from .core.errors import Failures, JailbakeError
-from .graph import Graph
+from .model.graph import Graph
 
 log = logging.getLogger(__name__)
 

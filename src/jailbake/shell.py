@@ -8,7 +8,7 @@ from pathlib import Path
 from .action import RAN_AT, RecipeBuilder
 from .cache.store import ActionResult
 from .core.errors import JailbakeError
-from .graph import Graph
+from .model.graph import Graph
 from .query import cached_results
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from .cache.keys import digest_of, file_sha256, tree_manifest
 from .cache.store import WORKSPACES, copy_hashed, remove_tree
 from .core.errors import JailbakeError
-from .recipe import COMMIT_RE
+from .model.recipe import COMMIT_RE
 
 STATE_DIR = WORKSPACES
 BUILD_DIR = "workspace-builds"

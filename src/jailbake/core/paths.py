@@ -109,3 +109,8 @@ def _remove(path: Path, origin: str, root: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         raise UnsafePath(f"{origin}: {path.relative_to(root).as_posix()!r} is a directory")
     path.unlink()
+
+
+def resolve_mirror(location: str, base: Path) -> str:
+    """A mirror URL as given, or a mirror directory made absolute against base."""
+    return location if "://" in location else str((base / location).resolve())

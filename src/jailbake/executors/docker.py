@@ -231,7 +231,7 @@ class DockerExecutor:
             "environment": environment,
             "hostname": "jailbake",
             "labels": {
-                "org.jailbake.recipe": step.recipe,
+                "org.jailbake.model.recipe": step.recipe,
                 LABEL_HOST: os.uname().nodename,
                 LABEL_PID: str(os.getpid()),
                 LABEL_PROCESS: process_identity(os.getpid()),

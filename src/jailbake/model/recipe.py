@@ -9,12 +9,12 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from .core import gitcmd, yamlfile
-from .core.fields import Fields, kind_of, where_of
+from ..core import gitcmd, yamlfile
+from ..core.fields import Fields, kind_of, where_of
 
 if TYPE_CHECKING:  # the image modules load only for recipes that describe one
-    from .image.rootfs import RootfsSpec
-    from .image.sdimage import ImageSpec
+    from ..image.rootfs import RootfsSpec
+    from ..image.sdimage import ImageSpec
 
 SHA256_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 COMMIT_RE = re.compile(r"\A[0-9a-f]{40}\Z")
@@ -238,14 +238,14 @@ def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
     rootfs: RootfsSpec | None = None
     image: ImageSpec | None = None
     if "rootfs" in data or "image" in data:
-        from .image.layouts import parse_image, parse_rootfs
+        from ..image.layouts import parse_image, parse_rootfs
 
         rootfs = parse_rootfs(ctx, data["rootfs"]) if "rootfs" in data else None
         image = parse_image(ctx, data["image"], name) if "image" in data else None
     contents = rootfs.contents if rootfs else ()
     if image:
         contents = tuple(c for p in image.partitions for c in p.contents)
-        from .image.sdimage import IMAGE_BUILDER
+        from ..image.sdimage import IMAGE_BUILDER
 
         builder = ctx.string(data.get("builder", IMAGE_BUILDER), "builder")
     depends += tuple(sorted({c.recipe for c in contents} - set(depends)))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .layer import load_layers
+from ..model.layer import load_layers
 from .layerrepos import LayerRepos
 
 

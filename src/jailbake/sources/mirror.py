@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache.keys import file_sha256
-from .core import gitcmd, paths
-from .core.errors import EngineError, FetchError, JailbakeError
-from .executors import engine
+from ..cache.keys import file_sha256
+from ..core import gitcmd, paths
+from ..core.errors import EngineError, FetchError, JailbakeError
+from ..executors import engine
+from ..model.graph import Graph
+from ..model.recipe import Recipe, Source, SourceKind
 from .fetch import Fetcher, git_archive_name
-from .graph import Graph
-from .recipe import Recipe, Source, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class MirrorWriter:
         self.added += 1
 
     def write_index(self) -> None:
-        from . import __version__
+        from .. import __version__
 
         data = {
             "jailbake": __version__,

@@ -10,41 +10,17 @@ import os
 import re
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from .cache.keys import file_sha256
-from .cache.store import remove_tree
-from .core import gitcmd, run
-from .core.errors import FetchError, RecipeError
+from ..cache.keys import file_sha256
+from ..cache.store import remove_tree
+from ..core import gitcmd, run
+from ..core.errors import FetchError, RecipeError
+from ..model.recipe import COMMIT_RE, Source, SourceKind
+from ..model.repos import Checkout, RepoPin
 from .fetch import Fetcher
-from .recipe import COMMIT_RE, Source, SourceKind
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RepoPin:
-    """What a layer file says of a remote repository, after its lock file's overrides."""
-
-    name: str
-    url: str
-    commit: str = ""  # full id: the reproducible way
-    branch: str = ""
-    tag: str = ""
-
-    @property
-    def ref(self) -> str:
-        return f"refs/heads/{self.branch}" if self.branch else f"refs/tags/{self.tag}"
-
-
-@dataclass(frozen=True)
-class Checkout:
-    name: str
-    url: str
-    commit: str
-    path: Path
-    floating: bool  # resolved from a branch or tag, not pinned
 
 
 class LayerRepos:
@@ -92,8 +68,8 @@ class LayerRepos:
         if cp.returncode != 0 or not COMMIT_RE.match(commit):
             raise FetchError(
                 f"{origin}: repos.{pin.name}: the cache has not seen {pin.ref} of {pin.url} "
-                f"({self.fetcher.offline_reason}); pin a commit (jailbake lock) or build once "
-                "online"
+                f"({self.fetcher.why_offline('asking the server')}); pin a commit "
+                "(jailbake lock) or build once online"
             )
         return commit
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cache.keys import file_sha256
-from .cache.store import Store
-from .core import gitcmd
-from .core.errors import ChecksumError, FetchError
-from .recipe import Recipe, Source, SourceKind
+from ..cache.keys import file_sha256
+from ..cache.store import Store
+from ..core import gitcmd
+from ..core.errors import ChecksumError, FetchError
+from ..model.recipe import Recipe, Source, SourceKind
 
 if TYPE_CHECKING:
     import requests
@@ -59,11 +59,6 @@ def _local_path(location: str) -> Path:
     return Path(location.removeprefix("file://"))
 
 
-def resolve_mirror(location: str, base: Path) -> str:
-    """A mirror URL as given, or a mirror directory made absolute against base."""
-    return location if "://" in location else str((base / location).resolve())
-
-
 class Fetcher:
     """Puts each source in the cache, from the cache, a mirror, or upstream."""
 
@@ -74,7 +69,7 @@ class Fetcher:
         *,
         offline: bool = False,
         progress: bool | None = None,
-        offline_reason: str = "--offline forbids fetching",
+        offline_reason: str = "--offline forbids",
     ) -> None:
         self.store = store
         self.mirrors = list(mirrors)
@@ -84,6 +79,14 @@ class Fetcher:
         self._session: requests.Session | None = None
         # Told of every download: (kind, name, start, recipe=..., **details).
         self.on_span: Callable[..., None] | None = None
+
+    def why_offline(self, what: str) -> str:
+        """'--offline forbids downloading', or the reason this fetcher was made offline."""
+        return (
+            f"{self.offline_reason} {what}"
+            if self.offline_reason.endswith("forbids")
+            else (self.offline_reason)
+        )
 
     def _span(self, name: str, start: float, recipe: str, **details: object) -> None:
         if self.on_span is not None:
@@ -195,7 +198,7 @@ class Fetcher:
         if self.offline and not is_local(source.location):
             raise FetchError(
                 f"{recipe}: {source.location} (sha256 {source.sha256}) is not "
-                f"in the cache or any mirror, and {self.offline_reason}{seen}"
+                f"in the cache or any mirror, and {self.why_offline('downloading')}{seen}"
             )
         try:
             self._try(recipe, source, source.location, mirror=False)
@@ -259,7 +262,7 @@ class Fetcher:
         import requests
         from tqdm import tqdm
 
-        from .core import net
+        from ..core import net
 
         session = self._requests()
         for attempt in range(RETRIES + 1):
@@ -329,7 +332,7 @@ class Fetcher:
             if self.offline and not is_local(url):
                 raise FetchError(
                     f"{recipe}: {url} commit {commit} is not in the cache or any "
-                    f"mirror, and {self.offline_reason}"
+                    f"mirror, and {self.why_offline('fetching')}"
                 )
             start = time.monotonic()
             self._fetch_git(recipe, url, commit, git_dir)
@@ -337,7 +340,7 @@ class Fetcher:
             return git_dir
 
     def _fetch_git(self, recipe: str, url: str, commit: str, git_dir: Path) -> None:
-        from .core import net
+        from ..core import net
 
         problem = gitcmd.url_problem(url)
         if problem:  # checked where it was read; and here, before git sees it

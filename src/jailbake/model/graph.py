@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core.errors import CycleError, JailbakeError, RecipeError
-from .core.yamlfile import ParseMemo
+from ..core.errors import CycleError, JailbakeError, RecipeError
+from ..core.yamlfile import ParseMemo
 from .layer import Layer
 from .recipe import HOST_BUILDER, NO_BUILDER, Recipe, load_recipe
 from .scan import recipe_names

@@ -8,10 +8,10 @@ import hashlib
 import stat
 from pathlib import Path
 
-from .cache.store import Store
-from .core import paths
-from .core.errors import RecipeError
-from .recipe import Recipe
+from ..cache.store import Store
+from ..core import paths
+from ..core.errors import RecipeError
+from ..model.recipe import Recipe
 
 
 def check(recipe: Recipe, src: Path, store: Store) -> None:

@@ -14,8 +14,8 @@ import zlib
 from pathlib import Path
 from typing import IO
 
-from .core import gitcmd, run
-from .core.errors import JailbakeError, UnpackError
+from ..core import gitcmd, run
+from ..core.errors import JailbakeError, UnpackError
 
 
 def _strip(name: str, strip: int) -> str | None:

@@ -12,16 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cache.keys import path_digest
-from .core import gitcmd, yamlfile
-from .core.errors import RecipeError
-from .core.fields import CONTROL
-from .fetch import resolve_mirror
+from ..cache.keys import path_digest
+from ..core import gitcmd, yamlfile
+from ..core.errors import RecipeError
+from ..core.fields import CONTROL
+from ..core.paths import resolve_mirror
 from .recipe import VAR_RE
+from .repos import RepoPin
 from .scan import ConfigScan, repositories
 
 if TYPE_CHECKING:
-    from .layerrepos import LayerRepos
+    from .repos import RepoCheckouts
 
 DEFAULT_SOURCE_DATE_EPOCH = 0
 # Layer variable naming source mirrors (directories relative to the top repository, or
@@ -70,7 +71,7 @@ class Layer:
 
 
 def _memo_path(memo_dir: Path, files: Sequence[Path]) -> Path:
-    from . import __version__
+    from .. import __version__
 
     key = json.dumps([__version__, [str(f) for f in files]])
     return memo_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
@@ -261,7 +262,7 @@ def load_layers(
     files: Sequence[Path],
     environ: Mapping[str, str] | None = None,
     memo_dir: Path | None = None,
-    repos: LayerRepos | None = None,
+    repos: RepoCheckouts | None = None,
     use_lock: bool = True,
 ) -> Layer:
     """Load layer files with kas, later files overriding earlier ones. With memo_dir,
@@ -424,29 +425,22 @@ def _remote_repo(
     repo: Mapping[str, Any],
     locked: Mapping[str, Any],
     first: Path,
-    repos: LayerRepos | None,
+    repos: RepoCheckouts | None,
     patches: Sequence[Path] = (),
 ) -> Path:
     """The checkout of a repository kas names by URL: at its lock file's commit, else its
     own commit, else the newest of its branch or tag (which floats, and is said so); its
     patches applied."""
-    from .layerrepos import LayerRepos, RepoPin
-
     commit = str(locked.get("commit") or repo.get("commit") or "")
     branch, tag = str(repo.get("branch") or ""), str(repo.get("tag") or "")
     if not commit and not branch and not tag:
         raise RecipeError(
             first, f"repos.{name}", "a remote repository needs a commit (or a branch or tag)"
         )
-    if repos is None:  # a reader's: the cache only, no network command
-        from .cache.store import Store, default_cache_dir
-        from .fetch import Fetcher
-
-        reason = (
-            "reading a layer fetches nothing; 'jailbake fetch' puts it in the cache "
-            "(JAILBAKE_CACHE_DIR, else ~/.cache/jailbake)"
+    if repos is None:  # reading layers fetches and checks out nothing by itself
+        raise RecipeError(
+            first, f"repos.{name}", "a remote repository, and nothing was given to check it out"
         )
-        repos = LayerRepos(Fetcher(Store(default_cache_dir()), offline=True, offline_reason=reason))
     url = str(repo["url"])
     problem = gitcmd.url_problem(url)
     if problem:
