@@ -21,6 +21,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("executors",),
     ("model",),
     ("sources",),
+    ("workspace",),
     (),  # the rest: to be divided into packages by job
 ]
 STANDALONE = ("image.sdtool",)  # run on their own inside a builder: import no jailbake module

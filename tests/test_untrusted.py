@@ -331,7 +331,7 @@ def test_no_archive_member_is_named_like_the_newc_trailer() -> None:
 
 def test_a_workspace_record_names_commits_only(tmp_path: Path) -> None:
     """The commits a workspace record keeps reach git's argument list."""
-    from jailbake.workspace import Workspace
+    from jailbake.workspace.workspaces import Workspace
 
     record = {"recipe": "r", "recipe_file": "/x/r.yml", "dir": "/x/ws", "patches": []}
     for base in ("--output=/tmp/x", "a" * 40 + "\n", "HEAD"):

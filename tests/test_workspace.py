@@ -436,7 +436,7 @@ def test_a_changed_dependency_is_rebuilt_from_in_the_build_directory(
 
 
 def test_sync_checks_what_it_copies_and_never_removes_through_a_link(tmp_path: Path) -> None:
-    from jailbake.workspace import WorkspaceChanged, scan, sync
+    from jailbake.workspace.workspaces import WorkspaceChanged, scan, sync
 
     src, dest, outside = tmp_path / "ws", tmp_path / "build", tmp_path / "outside"
     (src / "a").mkdir(parents=True)

@@ -31,7 +31,7 @@ from .model.graph import Graph
 from .model.recipe import HOST_BUILDER, LAYOUT_FILE, NO_BUILDER, Recipe, SourceKind
 from .sources import licenses
 from .sources.fetch import Fetcher
-from .workspace import Workspace, Workspaces
+from .workspace.workspaces import Workspace, Workspaces
 
 if TYPE_CHECKING:  # the remote cache's code loads only for --remote-cache
     from .cache.remote import RemoteCache

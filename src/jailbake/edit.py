@@ -7,13 +7,13 @@ import os
 import shutil
 from pathlib import Path
 
-from . import patchstack
 from .action import RecipeBuilder
 from .cache.store import Store, default_cache_dir, remove_tree
 from .core.paths import resolve_mirror
 from .model.graph import Graph
 from .sources.fetch import Fetcher
-from .workspace import Workspace, WorkspaceError, Workspaces
+from .workspace import patchstack
+from .workspace.workspaces import Workspace, WorkspaceError, Workspaces
 
 DEFAULT_DIR = "workspace"  # workspace/RECIPE, relative to the current directory
 

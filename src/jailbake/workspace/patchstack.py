@@ -22,10 +22,10 @@ from typing import Any
 
 import yaml
 
-from .cache.keys import digest_of, path_digest
-from .core import gitcmd, paths, run
-from .model.recipe import Patch, Recipe
-from .workspace import PatchCommit, Workspace, WorkspaceError
+from ..cache.keys import digest_of, path_digest
+from ..core import gitcmd, paths, run
+from ..model.recipe import Patch, Recipe
+from .workspaces import PatchCommit, Workspace, WorkspaceError
 
 BRANCH = "jailbake"
 BASE_TAG = "jailbake-base"

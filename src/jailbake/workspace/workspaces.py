@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache.keys import digest_of, file_sha256, tree_manifest
-from .cache.store import WORKSPACES, copy_hashed, remove_tree
-from .core.errors import JailbakeError
-from .model.recipe import COMMIT_RE
+from ..cache.keys import digest_of, file_sha256, tree_manifest
+from ..cache.store import WORKSPACES, copy_hashed, remove_tree
+from ..core.errors import JailbakeError
+from ..model.recipe import COMMIT_RE
 
 STATE_DIR = WORKSPACES
 BUILD_DIR = "workspace-builds"
