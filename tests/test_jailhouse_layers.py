@@ -2,7 +2,7 @@
 
 Their kernel, firmware and Jailhouse sources live on GitHub, which these
 machines cannot reach, so here the layers are loaded, listed and overridden;
-building them needs the sources in a mirror (see README).
+building them needs the sources in a mirror (see docs/jailhouse.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ recipes, read from its pinned source (opt-in: it comes from GitHub):
     JAILBAKE_JAILHOUSE_MIRROR=DIR scripts/test tests/test_jailhouse_pins.py
 
 DIR holds jailhouse-images-<commit>.tar (`git archive --format=tar <commit>`), as an
-offline mirror does (README, "Without internet").
+offline mirror does (docs/jailhouse.md, "Without internet").
 """
 
 from __future__ import annotations
