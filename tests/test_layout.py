@@ -22,6 +22,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("model",),
     ("sources",),
     ("workspace",),
+    ("release",),
     (),  # the rest: to be divided into packages by job
 ]
 STANDALONE = ("image.sdtool",)  # run on their own inside a builder: import no jailbake module

@@ -176,7 +176,7 @@ def test_a_changed_release_withdraws_its_checksums_first(
 
 
 def test_sbom_ids_are_unique_when_names_collide(tmp_path: Path) -> None:
-    from jailbake.spdx import sbom
+    from jailbake.release.spdx import sbom
 
     same = "https://example.org/{}/archive/v1.0.tar.gz"
     manifest = {

@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from . import replay, report, spdx
+from . import replay, report
 from .action import RecipeBuilder, Status
-from .artifacts import check_expected, publish, write_manifest
 from .cache.store import ActionResult, Store
 from .core.errors import FetchError, JailbakeError
 from .core.paths import resolve_mirror
@@ -23,6 +22,8 @@ from .executors.host import HostExecutor
 from .executors.step import Executor, ExecutorKind
 from .model.graph import Graph, build_graph
 from .model.layer import load_layers
+from .release import spdx
+from .release.artifacts import check_expected, publish, write_manifest
 from .request import BuildOptions, BuildReport
 from .sampler import Sampler
 from .schedule import Scheduler

@@ -198,11 +198,11 @@ def _cmd_mirror(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from .publish import load_manifest, publish_release
+    from .release.publish import load_manifest, publish_release
 
     if args.config:
-        from .artifacts import layer_names
         from .model.layer import load_layers
+        from .release.artifacts import layer_names
 
         wanted = layer_names(load_layers(_configs(args.config), repos=_repos(args, reading=True)))
         built = load_manifest(args.artifacts_dir).get("layers", [])

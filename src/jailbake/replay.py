@@ -52,7 +52,8 @@ from .cache.keys import path_digest
 from .cache.seal import path_stamp, tree_stamp
 from .cache.store import WORKSPACES, Store
 from .model.scan import ConfigScan, bytes_digest, recipe_names
-from .request import Artifact, BuildOptions, BuildReport
+from .release.artifacts import Artifact
+from .request import BuildOptions, BuildReport
 
 if TYPE_CHECKING:
     from .action import RecipeBuilder
@@ -163,8 +164,8 @@ def _write(
     layer = graph.layer
     assert layer.scan is not None
     from .action import layer_file_paths
-    from .artifacts import MANIFEST
-    from .spdx import SBOM
+    from .release.artifacts import MANIFEST
+    from .release.spdx import SBOM
 
     store = builder.store
     known: dict[str, str] = {}  # layer file -> digest, as the keys took them

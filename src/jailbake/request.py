@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .cache.store import default_cache_dir
 from .executors.step import ExecutorKind
+from .release.artifacts import Artifact
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,6 @@ class BuildOptions:
     keep_failed: bool = False  # a failed step's work directory is kept for a shell
     remote_executor: str | None = None  # --executor remote: the service's URL
     remote_instance: str | None = None
-
-
-@dataclass(frozen=True)
-class Artifact:
-    path: str  # relative to the artifacts directory
-    sha256: str
-    recipe: str = ""  # the recipe that made it
 
 
 @dataclass(frozen=True)

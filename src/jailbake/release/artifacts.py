@@ -7,18 +7,27 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .cache.keys import file_sha256
-from .cache.seal import path_stamp
-from .cache.store import ActionResult, Store, copy_hashed, normalize_tree
-from .core import paths
-from .core.errors import CacheError, JailbakeError
-from .model.graph import Graph
-from .model.layer import Layer
-from .model.recipe import Recipe
-from .request import Artifact
+from ..cache.keys import file_sha256
+from ..cache.seal import path_stamp
+from ..cache.store import ActionResult, Store, copy_hashed, normalize_tree
+from ..core import paths
+from ..core.errors import CacheError, JailbakeError
+
+if TYPE_CHECKING:  # a build answered from its record loads no model
+    from ..model.graph import Graph
+    from ..model.layer import Layer
+    from ..model.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str  # relative to the artifacts directory
+    sha256: str
+    recipe: str = ""  # the recipe that made it
 
 
 def _copy(src: Path, dest: Path, sde: int, sha256: str | None = None) -> None:
@@ -177,7 +186,7 @@ def write_manifest(
 ) -> tuple[Artifact, dict[str, Any]]:
     """manifest.json: every recipe with version, key, output digest and pins, and the
     artifacts. Returns it and its content."""
-    from . import __version__
+    from .. import __version__
 
     recipes = []
     for name in graph.order:

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from ..cache.keys import file_sha256
+from ..core import net, paths
+from ..core.errors import JailbakeError
+from ..core.fields import CONTROL
 from . import spdx
 from .artifacts import MANIFEST
-from .cache.keys import file_sha256
-from .core import net, paths
-from .core.errors import JailbakeError
-from .core.fields import CONTROL
 from .spdx import SBOM
 
 if TYPE_CHECKING:
