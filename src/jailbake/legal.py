@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from .action import RecipeBuilder
 from .cache.store import remove_tree
-from .core import gitcmd, paths
+from .core import paths
 from .core.errors import JailbakeError
 from .model.recipe import Recipe, Source, SourceKind
 from .sources import licenses
@@ -77,18 +77,7 @@ class _Writer:
         if source.kind is SourceKind.URL:
             shutil.copyfile(fetcher.fetch_url(recipe.name, source), dest)
         elif source.kind is SourceKind.GIT:
-            git_dir = fetcher.fetch_git(recipe.name, source)
-            if git_dir is None:
-                archive = fetcher.mirror_archive(source)
-                assert archive is not None
-                shutil.copyfile(archive, dest)
-            else:
-                with dest.open("wb") as out:
-                    gitcmd.run(
-                        *("--git-dir", git_dir, "archive", "--format=tar", "--end-of-options"),
-                        source.commit,
-                        stdout=out,
-                    )
+            fetcher.write_git_archive(recipe.name, source, dest)
         else:
             assert source.path is not None
             shutil.copyfile(source.path, dest)

@@ -377,6 +377,23 @@ class Fetcher:
             + (f": {detail[-1]}" if detail else "")
         )
 
+    def write_git_archive(self, who: str, source: Source, dest: Path) -> None:
+        """The files of a git source at its commit as a tar file at dest (new), from
+        the cache's repository (fetched if it must be) or a mirror's archive."""
+        git_dir = self.fetch_git(who, source)
+        if git_dir is None:  # served by a mirror's archive
+            archive = self.mirror_archive(source)
+            assert archive is not None
+            shutil.copyfile(archive, dest)
+            return
+        with dest.open("wb") as out:
+            gitcmd.run(
+                *("--git-dir", git_dir, "archive", "--format=tar", "--end-of-options"),
+                source.commit,
+                stdout=out,
+                stderr=subprocess.PIPE,
+            )
+
     def mirror_archive(self, source: Source) -> Path | None:
         """A repository's archive in a mirror directory, if one holds it."""
         return next((p for p in self._local_mirror_files(source) if p.is_file()), None)

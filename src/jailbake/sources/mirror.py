@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache.keys import file_sha256
-from ..core import gitcmd, paths
+from ..core import paths
 from ..core.errors import EngineError, FetchError, JailbakeError
 from ..executors import engine
 from ..model.graph import Graph
@@ -147,22 +146,10 @@ class MirrorWriter:
         origin = f"{source.location} {source.commit}"
         if rel in self.entries:
             return
-        git_dir = self.fetcher.fetch_git(used_by, source)
         target = self._target(rel)
         tmp = target.with_name(f".{target.name}.part")
         tmp.unlink(missing_ok=True)
-        if git_dir is None:  # served by another mirror's archive
-            archive = self.fetcher.mirror_archive(source)
-            assert archive is not None
-            shutil.copyfile(archive, tmp)
-        else:
-            with tmp.open("wb") as out:
-                gitcmd.run(
-                    *("--git-dir", git_dir, "archive", "--format=tar", "--end-of-options"),
-                    source.commit,
-                    stdout=out,
-                    stderr=subprocess.PIPE,
-                )
+        self.fetcher.write_git_archive(used_by, source, tmp)
         os.replace(tmp, target)
         self._record(rel, "git", file_sha256(target), origin, used_by)
 

@@ -179,23 +179,21 @@ class RemoteExecutor:
             client.upload(blobs)
             if self._cancelled:
                 raise KeyboardInterrupt
-            try:
-                response = client.execute(
+
+            def execute() -> Any:
+                return client.execute(
                     action.digest,
                     on_operation=started,
                     queue_timeout=wait,
                     deadline=deadline,
                     fresh=step.fresh,
                 )
+
+            try:
+                response = execute()
             except reapi.MissingBlobs:  # the server dropped an input meanwhile: once more
                 client.upload(blobs)
-                response = client.execute(
-                    action.digest,
-                    on_operation=started,
-                    queue_timeout=wait,
-                    deadline=deadline,
-                    fresh=step.fresh,
-                )
+                response = execute()
         except reapi.RemoteExecutionError:
             if self._cancelled:  # the service ended the operation we cancelled
                 raise KeyboardInterrupt from None
