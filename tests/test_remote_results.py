@@ -72,24 +72,8 @@ def link_out(target: str) -> Callable[[FakeREAPI, pb.ExecuteResponse], None]:
     return tamper
 
 
-def deep(levels: int) -> Callable[[FakeREAPI, pb.ExecuteResponse], None]:
-    """A chain of directories levels deep (each named once: no cycle is possible when
-    children are keyed by the digests jailbake computes, so depth is what is bounded)."""
-
-    def tamper(fake: FakeREAPI, response: pb.ExecuteResponse) -> None:
-        children = []
-        child = pb.Directory()
-        for _ in range(levels):
-            children.append(child)
-            digest = fake.put(child.SerializeToString(deterministic=True))
-            child = pb.Directory(directories=[pb.DirectoryNode(name="d", digest=digest)])
-        _set_tree(fake, response, pb.Tree(root=child, children=children))
-
-    return tamper
-
-
-def wide(levels: int) -> Callable[[FakeREAPI, pb.ExecuteResponse], None]:
-    """Each directory names the next twice: 2**levels directories from levels messages."""
+def nested(levels: int, names: tuple[str, ...]) -> Callable[[FakeREAPI, pb.ExecuteResponse], None]:
+    """levels Directory messages, each naming the next under every one of names."""
 
     def tamper(fake: FakeREAPI, response: pb.ExecuteResponse) -> None:
         children = []
@@ -98,14 +82,22 @@ def wide(levels: int) -> Callable[[FakeREAPI, pb.ExecuteResponse], None]:
             children.append(child)
             digest = fake.put(child.SerializeToString(deterministic=True))
             child = pb.Directory(
-                directories=[
-                    pb.DirectoryNode(name="a", digest=digest),
-                    pb.DirectoryNode(name="b", digest=digest),
-                ]
+                directories=[pb.DirectoryNode(name=n, digest=digest) for n in names]
             )
         _set_tree(fake, response, pb.Tree(root=child, children=children))
 
     return tamper
+
+
+def deep(levels: int) -> Callable[[FakeREAPI, pb.ExecuteResponse], None]:
+    """A chain of directories levels deep (each named once: no cycle is possible when
+    children are keyed by the digests jailbake computes, so depth is what is bounded)."""
+    return nested(levels, ("d",))
+
+
+def wide(levels: int) -> Callable[[FakeREAPI, pb.ExecuteResponse], None]:
+    """Each directory names the next twice: 2**levels directories from levels messages."""
+    return nested(levels, ("a", "b"))
 
 
 def lie_about_size(delta: int) -> Callable[[FakeREAPI, pb.ExecuteResponse], None]:
