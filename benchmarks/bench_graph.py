@@ -81,10 +81,10 @@ def jailbake(root: Path, cache: Path, *args: str) -> float:
 
 def noop_in_process(root: Path, cache: Path) -> float:
     sys.path.insert(0, str(ROOT / "src"))
-    from jailbake.bake import bake
+    from jailbake.bake.build import bake
+    from jailbake.bake.options import BuildOptions
     from jailbake.executors.step import ExecutorKind
-    from jailbake.request import BuildOptions
-    from jailbake.status import Progress
+    from jailbake.ui.view import BuildView
 
     cwd = Path.cwd()
     os.chdir(root)
@@ -98,7 +98,7 @@ def noop_in_process(root: Path, cache: Path) -> float:
         )
         with open(os.devnull, "w") as null:
             start = time.monotonic()
-            report = bake(options, Progress(null))
+            report = bake(options, BuildView(null))
             elapsed = time.monotonic() - start
         assert not report.built
         return elapsed

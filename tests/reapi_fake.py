@@ -26,13 +26,17 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2
 
-from jailbake._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as pb
-from jailbake._protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as pb_grpc
-from jailbake._protos.google.bytestream import bytestream_pb2 as bs
-from jailbake._protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
-from jailbake._protos.google.longrunning import operations_pb2 as ops
-from jailbake._protos.google.longrunning import operations_pb2_grpc as ops_grpc
-from jailbake._protos.google.rpc import status_pb2
+from jailbake.executors.remote._protos.build.bazel.remote.execution.v2 import (
+    remote_execution_pb2 as pb,
+)
+from jailbake.executors.remote._protos.build.bazel.remote.execution.v2 import (
+    remote_execution_pb2_grpc as pb_grpc,
+)
+from jailbake.executors.remote._protos.google.bytestream import bytestream_pb2 as bs
+from jailbake.executors.remote._protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
+from jailbake.executors.remote._protos.google.longrunning import operations_pb2 as ops
+from jailbake.executors.remote._protos.google.longrunning import operations_pb2_grpc as ops_grpc
+from jailbake.executors.remote._protos.google.rpc import status_pb2
 
 
 def _digest(data: bytes) -> pb.Digest:

@@ -23,7 +23,7 @@ from conftest import (
     render_in_chromium,
     screenshot_path,
 )
-from jailbake.qemu import Machine, boot
+from jailbake.image.qemu import Machine, boot
 
 pytestmark = [pytest.mark.usefixtures("builder_images"), pytest.mark.slow]
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from jailbake.options import COMMANDS, parser
+from jailbake.cli.grammar import COMMANDS, parser
 
 EXAMPLES = ROOT / "ci-examples"
 

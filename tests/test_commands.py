@@ -179,7 +179,7 @@ def test_list_and_explain_use_the_executor_of_the_last_build(
 
 
 def test_every_option_has_help() -> None:
-    from jailbake.options import parser
+    from jailbake.cli.grammar import parser
 
     def actions(p: Any) -> list[Any]:
         found = []
@@ -313,7 +313,7 @@ def test_json_line_even_for_bad_arguments(project: Project) -> None:
 
 
 def test_fit_counts_terminal_columns() -> None:
-    from jailbake.status import fit
+    from jailbake.ui.progress import fit
 
     assert fit("a\tbcdef", 6) == "a   bc"
     assert fit("漢字漢字", 5) == "漢字"
@@ -335,14 +335,15 @@ def test_explain_knows_what_a_failed_build_built_before_it_failed(
 def test_builds_sharing_a_cache_keep_each_others_last_keys(project: Project) -> None:
     """Two commands on one cache each save what they built; neither loses the other's,
     and the later record of a recipe wins, whichever command saves last."""
+    from jailbake.cache.history import History
     from jailbake.cache.store import Store
 
-    first, second = Store(project.cache), Store(project.cache)
+    first, second = History(Store(project.cache)), History(Store(project.cache))
     first.record_last("a", "1" * 64)
     second.record_last("b", "2" * 64)
     first.save_last()
     second.save_last()
-    again = Store(project.cache)
+    again = History(Store(project.cache))
     assert (again.last_key("a"), again.last_key("b")) == ("1" * 64, "2" * 64)
 
     # first still believes a is "1": its later reuse of that key must still count.
@@ -350,14 +351,14 @@ def test_builds_sharing_a_cache_keep_each_others_last_keys(project: Project) -> 
     second.save_last()
     first.record_last("a", "1" * 64)
     first.save_last()
-    assert Store(project.cache).last_key("a") == "1" * 64
+    assert History(Store(project.cache)).last_key("a") == "1" * 64
 
     # A record made earlier but saved later loses to the other command's later one.
     first.record_last("a", "5" * 64)
     second.record_last("a", "6" * 64)
     second.save_last()
     first.save_last()
-    assert Store(project.cache).last_key("a") == "6" * 64
+    assert History(Store(project.cache)).last_key("a") == "6" * 64
 
 
 def test_last_keys_are_saved_while_a_long_build_runs(
@@ -365,12 +366,13 @@ def test_last_keys_are_saved_while_a_long_build_runs(
 ) -> None:
     """A build killed without a chance to clean up keeps what it recorded up to the last
     periodic save (every LAST_SAVE_NS; here at once)."""
-    from jailbake.cache import store as store_module
+    from jailbake.cache import history
+    from jailbake.cache.store import Store
 
-    monkeypatch.setattr(store_module, "LAST_SAVE_NS", 0)
-    running = store_module.Store(project.cache)
+    monkeypatch.setattr(history, "LAST_SAVE_NS", 0)
+    running = history.History(Store(project.cache))
     running.record_last("a", "7" * 64)  # and no save_last: the process is killed here
-    assert store_module.Store(project.cache).last_key("a") == "7" * 64
+    assert history.History(Store(project.cache)).last_key("a") == "7" * 64
 
 
 def test_a_damaged_last_keys_file_is_one_warning(project: Project, tmp_path: Path) -> None:
@@ -385,12 +387,13 @@ def test_a_damaged_last_keys_file_is_one_warning(project: Project, tmp_path: Pat
 
 def test_last_keys_of_a_cache_from_before_the_single_file_are_read(project: Project) -> None:
     """A cache that kept one file per recipe under last/ keeps its answers for explain."""
+    from jailbake.cache.history import History
     from jailbake.cache.store import Store
 
     (project.cache / "last").mkdir(parents=True)
     (project.cache / "last" / "a").write_text("4" * 64 + "\n")
-    store = Store(project.cache)
+    store = History(Store(project.cache))
     assert store.last_key("a") == "4" * 64
     store.record_last("b", "5" * 64)
     store.save_last()
-    assert Store(project.cache).last_key("a") == "4" * 64
+    assert History(Store(project.cache)).last_key("a") == "4" * 64

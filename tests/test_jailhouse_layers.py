@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from conftest import ROOT, copy_checkout, jailbake
-from jailbake.action import RecipeBuilder
+from jailbake.bake.plan import Planner
 from jailbake.cache.store import Store
 from jailbake.executors.host import HostExecutor
 from jailbake.model.graph import build_graph
 from jailbake.model.layer import load_layers
-from jailbake.sources.fetch import Fetcher
 
 PINS = {
     "jailhouse-images": {
@@ -127,9 +126,9 @@ def test_debian_packages_are_pinned_one_by_one(tmp_path: Path) -> None:
 def linux_key(config: str, tmp_path: Path) -> str:
     graph = build_graph(load_layers([ROOT / config], environ={}))
     store = Store(tmp_path / "cache")
-    builder = RecipeBuilder(graph, store, Fetcher(store, offline=True), HostExecutor())
+    plan = Planner(graph, store, HostExecutor())
     # The key of linux given some jailhouse-images output: only the layer differs.
-    return builder.key_info(graph.recipes["linux"], {"jailhouse-images": "0" * 64}).key
+    return plan.key_info(graph.recipes["linux"], {"jailhouse-images": "0" * 64}).key
 
 
 def test_each_machine_builds_its_own_kernel(tmp_path: Path) -> None:

@@ -23,9 +23,22 @@ FLOORS: list[tuple[str, ...]] = [
     ("sources",),
     ("workspace",),
     ("release",),
-    (),  # the rest: to be divided into packages by job
+    ("bake",),
+    ("ui",),
+    ("cli",),
 ]
-STANDALONE = ("image.sdtool",)  # run on their own inside a builder: import no jailbake module
+STANDALONE = ("image.sdtool",)
+# Forbidden imports, beyond the floors (import-linter's forbidden contracts): what only
+# some packages may import, and what a package may never import.
+ONLY_IMPORTED_BY = {
+    "ui": ("ui", "cli"),  # a build reports to an observer it is handed
+    "cli": ("cli", ""),  # the entry point; "" is the package's own __main__
+}
+NEVER = {
+    # Loading layers and recipes runs no process and writes no cache: the model may
+    # hash files (cache.keys) but not reach the store, the executors or the sources.
+    "model": ("cache.store", "cache.history", "cache.remote", "executors", "sources"),
+}  # run on their own inside a builder: import no jailbake module
 
 
 def modules() -> dict[str, Path]:
@@ -89,6 +102,29 @@ def test_packages_depend_only_downward() -> None:
         for target, line in targets.items()
         if floor_of(target) > floor_of(name)
     ]
+    assert wrong == []
+
+
+def _within(name: str, package: str) -> bool:
+    return (
+        name == package
+        or name.startswith(package + ".")
+        or (package == "" and "." not in name and name in ("", "__main__"))
+    )
+
+
+def test_forbidden_imports() -> None:
+    wrong = []
+    for name, targets in edges().items():
+        for target, line in targets.items():
+            for package, allowed in ONLY_IMPORTED_BY.items():
+                if _within(target, package) and not any(_within(name, a) for a in allowed):
+                    wrong.append(
+                        f"{name}:{line} imports {target} ({package} is only for {allowed})"
+                    )
+            for package, banned in NEVER.items():
+                if _within(name, package) and any(_within(target, b) for b in banned):
+                    wrong.append(f"{name}:{line} imports {target} (never from {package})")
     assert wrong == []
 
 

@@ -107,7 +107,7 @@ def test_a_no_op_build_loads_neither_kas_nor_doit(project: Project, tmp_path: Pa
     run = subprocess.run(argv, cwd=project.root, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if "|" in line}
-    assert "jailbake.bake" in imported
+    assert "jailbake.bake.build" in imported
     assert not {m for m in imported if m.split(".")[0] in ("kas", "doit", "docker")}
 
 
@@ -127,7 +127,7 @@ def test_an_edited_recipe_without_sources_loads_no_download_or_archive_code(
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.splitlines()[-1])["built"] == ["b"]
     imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if "|" in line}
-    assert "doit" in imported and "jailbake.action" in imported
+    assert "doit" in imported and "jailbake.bake.action" in imported
     heavy = {"kas", "docker", "requests", "tqdm", "tarfile", "uuid"}
     assert not {m for m in imported if m.split(".")[0] in heavy}
     lazy = {

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Project
-from jailbake._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as pb
+from jailbake.executors.remote._protos.build.bazel.remote.execution.v2 import (
+    remote_execution_pb2 as pb,
+)
 from reapi_fake import FakeREAPI
 
 

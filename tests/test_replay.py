@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -206,7 +207,7 @@ def test_changed_jailbake_code_is_not_answered_from_the_record(
     project.recipe("a")
     project.build(env=env)
     assert answered_from_record(project, project.build(env=env))
-    module = src / "jailbake" / "status.py"
+    module = src / "jailbake" / "ui" / "progress.py"  # a module inside a package
     module.write_text(module.read_text() + "\n")
     assert not answered_from_record(project, project.build(env=env))
 
@@ -221,10 +222,10 @@ def test_an_answer_from_the_record_loads_no_build_code(project: Project) -> None
     run = subprocess.run(argv, cwd=project.root, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if "|" in line}
-    assert "jailbake.replay" in imported
+    assert "jailbake.bake.replay" in imported
     heavy = {"kas", "doit", "docker", "yaml", "requests"}
     assert not {m for m in imported if m.split(".")[0] in heavy}
-    assert not imported & {"jailbake.bake", "jailbake.action", "jailbake.model.layer"}
+    assert not imported & {"jailbake.bake.build", "jailbake.bake.action", "jailbake.model.layer"}
 
 
 def test_links_to_layer_files_and_recipe_directories_are_followed(project: Project) -> None:
@@ -325,3 +326,39 @@ def test_offline_builds_check_their_sources_every_time(project: Project, http: H
     (project.cache / "cas" / sha256(data)[:2] / sha256(data)).unlink()
     failed = project.build("--offline", check=False)
     assert failed.rc != 0 and "neither cached nor in a mirror" in failed.stderr
+
+
+def test_every_build_option_but_the_marked_ones_names_the_record(tmp_path: Path) -> None:
+    """A new field of BuildOptions is part of the record's identity without being
+    listed anywhere: a build asked for differently is never answered from the record."""
+    import dataclasses
+
+    from jailbake.bake.options import SAME_OUTCOME, BuildOptions
+    from jailbake.bake.replay import _identity
+    from jailbake.executors.step import ExecutorKind
+
+    base = BuildOptions(configs=(tmp_path / "a.yml",), cache_dir=tmp_path / "c")
+    other: dict[str, Any] = {
+        "configs": (tmp_path / "b.yml",),
+        "targets": ("x",),
+        "jobs": 7,
+        "executor": ExecutorKind.HOST,
+        "cache_dir": tmp_path / "d",
+        "artifacts_dir": tmp_path / "art",
+        "mirrors": ("/srv/mirror",),
+        "force": ("x",),
+    }
+    fields = dataclasses.fields(BuildOptions)
+    for f in fields:
+        value = getattr(base, f.name)
+        changed: Any
+        if f.name in other:
+            changed = other[f.name]
+        elif isinstance(value, bool):
+            changed = not value
+        else:  # an optional string (URLs, names)
+            changed = "changed"
+        varied = dataclasses.replace(base, **{f.name: changed})
+        same = _identity(varied) == _identity(base)
+        assert same == bool(f.metadata.get(SAME_OUTCOME)), f.name
+    assert {f.name for f in fields if f.metadata.get(SAME_OUTCOME)} == {"jobs", "force"}

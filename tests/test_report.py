@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Project, render_in_chromium, screenshot_path
-from jailbake.report import critical_path
+from jailbake.ui.report import critical_path
 
 
 def test_critical_path_is_the_longest_chain_of_dependencies() -> None:
@@ -56,7 +56,7 @@ def test_report_of_a_build_and_of_a_no_op(project: Project, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("hostile", ["<script>alert(1)</script>", '" onload="x'])
 def test_names_cannot_inject_markup(hostile: str) -> None:
-    from jailbake.report import render
+    from jailbake.ui.report import render
 
     doc = {
         "traceEvents": [

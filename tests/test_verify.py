@@ -276,7 +276,7 @@ def test_an_ordinary_user_stores_and_evicts_trees(
 
 
 REMOVALS = {
-    "at once": "from jailbake.cache.store import remove_tree; remove_tree(tree)",
+    "at once": "from jailbake.core.files import remove_tree; remove_tree(tree)",
     # rm cannot empty a read-only directory as an ordinary user: settle finishes.
     "in the background": "store.discard(tree, background=True); store.settle()",
 }

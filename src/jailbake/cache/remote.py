@@ -22,8 +22,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from ..core import net
+from ..core.files import remove_tree
 from .keys import digest_of, file_sha256
-from .store import ActionResult, Store, remove_tree
+from .store import ActionResult, Store
 
 if TYPE_CHECKING:
     import requests

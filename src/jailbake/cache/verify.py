@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import gitcmd
+from ..core.files import remove_tree
 from .keys import file_sha256
-from .store import ActionResult, Store, remove_tree
+from .store import ActionResult, Store
 
 
 @dataclass

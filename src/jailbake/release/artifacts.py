@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache.keys import file_sha256
 from ..cache.seal import path_stamp
-from ..cache.store import ActionResult, Store, copy_hashed, normalize_tree
+from ..cache.sha1 import sha1_of
+from ..cache.store import ActionResult, Store
 from ..core import paths
 from ..core.errors import CacheError, JailbakeError
+from ..core.files import copy_hashed, normalize_tree
 
 if TYPE_CHECKING:  # a build answered from its record loads no model
     from ..model.graph import Graph
@@ -28,6 +31,12 @@ class Artifact:
     path: str  # relative to the artifacts directory
     sha256: str
     recipe: str = ""  # the recipe that made it
+
+
+def published_record(store: Store, artifacts_dir: Path) -> Path:
+    """Where store notes what it last published into artifacts_dir."""
+    name = hashlib.sha256(str(artifacts_dir.resolve()).encode()).hexdigest()[:24]
+    return store.root / "published" / f"{name}.json"
 
 
 def _copy(src: Path, dest: Path, sde: int, sha256: str | None = None) -> None:
@@ -82,7 +91,7 @@ def publish(
     sde = graph.layer.source_date_epoch
     # What this cache last published there, kept in the cache: the artifacts directory
     # holds artifacts only.
-    state_path = store.published_record(dest_dir)
+    state_path = published_record(store, dest_dir)
     try:
         state: dict[str, Any] = json.loads(state_path.read_text())
     except (OSError, ValueError):
@@ -172,7 +181,7 @@ def _license_files(recipe: Recipe, store: Store) -> dict[str, Any]:
     for f in recipe.license_files:
         entry = f.pin()
         if store.verify_blob(f.sha256):
-            entry["sha1"] = store.sha1_of(store.blob_path(f.sha256), f.sha256)
+            entry["sha1"] = sha1_of(store, store.blob_path(f.sha256), f.sha256)
         entries.append(entry)
     return {"license_files": entries} if entries else {}
 

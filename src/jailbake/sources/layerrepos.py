@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..cache.keys import file_sha256
-from ..cache.store import remove_tree
 from ..core import gitcmd, run
 from ..core.errors import FetchError, RecipeError
+from ..core.files import remove_tree
 from ..model.recipe import COMMIT_RE, Source, SourceKind
 from ..model.repos import Checkout, RepoPin
 from .fetch import Fetcher

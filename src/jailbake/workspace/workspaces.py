@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from ..cache.keys import digest_of, file_sha256, tree_manifest
-from ..cache.store import WORKSPACES, copy_hashed, remove_tree
+from ..cache.store import WORKSPACES
 from ..core.errors import JailbakeError
+from ..core.files import copy_hashed, remove_tree
 from ..model.recipe import COMMIT_RE
 
 STATE_DIR = WORKSPACES

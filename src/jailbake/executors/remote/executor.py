@@ -214,7 +214,7 @@ class RemoteExecutor:
     def _action(self, step: Step) -> tuple[Any, list[Any]]:
         from google.protobuf import duration_pb2
 
-        from ..._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as pb
+        from ._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as pb
         from .reapi import message_blob
         from .tree import InputRoot
 

@@ -25,13 +25,13 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc
 
-from ..._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as pb
-from ..._protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as pb_grpc
-from ..._protos.google.bytestream import bytestream_pb2 as bs
-from ..._protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
-from ..._protos.google.longrunning import operations_pb2 as ops
-from ..._protos.google.longrunning import operations_pb2_grpc as ops_grpc
 from ...core.errors import JailbakeError
+from ._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as pb
+from ._protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as pb_grpc
+from ._protos.google.bytestream import bytestream_pb2 as bs
+from ._protos.google.bytestream import bytestream_pb2_grpc as bs_grpc
+from ._protos.google.longrunning import operations_pb2 as ops
+from ._protos.google.longrunning import operations_pb2_grpc as ops_grpc
 
 DEFAULT_BATCH = 4 * 1024 * 1024  # when the server names no limit
 BATCH_OVERHEAD = 1024  # per blob, for the request's own fields

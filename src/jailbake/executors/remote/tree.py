@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as pb
 from ...cache.keys import file_sha256
 from ...core.errors import JailbakeError
+from ._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as pb
 from .reapi import Blob, Client, RemoteExecutionError, message_blob
 
 

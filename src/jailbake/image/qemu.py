@@ -1,0 +1,183 @@
+"""Booting built images under qemu-system-aarch64 and watching the serial console."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core import paths, run
+from ..core.errors import JailbakeError
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A QEMU arm64 machine; the defaults boot Linux on the `virt` board."""
+
+    kernel: Path
+    initrd: Path | None = None
+    append: str = "console=ttyAMA0 panic=-1"
+    machine: str = "virt"
+    cpu: str = "cortex-a57"
+    smp: int = 1
+    memory: str = "512M"
+    drives: tuple[Path, ...] = ()
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+    def argv(self) -> list[str]:
+        argv = [
+            "qemu-system-aarch64",
+            "-M",
+            self.machine,
+            "-cpu",
+            self.cpu,
+            "-smp",
+            str(self.smp),
+            "-m",
+            self.memory,
+            "-nographic",
+            "-nic",
+            "none",
+            "-no-reboot",
+            "-kernel",
+            str(self.kernel),
+            "-append",
+            self.append,
+        ]
+        if self.initrd:
+            argv += ["-initrd", str(self.initrd)]
+        for i, drive in enumerate(self.drives):
+            file = str(drive).replace(",", ",,")  # a comma in a name starts no option
+            argv += [
+                "-drive",
+                f"if=none,format=raw,snapshot=on,file={file},id=d{i}",
+                "-device",
+                f"virtio-blk-device,drive=d{i}",
+            ]
+        return [*argv, *self.extra]
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    seconds: float
+    found: bool
+
+
+def boot(
+    machine: Machine,
+    expect: Sequence[str],
+    *,
+    timeout: float = 120.0,
+    send: Sequence[tuple[str, str]] = (),
+) -> Transcript:
+    """Boot, wait until every string in expect has appeared on the console, then stop.
+
+    send: (prompt, line) pairs; line is typed once prompt has appeared.
+    """
+    start = time.monotonic()
+    try:
+        proc = run.spawn(machine.argv())
+    except FileNotFoundError:
+        raise JailbakeError(
+            "qemu-system-aarch64 is not installed (Debian: apt-get install qemu-system-arm)"
+        ) from None
+    assert proc.stdout is not None and proc.stdin is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    seen = bytearray()
+    pending = list(send)
+    since = 0  # where the next prompt is looked for: after the last line typed
+    try:
+        while time.monotonic() - start < timeout:
+            text = seen.decode(errors="replace")
+            if all(e in text for e in expect):
+                return Transcript(text, time.monotonic() - start, True)
+            if pending and pending[0][0] in seen[since:].decode(errors="replace"):
+                proc.stdin.write(pending.pop(0)[1].encode() + b"\n")
+                proc.stdin.flush()
+                since = len(seen)
+            if not sel.get_map():
+                break  # QEMU closed its console: it has exited
+            for key, _ in sel.select(timeout=0.2):
+                chunk = proc.stdout.read()
+                if chunk:
+                    seen += chunk
+                elif chunk == b"":
+                    sel.unregister(key.fileobj)
+        return Transcript(seen.decode(errors="replace"), time.monotonic() - start, False)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+QEMU_VARIABLES = {
+    "kernel": "JAILBAKE_QEMU_KERNEL",
+    "initrd": "JAILBAKE_QEMU_INITRD",
+    "drive": "JAILBAKE_QEMU_DRIVE",
+    "append": "JAILBAKE_QEMU_APPEND",
+    "machine": "JAILBAKE_QEMU_MACHINE",
+    "cpu": "JAILBAKE_QEMU_CPU",
+    "smp": "JAILBAKE_QEMU_SMP",
+    "memory": "JAILBAKE_QEMU_MEMORY",
+}
+
+
+# What a layer may say of the machine. QEMU reads what follows a comma as a property,
+# and some properties read or write host files (dumpdtb=, dtb=, firmware=): a machine
+# takes only the properties below, a CPU model only plain ones.
+_WORD = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+MACHINE_PROPERTIES = (
+    "gic-version", "virtualization", "secure", "highmem", "its", "iommu", "ras", "mte",
+    "acpi", "usb", "accel", "mem-merge", "dump-guest-core",
+)  # fmt: skip
+_PATTERNS = {
+    "machine": (
+        re.compile(rf"{_WORD}(,(?:{'|'.join(MACHINE_PROPERTIES)})=[A-Za-z0-9._:-]+)*"),
+        f"a machine name such as virt, with properties among {', '.join(MACHINE_PROPERTIES)}",
+    ),
+    "cpu": (re.compile(rf"{_WORD}(,{_WORD}={_WORD})*"), "a CPU model such as cortex-a57"),
+    "smp": (re.compile(r"[0-9]{1,4}"), "a number of CPUs"),
+    "memory": (re.compile(r"[0-9]{1,7}(\.[0-9]{1,3})?[KMGTkmgt]?"), "a size such as 512M"),
+    "append": (re.compile(r"[^\x00-\x1f\x7f]*"), "a kernel command line of one line"),
+}
+
+
+def machine_from_layer(
+    variables: dict[str, str], artifacts: Path, overrides: dict[str, str]
+) -> Machine:
+    """The machine a layer describes in its JAILBAKE_QEMU_* variables (paths in artifacts/)."""
+    values = {k: overrides.get(k) or variables.get(v, "") for k, v in QEMU_VARIABLES.items()}
+    if not values["kernel"]:
+        raise JailbakeError(f"run: the layer sets no {QEMU_VARIABLES['kernel']}; give --kernel")
+    for key, pattern in _PATTERNS.items():
+        if values[key] and not pattern[0].fullmatch(values[key]):
+            where = f"--{key}" if overrides.get(key) else QEMU_VARIABLES[key]
+            raise JailbakeError(f"run: {where}: expected {pattern[1]}, got {values[key]!r}")
+
+    def artifact(key: str) -> Path:
+        text = values[key]
+        if overrides.get(key):  # the command line names any file
+            path = Path(text) if Path(text).is_absolute() else artifacts / text
+        else:  # a layer names a built artifact
+            path = paths.check_inside(artifacts, text, origin=f"run: {QEMU_VARIABLES[key]}")
+        if not path.is_file():
+            raise JailbakeError(f"run: {path} does not exist; build the layer first")
+        return path
+
+    defaults = Machine(kernel=Path())
+    return Machine(
+        kernel=artifact("kernel"),
+        initrd=artifact("initrd") if values["initrd"] else None,
+        drives=(artifact("drive"),) if values["drive"] else (),
+        append=values["append"] or defaults.append,
+        machine=values["machine"] or defaults.machine,
+        cpu=values["cpu"] or defaults.cpu,
+        smp=int(values["smp"] or defaults.smp),
+        memory=values["memory"] or defaults.memory,
+    )
