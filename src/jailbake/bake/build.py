@@ -117,7 +117,7 @@ def bake(options: BuildOptions, observer: Observer | None = None) -> BuildReport
         from .query import list_graph
 
         try:
-            cached = {e.name for e in list_graph(graph, builder) if e.cached}
+            cached = {e.name for e in list_graph(graph, builder.plan) if e.cached}
         except JailbakeError:  # the build reports it, for its recipe, in its turn
             cached = set()
         to_build = frozenset(n for n in graph.order if n not in cached or n in builder.force)

@@ -12,7 +12,7 @@ from ..core.files import remove_tree
 from ..model.graph import Graph
 from ..model.recipe import SourceKind
 from ..sources.fetch import Fetcher
-from .action import RecipeBuilder
+from .plan import Planner
 from .query import list_graph
 
 
@@ -63,24 +63,24 @@ def _drop_unused_trees(store: Store, freed: Freed) -> None:
             freed.trees += 1
 
 
-def clean_recipes(graph: Graph, builder: RecipeBuilder, names: Iterable[str]) -> Freed:
+def clean_recipes(graph: Graph, plan: Planner, names: Iterable[str]) -> Freed:
     """Remove the results of these recipes: under their current key (where their
     dependencies are cached) and under the key they were last built with."""
-    store = builder.store
-    current = {e.name: e.key for e in list_graph(graph, builder)}
+    store = plan.store
+    current = {e.name: e.key for e in list_graph(graph, plan)}
     keys = []
     for name in names:
-        keys += [k for k in (current.get(name), builder.history.last_key(name)) if k]
+        keys += [k for k in (current.get(name), plan.history.last_key(name)) if k]
     freed = Freed()
     _drop_results(store, keys, freed)
     return freed
 
 
-def collect_garbage(graph: Graph, builder: RecipeBuilder) -> Freed:
+def collect_garbage(graph: Graph, plan: Planner) -> Freed:
     """Keep what building graph again would use: the results of its recipes' current
     keys, their trees and logs, its sources; remove everything else."""
-    store = builder.store
-    keep = {e.key for e in list_graph(graph, builder) if e.key and e.cached}
+    store = plan.store
+    keep = {e.key for e in list_graph(graph, plan) if e.key and e.cached}
     records = _records(store)
     freed = Freed()
     _drop_results(store, (k for k in records if k not in keep), freed)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the remote executor's code loads only for --executor remote
     from ..executors.remote.executor import RemoteSettings
     from .action import RecipeBuilder
     from .options import BuildOptions
+    from .plan import Planner
 
 READING = (
     "reading a layer fetches nothing; 'jailbake fetch' (or build) puts it in the cache "
@@ -125,6 +126,28 @@ class Context:
         offline = self.settings.offline if offline is None else offline
         return Fetcher(self.store, mirrors, offline=offline)
 
+    def planner(
+        self,
+        graph: Graph,
+        kind: ExecutorKind,
+        *,
+        remote_executor: str | None = None,
+        remote_instance: str | None = None,
+    ) -> Planner:
+        """The plan of graph's recipes with steps on kind's executor; host recipes run
+        on this machine, and with a remote executor, steps it cannot take run in
+        containers here. No engine or service is contacted until a step runs."""
+        from ..executors.host import HostExecutor
+        from .plan import Planner
+
+        host = HostExecutor()
+        settings = None
+        if kind is ExecutorKind.REMOTE:
+            settings = remote_settings(graph, remote_executor, remote_instance)
+        executor = host if kind is ExecutorKind.HOST else make_executor(kind, settings)
+        local = make_executor(ExecutorKind.DOCKER) if settings is not None else None
+        return Planner(graph, self.store, executor, host=host, local=local, history=self.history)
+
     def builder(
         self,
         graph: Graph,
@@ -137,20 +160,13 @@ class Context:
         force: frozenset[str] = frozenset(),
         keep_failed: bool = False,
     ) -> RecipeBuilder:
-        """A recipe builder whose steps run on kind's executor; host recipes run on this
-        machine, and with a remote executor, steps it cannot take run in containers
-        here. No engine or service is contacted until a step runs."""
-        from ..executors.host import HostExecutor
+        """A builder of the planner's recipes (see planner), fetching with fetcher (by
+        default the command's)."""
         from .action import RecipeBuilder
-        from .plan import Planner
 
-        host = HostExecutor()
-        settings = None
-        if kind is ExecutorKind.REMOTE:
-            settings = remote_settings(graph, remote_executor, remote_instance)
-        executor = host if kind is ExecutorKind.HOST else make_executor(kind, settings)
-        local = make_executor(ExecutorKind.DOCKER) if settings is not None else None
-        plan = Planner(graph, self.store, executor, host=host, local=local, history=self.history)
+        plan = self.planner(
+            graph, kind, remote_executor=remote_executor, remote_instance=remote_instance
+        )
         return RecipeBuilder(
             plan,
             fetcher or self.fetcher(graph),

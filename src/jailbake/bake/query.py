@@ -8,7 +8,7 @@ from typing import Any
 from ..cache.keys import flatten
 from ..cache.store import ActionResult
 from ..model.graph import Graph
-from .action import RecipeBuilder
+from .plan import Planner
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Entry:
 
 
 def cached_results(
-    graph: Graph, builder: RecipeBuilder, until: str | None = None
+    graph: Graph, plan: Planner, until: str | None = None
 ) -> tuple[dict[str, str | None], dict[str, ActionResult | None]]:
     """Each recipe's key, where its dependencies' outputs are in the cache, and its
     cached result; in graph order, stopping before until."""
@@ -55,14 +55,14 @@ def cached_results(
         deps = {d: results.get(d) for d in recipe.depends}
         keys[name] = results[name] = None
         if all(r is not None for r in deps.values()):
-            info, results[name] = builder.plan.lookup(recipe, {d: r for d, r in deps.items() if r})
+            info, results[name] = plan.lookup(recipe, {d: r for d, r in deps.items() if r})
             keys[name] = info.key
     return keys, results
 
 
-def list_graph(graph: Graph, builder: RecipeBuilder) -> list[Entry]:
+def list_graph(graph: Graph, plan: Planner) -> list[Entry]:
     """Every recipe with its key, where its dependencies' outputs are in the cache."""
-    keys, results = cached_results(graph, builder)
+    keys, results = cached_results(graph, plan)
     entries = []
     for name in graph.order:
         recipe = graph.recipes[name]
@@ -71,7 +71,7 @@ def list_graph(graph: Graph, builder: RecipeBuilder) -> list[Entry]:
             {k: v for k, v in s.pin().items() if k in ("url", "sha256", "git", "commit", "file")}
             for s in recipe.sources
         ]
-        ws = builder.plan.workspace_of(recipe)
+        ws = plan.workspace_of(recipe)
         entries.append(
             Entry(
                 name,
@@ -86,7 +86,7 @@ def list_graph(graph: Graph, builder: RecipeBuilder) -> list[Entry]:
                 if recipe.file.is_relative_to(graph.layer.top_dir)
                 else str(recipe.file),
                 str(ws.dir) if ws else None,
-                builder.plan.runs(recipe),
+                plan.runs(recipe),
             )
         )
     return entries
@@ -102,13 +102,13 @@ class Explanation:
     missing_deps: list[str]
 
 
-def explain(graph: Graph, builder: RecipeBuilder, name: str) -> Explanation:
+def explain(graph: Graph, plan: Planner, name: str) -> Explanation:
     """The recipe's key inputs now, and what differs from its last build in this cache."""
-    entries = {e.name: e for e in list_graph(graph, builder)}
+    entries = {e.name: e for e in list_graph(graph, plan)}
     recipe = graph.recipes[name]
-    store = builder.store
+    store = plan.store
     missing = [d for d in recipe.depends if not entries[d].cached]
-    last_key = builder.history.last_key(name)
+    last_key = plan.history.last_key(name)
     last = store.get_result(last_key) if last_key else None
     if missing:
         return Explanation(name, None, {}, last_key, [], missing)
@@ -117,7 +117,7 @@ def explain(graph: Graph, builder: RecipeBuilder, name: str) -> Explanation:
         hit = store.get_result(entries[d].key or "")
         assert hit is not None
         deps[d] = hit
-    info, _ = builder.plan.lookup(recipe, deps)
+    info, _ = plan.lookup(recipe, deps)
     changed: list[tuple[str, Any, Any]] = []
     if last is not None and last.key != info.key:
         before, now = flatten(last.inputs), flatten(info.inputs)

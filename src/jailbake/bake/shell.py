@@ -14,7 +14,7 @@ from .query import cached_results
 
 def dependency_results(graph: Graph, builder: RecipeBuilder, name: str) -> dict[str, ActionResult]:
     """The cached results of name's dependencies, which its step mounts."""
-    _, results = cached_results(graph, builder, until=name)
+    _, results = cached_results(graph, builder.plan, until=name)
     deps = {d: results.get(d) for d in graph.recipes[name].depends}
     missing = sorted(d for d, r in deps.items() if r is None)
     if missing:

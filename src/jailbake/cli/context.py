@@ -14,6 +14,7 @@ from ..core.errors import JailbakeError
 if TYPE_CHECKING:
     from ..bake.action import RecipeBuilder
     from ..bake.context import Context
+    from ..bake.plan import Planner
     from ..model.graph import Graph
     from ..sources.fetch import Fetcher
     from ..sources.layerrepos import LayerRepos
@@ -94,6 +95,19 @@ def fetcher_of(args: argparse.Namespace, config: str | None) -> tuple[Graph, Fet
     return graph, context.fetcher(graph, offline=False)
 
 
+def plan_of(
+    args: argparse.Namespace,
+    config: str | None,
+    targets: Sequence[str] = (),
+    *,
+    keys: bool = True,
+    reading: bool = True,
+) -> tuple[Graph, Planner]:
+    """The graph and its plan, for questions about it; keys: the command shows keys (and
+    says which executor they are for when no build told); reading: see context_of."""
+    return _planned(context_of(args, reading=reading), args, config, targets, keys=keys)
+
+
 def builder_of(
     args: argparse.Namespace,
     config: str | None,
@@ -102,13 +116,22 @@ def builder_of(
     keys: bool = True,
     reading: bool = True,
 ) -> tuple[Graph, RecipeBuilder]:
-    """The graph and a builder for questions about it; keys: the command shows keys (and
-    says which executor they are for when no build told); reading: see context_of."""
+    """The graph and a builder of it that fetches nothing (see plan_of)."""
+    from ..bake.action import RecipeBuilder
+
+    work = context_of(args, reading=reading)
+    graph, plan = _planned(work, args, config, targets, keys=keys)
+    return graph, RecipeBuilder(plan, work.fetcher(offline=True))
+
+
+def _planned(
+    work: Context, args: argparse.Namespace, config: str | None, targets: Sequence[str],
+    *, keys: bool,
+) -> tuple[Graph, Planner]:  # fmt: skip
     from ..executors.step import ExecutorKind
 
-    context = context_of(args, reading=reading)
-    graph = context.graph(configs(config), tuple(targets))
-    kind = args.executor or context.history.remembered_executor(graph.layer.files)
+    graph = work.graph(configs(config), tuple(targets))
+    kind = args.executor or work.history.remembered_executor(graph.layer.files)
     if kind is None:
         kind = ExecutorKind.DOCKER.value
         if keys:
@@ -120,14 +143,13 @@ def builder_of(
     # Keys need only the executor's kind: no engine or service is contacted for list and
     # explain. The service's URL names where steps run in list; keys do not need it.
     url = args.remote_executor or graph.layer.variables().get("JAILBAKE_REMOTE_EXECUTOR")
-    builder = context.builder(
+    plan = work.planner(
         graph,
         ExecutorKind(kind),
         remote_executor=url or "grpc://not-given:1",
         remote_instance=args.remote_instance,
-        fetcher=context.fetcher(offline=True),
     )
-    return graph, builder
+    return graph, plan
 
 
 def recipe_of(graph: Graph, name: str, command: str) -> None:

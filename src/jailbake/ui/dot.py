@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..bake.action import RecipeBuilder
+from ..bake.plan import Planner
 from ..bake.query import cached_results
 from ..cache.keys import short_key
 from ..core import run
@@ -21,10 +21,10 @@ def _quote(text: str) -> str:
     return json.dumps(text)  # a DOT string: double quotes, backslash escapes
 
 
-def graph_dot(graph: Graph, builder: RecipeBuilder) -> str:
+def graph_dot(graph: Graph, plan: Planner) -> str:
     """Every recipe of graph as a node (name, version, cache state, the layer recipe it
     overrides), an edge from each recipe to each dependency; targets drawn bold."""
-    keys, results = cached_results(graph, builder)
+    keys, results = cached_results(graph, plan)
     overridden = {}
     for name, file in graph.overridden:
         top = graph.layer.top_dir

@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
     if not names and not args.all:
         raise JailbakeError("clean: give the recipes whose results to remove, --all or --ccache")
-    graph, builder = context.builder_of(args, config, names)
-    freed = collect_garbage(graph, builder) if args.all else clean_recipes(graph, builder, names)
+    graph, plan = context.plan_of(args, config, names)
+    freed = collect_garbage(graph, plan) if args.all else clean_recipes(graph, plan, names)
     print(
         f"[jailbake] clean: removed {plural(len(freed.results), 'result')}, "
         f"{plural(freed.trees, 'tree')}, {plural(freed.blobs, 'blob')} (downloads, logs), "

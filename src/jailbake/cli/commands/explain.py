@@ -22,17 +22,17 @@ def run(args: argparse.Namespace) -> int:
     from ...cache.keys import short_key
 
     config, (name,) = context.split_config(args.args, "explain [CONFIG] RECIPE")
-    graph, builder = context.builder_of(args, config, (name,))
+    graph, plan = context.plan_of(args, config, (name,))
     if name not in graph.recipes:
         raise JailbakeError(
             f"explain: unknown recipe {name!r}; known: {', '.join(sorted(graph.recipes))}"
         )
-    ex = explain(graph, builder, name)
+    ex = explain(graph, plan, name)
     if ex.missing_deps:
         print(f"{name}: key unknown until these are built: {', '.join(ex.missing_deps)}")
         return 0
     print(f"{name}: key {ex.key}")
-    ws = builder.plan.workspace_of(graph.recipes[name])
+    ws = plan.workspace_of(graph.recipes[name])
     if ws is not None:
         print(f"sources from the workspace {ws.dir} (inputs: files.workspace)")
     print("inputs:")

@@ -29,8 +29,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ...ui.dot import graph_dot, write_graph
 
-    graph, builder = context.builder_of(args, args.config, args.target)
-    text = graph_dot(graph, builder)
+    graph, plan = context.plan_of(args, args.config, args.target)
+    text = graph_dot(graph, plan)
     if args.output is None:
         sys.stdout.write(text)
     else:

@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from ...bake.query import list_graph
     from ...cache.keys import short_key
 
-    graph, builder = context.builder_of(args, args.config)
-    entries = list_graph(graph, builder)
+    graph, plan = context.plan_of(args, args.config)
+    entries = list_graph(graph, plan)
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2, sort_keys=True))
         return 0
