@@ -4,6 +4,7 @@ another in a loop. Imports inside functions count: they are imports all the same
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,9 @@ FLOORS: list[tuple[str, ...]] = [
     ("ui",),
     ("cli",),
 ]
+# Modules that import nothing of jailbake: sdtool runs inside a builder container alone.
 STANDALONE = ("image.sdtool",)
+
 # Forbidden imports, beyond the floors (import-linter's forbidden contracts): what only
 # some packages may import, and what a package may never import.
 ONLY_IMPORTED_BY = {
@@ -160,3 +163,61 @@ def test_the_checks_see_a_wrong_import(tmp_path: Path) -> None:
     found = list(imports("core.errors", known["core.errors"], known))
     assert found == [(2, "store")]
     assert floor_of("store") > floor_of("core.errors")
+
+
+# A dotted name of jailbake's: not a label (org.jailbake.key) nor a file (jailbake.yml).
+DOTTED = re.compile(r"(?<![\w./-])jailbake((?:\.[a-z_][a-z0-9_]*)+)")
+NOT_MODULES = {"yml", "yaml", "invalid", "lock"}
+
+
+def stale_names(text: str) -> list[str]:
+    """The jailbake.x.y names in a text that are no module, package or module attribute."""
+    stale = []
+    for match in DOTTED.finditer(text):
+        parts = match.group(1).lstrip(".").split(".")
+        if parts[0] in NOT_MODULES or parts[0].startswith("__"):
+            continue
+        here = PACKAGE
+        for part in parts:
+            if (here / part).is_dir():
+                here = here / part
+                continue
+            if not (here / f"{part}.py").is_file() and not (here / f"{part}.pyi").is_file():
+                stale.append("jailbake." + ".".join(parts))
+            break  # the rest names something inside the module
+    return stale
+
+
+def test_every_dotted_module_name_exists() -> None:
+    """Docs, benchmarks, scripts, stubs and code name modules that exist: a module
+    moved is renamed everywhere it is mentioned."""
+    root = SRC.parent
+    files = [root / "README.md", *sorted((root / "scripts").iterdir())]
+    for folder, patterns in [
+        ("src", ("*.py", "*.pyi")),
+        ("docs", ("*.md", "*.1")),
+        ("benchmarks", ("*.md", "*.py", "*.sh")),
+        ("tests", ("*.py",)),
+    ]:
+        files += [p for pattern in patterns for p in sorted((root / folder).rglob(pattern))]
+    found = {
+        f"{path.relative_to(root)}: {name}"
+        for path in files
+        if path.is_file() and path != Path(__file__)
+        for name in stale_names(path.read_text(errors="replace"))
+    }
+    assert not found, sorted(found)
+
+
+def test_a_stale_dotted_name_is_found() -> None:
+    text = "see jailbake.replay and jailbake.bake.replay.answer, org.jailbake.key, jailbake.yml"
+    assert stale_names(text) == ["jailbake.replay"]
+
+
+def test_the_image_writers_digest_covers_every_writer() -> None:
+    """Rootfs and image keys hash the source of the in-process writers: a new module
+    under image/ is in that list (qemu.py runs images, it writes none)."""
+    from jailbake.bake.plan import IMAGE_WRITERS
+
+    modules = {p.name for p in (PACKAGE / "image").glob("*.py")} - {"__init__.py", "qemu.py"}
+    assert set(IMAGE_WRITERS) == modules

@@ -89,6 +89,7 @@ def bake(options: BuildOptions, observer: Observer | None = None) -> BuildReport
     for name in graph.order:
         if (ws := builder.plan.workspace_of(graph.recipes[name])) is not None:
             log.info("%s: sources from the workspace %s", name, ws.dir)
+    observer.begin()
     builder.on_step = observer.step_log
     builder.on_span = fetcher.on_span = observer.span
     builder.history.remember_executor(graph.layer.files, options.executor.value)

@@ -9,7 +9,6 @@ from pathlib import Path
 from ..cache.store import Store
 from ..core.files import remove_tree
 from ..model.graph import Graph
-from ..sources.fetch import Fetcher
 from ..workspace import patchstack
 from ..workspace.workspaces import Workspace, WorkspaceError, Workspaces
 from .action import RecipeBuilder
@@ -24,11 +23,9 @@ def list_workspaces(store: Store) -> list[str]:
     return [f"{w.recipe:24} {w.dir}  (replaces the sources of {w.recipe_file})" for w in workspaces]
 
 
-def start_workspace(
-    graph: Graph, builder: RecipeBuilder, name: str, dest: str | None, fetcher: Fetcher
-) -> str:
+def start_workspace(graph: Graph, builder: RecipeBuilder, name: str, dest: str | None) -> str:
     """Unpack and patch name's sources into dest (default: workspace/NAME) as a git
-    repository; fetcher: where its sources come from (mirrors, offline)."""
+    repository; the builder's fetcher says where its sources come from (mirrors, offline)."""
     recipe = graph.recipes[name]
     if recipe.rootfs or recipe.image or not recipe.sources:
         raise WorkspaceError(
@@ -45,7 +42,6 @@ def start_workspace(
     where = where.absolute()
     if where.exists() and (not where.is_dir() or any(where.iterdir())):
         raise WorkspaceError(f"workspace: {where} exists and is not empty; name another DIR")
-    builder.fetcher = fetcher
     made = not where.exists()
     where.mkdir(parents=True, exist_ok=True)
     try:

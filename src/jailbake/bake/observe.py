@@ -40,7 +40,7 @@ class Finished:
 
 
 class Observer(Protocol):
-    """The events of one build, in the order they happen: watching() around the
+    """The events of one build, in the order they happen: begin(), watching() around the
     schedule, a recipe's start (outcome None) and end, failures, spans of work inside
     a step, and finished() once the artifacts are written."""
 
@@ -48,6 +48,10 @@ class Observer(Protocol):
     def live(self) -> bool:
         """Whether it shows an estimate of the time left (the build then asks the
         cache what it holds before it starts)."""
+        ...
+
+    def begin(self) -> None:
+        """The build's clock starts: graph and executors are ready (or its record holds)."""
         ...
 
     def watching(self, plan: Plan) -> contextlib.AbstractContextManager[None]: ...
@@ -72,6 +76,9 @@ class Quiet:
     """An observer that keeps nothing."""
 
     live = False
+
+    def begin(self) -> None:
+        pass
 
     @contextlib.contextmanager
     def watching(self, plan: Plan) -> Iterator[None]:

@@ -344,6 +344,7 @@ def answer(options: BuildOptions, observer: Observer | None = None) -> BuildRepo
         log.debug("the build runs: changed since the last one: %s", change)
         return None
     observer = observer or Quiet()
+    observer.begin()
     depends: dict[str, list[str]] = {}
     logs: dict[str, str] = {}
     history = History(store)

@@ -115,13 +115,17 @@ def builder_of(
     *,
     keys: bool = True,
     reading: bool = True,
+    fetching: bool = False,
 ) -> tuple[Graph, RecipeBuilder]:
-    """The graph and a builder of it that fetches nothing (see plan_of)."""
+    """The graph and a builder of it (see plan_of); fetching: it fetches missing
+    sources from the command's and the layer's mirrors and upstream (unless --offline),
+    otherwise it fetches nothing."""
     from ..bake.action import RecipeBuilder
 
     work = context_of(args, reading=reading)
     graph, plan = _planned(work, args, config, targets, keys=keys)
-    return graph, RecipeBuilder(plan, work.fetcher(offline=True))
+    fetcher = work.fetcher(graph) if fetching else work.fetcher(offline=True)
+    return graph, RecipeBuilder(plan, fetcher)
 
 
 def _planned(

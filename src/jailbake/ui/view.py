@@ -33,6 +33,9 @@ class BuildView:
     def live(self) -> bool:
         return self.progress.live
 
+    def begin(self) -> None:
+        self.tracer = Tracer()  # the trace's time 0 is the build's start, not the view's
+
     @contextlib.contextmanager
     def watching(self, plan: Plan) -> Iterator[None]:
         from .sampler import Sampler

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     options = BuildOptions(
         configs=context.configs(args.config),
         targets=tuple(args.target),
-        jobs=max(1, os.cpu_count() or 1 if args.jobs is None else args.jobs),
+        jobs=max(1, (os.cpu_count() or 1) if args.jobs is None else args.jobs),
         executor=ExecutorKind(args.executor),
         cache_dir=args.cache_dir or default_cache_dir(),
         artifacts_dir=args.artifacts_dir,

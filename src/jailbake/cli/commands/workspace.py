@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
         config, name, dest = None, words[0], (words[1] if len(words) == 2 else None)
     else:
         raise JailbakeError("expected workspace [CONFIG] RECIPE [DIR]")
-    graph, builder = context.builder_of(args, config, (name,), keys=False, reading=False)
+    graph, builder = context.builder_of(
+        args, config, (name,), keys=False, reading=False, fetching=True
+    )
     context.recipe_of(graph, name, "workspace")
-    fetcher = context.context_of(args, reading=False).fetcher(graph)
-    print(start_workspace(graph, builder, name, dest, fetcher), file=sys.stderr)
+    print(start_workspace(graph, builder, name, dest), file=sys.stderr)
     return 0

@@ -2,14 +2,14 @@
 # protos (Apache License 2.0, as BuildStream 2.4.0 ships them). Do not edit.
 import datetime
 
-from jailbake._protos.build.bazel.semver import semver_pb2 as _semver_pb2
-from jailbake._protos.google.api import annotations_pb2 as _annotations_pb2
-from jailbake._protos.google.longrunning import operations_pb2 as _operations_pb2
+from jailbake.executors.remote._protos.build.bazel.semver import semver_pb2 as _semver_pb2
+from jailbake.executors.remote._protos.google.api import annotations_pb2 as _annotations_pb2
+from jailbake.executors.remote._protos.google.longrunning import operations_pb2 as _operations_pb2
 from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf import wrappers_pb2 as _wrappers_pb2
-from jailbake._protos.google.rpc import status_pb2 as _status_pb2
+from jailbake.executors.remote._protos.google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
