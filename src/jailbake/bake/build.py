@@ -9,20 +9,24 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ..cache.sha1 import sha1_of
-from ..core.errors import FetchError, JailbakeError
+from ..core.errors import FetchError, JailbakeError, RecipeError
 from ..executors.docker import DockerExecutor
 from ..executors.host import HostExecutor
 from ..executors.step import Executor
+from ..model.graph import Graph
 from ..release import spdx
 from ..release.artifacts import check_expected, publish, write_manifest
 from . import replay
+from .action import RecipeBuilder
 from .context import Context, Settings
 from .observe import Finished, Observer, Plan, Quiet
 from .options import BuildOptions, BuildReport
-from .plan import Status
+from .plan import Outcome, Status
 from .schedule import Scheduler
 
 if TYPE_CHECKING:  # the remote executor's code loads only for --executor remote
@@ -54,11 +58,59 @@ def _cancel_on_interrupt(*executors: Executor) -> Iterator[None]:
             signal.signal(s, handler)
 
 
+@dataclass(frozen=True)
+class Scheduled:
+    """The recipes of a build, each built or reused."""
+
+    graph: Graph
+    builder: RecipeBuilder
+    outcomes: dict[str, Outcome]
+
+
 def bake(options: BuildOptions, observer: Observer | None = None) -> BuildReport:
     """Build the options' targets; every recipe ends up built or reused, or this raises.
     observer: told what happens (the command line's progress display and trace)."""
     start = time.monotonic()
     observer = observer or Quiet()
+    done = schedule(options, observer)
+    graph, builder, outcomes = done.graph, done.builder, done.outcomes
+    store = builder.store
+    results = {n: o.result for n, o in outcomes.items()}
+
+    def copied(name: str, start: float, size: int) -> None:
+        observer.span("artifact", name, start, bytes=size)
+
+    artifacts = publish(graph, store, results, options.artifacts_dir, on_copy=copied)
+    check_expected(graph, artifacts)
+    manifest, content = write_manifest(graph, results, artifacts, options.artifacts_dir, store)
+    artifacts.append(manifest)
+    spdx.write(options.artifacts_dir, content, functools.partial(sha1_of, store))
+    # The artifacts' stat, taken as soon as this build has written them.
+    replay.record(options, graph, builder, results, artifacts)
+    logs = {n: store.blob_location(r.log.hash) for n, r in results.items() if r.log is not None}
+    depends = {n: sorted(graph.recipes[n].depends) for n in graph.order}
+    observer.finished(Finished(options.artifacts_dir, list(graph.targets), depends, logs))
+    built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
+    reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
+    downloaded = [n for n in graph.order if outcomes[n].status is Status.DOWNLOADED]
+    return BuildReport(built, reused, artifacts, time.monotonic() - start, downloaded)
+
+
+def make_tool(options: BuildOptions, name: str, observer: Observer | None = None) -> Path:
+    """The output tree of one recipe that makes a program jailbake runs (QEMU for
+    `run`), built or reused; nothing is published and no record is kept."""
+    done = schedule(replace(options, targets=(name,)), observer or Quiet())
+    recipe = done.graph.recipes[name]
+    if len(recipe.outputs) != 1:
+        raise RecipeError(
+            recipe.where("outputs"), "outputs", "a tool's recipe declares one output directory"
+        )
+    tree = done.builder.store.tree_path(done.outcomes[name].result.output_digest)
+    return tree / recipe.outputs[0].path
+
+
+def schedule(options: BuildOptions, observer: Observer) -> Scheduled:
+    """Build or reuse every recipe the options' targets need."""
     context = Context(Settings.of_build(options))
     store = context.store
     graph = context.graph(options.configs, options.targets, memo=True)
@@ -146,22 +198,4 @@ def bake(options: BuildOptions, observer: Observer | None = None) -> BuildReport
             failed=observer.failed,
         )
         outcomes = scheduler.run(options.jobs)
-    results = {n: o.result for n, o in outcomes.items()}
-
-    def copied(name: str, start: float, size: int) -> None:
-        observer.span("artifact", name, start, bytes=size)
-
-    artifacts = publish(graph, store, results, options.artifacts_dir, on_copy=copied)
-    check_expected(graph, artifacts)
-    manifest, content = write_manifest(graph, results, artifacts, options.artifacts_dir, store)
-    artifacts.append(manifest)
-    spdx.write(options.artifacts_dir, content, functools.partial(sha1_of, store))
-    # The artifacts' stat, taken as soon as this build has written them.
-    replay.record(options, graph, builder, results, artifacts)
-    logs = {n: store.blob_location(r.log.hash) for n, r in results.items() if r.log is not None}
-    depends = {n: sorted(graph.recipes[n].depends) for n in graph.order}
-    observer.finished(Finished(options.artifacts_dir, list(graph.targets), depends, logs))
-    built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
-    reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
-    downloaded = [n for n in graph.order if outcomes[n].status is Status.DOWNLOADED]
-    return BuildReport(built, reused, artifacts, time.monotonic() - start, downloaded)
+    return Scheduled(graph, builder, outcomes)

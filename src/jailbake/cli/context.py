@@ -59,7 +59,7 @@ def split_config(
 def context_of(args: argparse.Namespace, *, reading: bool) -> Context:
     """The command's context, from the options it has: --cache-dir, --mirror,
     --offline. reading: a command that only reads the layers (list, explain, graph,
-    dump, log, clean, run, publish) runs no network command."""
+    dump, log, clean, publish) runs no network command."""
     from ..bake.context import Context, Settings
     from ..cache.store import default_cache_dir
 

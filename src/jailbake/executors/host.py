@@ -74,6 +74,47 @@ def bwrap_argv(
     return argv
 
 
+def tree_argv(
+    root: Path,
+    binds: Mapping[Path, str],
+    *,
+    writable: Mapping[Path, str] | None = None,
+    as_root: bool,
+    new_session: bool = True,
+) -> list[str]:
+    """bubblewrap running a program of a built tree (a recipe's Debian file system,
+    such as QEMU's) with that tree as its /, read-only: nothing of the host is in it
+    but binds (host path -> path inside, read-only) and writable, each mounted below
+    /run; no network, a fresh /tmp, the basic devices, a clean environment."""
+    argv = [
+        host_tool("bwrap"),
+        *("--ro-bind", str(root), "/"),
+        *("--dev", "/dev", "--proc", "/proc"),
+        *("--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/run"),
+    ]
+    for mounts, option in ((binds, "--ro-bind"), (writable or {}, "--bind")):
+        for host_path, inside in mounts.items():
+            if not inside.startswith("/run/") or ".." in inside.split("/"):
+                raise ValueError(f"a sandbox mount point below /run, not {inside!r}")
+            argv += [option, str(host_path), inside]
+    argv += [
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        *("--hostname", "jailbake"),
+        *(["--new-session"] if new_session else []),
+        "--die-with-parent",
+        *(("--cap-drop", "ALL") if as_root else ("--unshare-user",)),
+        "--clearenv",
+        *("--setenv", "PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        *("--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/var/tmp"),
+        *("--setenv", "TERM", os.environ.get("TERM", "dumb")),
+        *("--chdir", "/run"),
+    ]
+    return argv
+
+
 def sandbox_env(env: Mapping[str, str]) -> int:
     """A file descriptor holding bwrap's arguments (NUL-separated, for --args) that
     give the sandbox exactly env: secrets in a step's variables stay out of every

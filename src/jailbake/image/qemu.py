@@ -7,7 +7,7 @@ import re
 import selectors
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..core import paths, run
@@ -16,49 +16,63 @@ from ..core.errors import JailbakeError
 
 @dataclass(frozen=True)
 class Machine:
-    """A QEMU arm64 machine; the defaults boot Linux on the `virt` board."""
+    """A QEMU arm64 machine; the defaults boot Linux on the `virt` board. A board with
+    a fixed CPU, CPU count and memory (raspi4b) takes None for them."""
 
-    kernel: Path
+    kernel: Path | None
     initrd: Path | None = None
     append: str = "console=ttyAMA0 panic=-1"
     machine: str = "virt"
-    cpu: str = "cortex-a57"
-    smp: int = 1
-    memory: str = "512M"
+    cpu: str | None = "cortex-a57"
+    smp: int | None = 1
+    memory: str | None = "512M"
     drives: tuple[Path, ...] = ()
+    dtb: Path | None = None
+    sd: Path | None = None  # the SD card (raw, or a qcow2 overlay by its suffix)
+    # Files QEMU's generic loader puts in memory at an address, as firmware would;
+    # every CPU starts at the first one's address when no kernel is given.
+    loaders: tuple[tuple[Path, int], ...] = ()
+    console: int = 0  # the serial port that reads this terminal; earlier ones print too
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     def argv(self) -> list[str]:
-        argv = [
-            "qemu-system-aarch64",
-            "-M",
-            self.machine,
-            "-cpu",
-            self.cpu,
-            "-smp",
-            str(self.smp),
-            "-m",
-            self.memory,
-            "-nographic",
-            "-nic",
-            "none",
-            "-no-reboot",
-            "-kernel",
-            str(self.kernel),
-            "-append",
-            self.append,
-        ]
+        argv = ["qemu-system-aarch64", "-M", self.machine]
+        if self.cpu:
+            argv += ["-cpu", self.cpu]
+        if self.smp:
+            argv += ["-smp", str(self.smp)]
+        if self.memory:
+            argv += ["-m", self.memory]
+        argv += ["-nographic", "-nic", "none", "-no-reboot"]
+        if self.console:
+            # Every port up to the console prints on this terminal (firmware may use
+            # another UART than Linux); what is typed goes to the last one attached.
+            argv += ["-chardev", "stdio,mux=on,id=console"]
+            argv += ["-serial", "chardev:console"] * (self.console + 1)
+            argv += ["-mon", "chardev=console"]
+        if self.kernel is not None:
+            argv += ["-kernel", str(self.kernel), "-append", self.append]
         if self.initrd:
             argv += ["-initrd", str(self.initrd)]
+        if self.dtb:
+            argv += ["-dtb", str(self.dtb)]
         for i, drive in enumerate(self.drives):
-            file = str(drive).replace(",", ",,")  # a comma in a name starts no option
             argv += [
                 "-drive",
-                f"if=none,format=raw,snapshot=on,file={file},id=d{i}",
+                f"if=none,format=raw,snapshot=on,file={_escaped(drive)},id=d{i}",
                 "-device",
                 f"virtio-blk-device,drive=d{i}",
             ]
+        if self.sd:
+            kind = "qcow2" if self.sd.suffix == ".qcow2" else "raw"
+            argv += ["-drive", f"if=sd,format={kind},file={_escaped(self.sd)}"]
+        for path, address in self.loaders:
+            argv += ["-device", f"loader,file={_escaped(path)},addr={address:#x},force-raw=on"]
         return [*argv, *self.extra]
+
+
+def _escaped(path: Path) -> str:
+    return str(path).replace(",", ",,")  # a comma in a name starts no option
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,7 @@ class Transcript:
 
 
 def boot(
-    machine: Machine,
+    machine: Machine | Sequence[str],
     expect: Sequence[str],
     *,
     timeout: float = 120.0,
@@ -77,11 +91,13 @@ def boot(
 ) -> Transcript:
     """Boot, wait until every string in expect has appeared on the console, then stop.
 
+    machine: the machine, or the command that runs it (QEMU inside a sandbox, say).
     send: (prompt, line) pairs; line is typed once prompt has appeared.
     """
     start = time.monotonic()
+    argv = machine.argv() if isinstance(machine, Machine) else list(machine)
     try:
-        proc = run.spawn(machine.argv())
+        proc = run.spawn(argv)
     except FileNotFoundError:
         raise JailbakeError(
             "qemu-system-aarch64 is not installed (Debian: apt-get install qemu-system-arm)"
@@ -149,11 +165,16 @@ _PATTERNS = {
 
 
 def machine_from_layer(
-    variables: dict[str, str], artifacts: Path, overrides: dict[str, str]
+    variables: dict[str, str],
+    artifacts: Path,
+    overrides: dict[str, str],
+    *,
+    kernel_needed: bool = True,
 ) -> Machine:
-    """The machine a layer describes in its JAILBAKE_QEMU_* variables (paths in artifacts/)."""
+    """The machine a layer describes in its JAILBAKE_QEMU_* variables (paths in
+    artifacts/). Without kernel_needed (firmware finds it on the card) it has none."""
     values = {k: overrides.get(k) or variables.get(v, "") for k, v in QEMU_VARIABLES.items()}
-    if not values["kernel"]:
+    if kernel_needed and not values["kernel"]:
         raise JailbakeError(f"run: the layer sets no {QEMU_VARIABLES['kernel']}; give --kernel")
     for key, pattern in _PATTERNS.items():
         if values[key] and not pattern[0].fullmatch(values[key]):
@@ -170,14 +191,17 @@ def machine_from_layer(
             raise JailbakeError(f"run: {path} does not exist; build the layer first")
         return path
 
-    defaults = Machine(kernel=Path())
+    defaults = Machine(kernel=None)
+    board = values["machine"] or defaults.machine
+    if board.startswith("raspi"):  # its SoC fixes the CPUs and the memory
+        defaults = replace(defaults, cpu=None, smp=None, memory=None)
     return Machine(
-        kernel=artifact("kernel"),
+        kernel=artifact("kernel") if values["kernel"] else None,
         initrd=artifact("initrd") if values["initrd"] else None,
         drives=(artifact("drive"),) if values["drive"] else (),
         append=values["append"] or defaults.append,
-        machine=values["machine"] or defaults.machine,
+        machine=board,
         cpu=values["cpu"] or defaults.cpu,
-        smp=int(values["smp"] or defaults.smp),
+        smp=int(values["smp"]) if values["smp"] else defaults.smp,
         memory=values["memory"] or defaults.memory,
     )

@@ -15,6 +15,13 @@ HELP = "boot the layer's built image under qemu-system-aarch64"
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     grammar.config(sp)
     grammar.artifacts_dir(sp)
+    grammar.executor(sp, remembered=True)
+    grammar.mirrors(sp)
+    sp.add_argument(
+        "--offline",
+        action="store_true",
+        help="build the layer's QEMU (JAILBAKE_QEMU_SYSTEM) from the cache and mirrors only",
+    )
     sp.add_argument("--kernel", help="kernel image (default: the layer's JAILBAKE_QEMU_KERNEL)")
     sp.add_argument("--initrd", help="initramfs (default: the layer's JAILBAKE_QEMU_INITRD)")
     sp.add_argument("--append", help="kernel command line (default: the layer's)")
@@ -39,31 +46,59 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...bake import emulate
+    from ...bake.options import BuildOptions
     from ...core import run
+    from ...executors.step import ExecutorKind
     from ...image import qemu
 
-    layer = context.context_of(args, reading=True).layers(context.configs(args.config))
+    work_context = context.context_of(args, reading=False)
+    configs = context.configs(args.config)
+    layer = work_context.layers(configs)
+    variables = layer.variables()
     overrides = {
         k: v
         for k, v in (("kernel", args.kernel), ("initrd", args.initrd), ("append", args.append))
         if v
     }
-    machine = qemu.machine_from_layer(layer.variables(), args.artifacts_dir, overrides)
-    if not args.expect:
-        try:
-            return run.run(machine.argv(), check=False).returncode
-        except FileNotFoundError:
-            raise JailbakeError(
-                "run: qemu-system-aarch64 is not installed (Debian: "
-                "apt-get install qemu-system-arm)"
-            ) from None
+    if variables.get(emulate.FIRMWARE) and (args.kernel or args.initrd):
+        raise JailbakeError(
+            f"run: the layer boots its card through firmware ({emulate.FIRMWARE}): the card's "
+            "config.txt names kernel and initramfs; --append replaces its cmdline.txt"
+        )
     send = []
     for item in args.send:
         prompt, sep, line = item.partition("=>")
         if not sep:
             raise JailbakeError(f"run: --send {item!r}: expected PROMPT=>LINE")
         send.append((prompt, line))
-    transcript = qemu.boot(machine, args.expect, send=send, timeout=args.timeout)
+    kind = args.executor or work_context.history.remembered_executor(layer.files) or "docker"
+    options = BuildOptions(
+        configs=configs,
+        executor=ExecutorKind(kind),
+        cache_dir=work_context.settings.cache_dir,
+        artifacts_dir=args.artifacts_dir,
+        mirrors=tuple(args.mirror),
+        offline=args.offline,
+        remote_executor=args.remote_executor,
+        remote_instance=args.remote_instance,
+    )
+    from ...ui.view import BuildView
+
+    emu = emulate.emulator(variables, options, BuildView())
+    with work_context.store.temp_dir("run") as work:
+        boot = emulate.prepare(variables, args.artifacts_dir, overrides, emu, work)
+        for note in boot.notes:
+            print(f"[jailbake] run: {note}", file=sys.stderr)
+        if not args.expect:
+            try:
+                return run.run(boot.argv, check=False).returncode
+            except FileNotFoundError:
+                raise JailbakeError(
+                    "run: qemu-system-aarch64 is not installed (Debian: "
+                    "apt-get install qemu-system-arm)"
+                ) from None
+        transcript = qemu.boot(boot.argv, args.expect, send=send, timeout=args.timeout)
     print(transcript.text)
     if not transcript.found:
         missing = [e for e in args.expect if e not in transcript.text]
