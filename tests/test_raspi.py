@@ -28,7 +28,7 @@ armstub=bl31.bin
 
 def test_jailhouse_images_config_txt() -> None:
     config = raspi.parse_config(JAILHOUSE_IMAGES_CONFIG, "config.txt")
-    assert config.arm_64bit and config.enable_gic
+    assert config.arm_64bit
     assert config.armstub == "bl31.bin"
     assert config.kernel == "kernel8.img"  # the firmware's name for a 64-bit kernel
     assert config.device_tree == "bcm2711-rpi-4-b.dtb"
@@ -197,3 +197,152 @@ def test_the_firmware_names_the_serial_console(
 ) -> None:
     parsed = raspi.parse_config(config, "config.txt")
     assert raspi.firmware_cmdline(cmdline, parsed) == expected
+
+
+def _image(size: int, text_offset: int = 0, image_size: int = 0) -> bytes:
+    """An arm64 Image header (as Linux writes it) followed by size bytes."""
+    header = bytearray(64)
+    header[8:16] = text_offset.to_bytes(8, "little")
+    header[16:24] = image_size.to_bytes(8, "little")
+    header[56:60] = b"ARMd"
+    return bytes(header) + bytes(size)
+
+
+def test_the_firmware_places_kernel_device_tree_and_initramfs() -> None:
+    tree = _tree()
+    config = raspi.parse_config("arm_64bit=1\narmstub=bl31.bin", "config.txt")
+    placed = raspi.place(
+        tree, _image(100, image_size=30 << 20), 5 << 20, "console=ttyAMA0", config,
+        stub_size=41072, dtb_origin="x.dtb",
+    )  # fmt: skip
+    assert placed.kernel == 0x200000  # no text_offset: 2 MiB
+    assert placed.dtb % (2 << 20) == 0 and placed.dtb >= 0x200000 + (30 << 20)
+    assert placed.initrd == placed.dtb + (8 << 20)
+    chosen = tree.find("/chosen")
+    assert chosen is not None
+    assert chosen.properties["bootargs"] == fdt.string("console=ttyAMA0")
+    assert chosen.properties["linux,initrd-start"] == fdt.cells(placed.initrd, size=2)
+    assert chosen.properties["linux,initrd-end"] == fdt.cells(placed.initrd + (5 << 20), size=2)
+    memory = tree.find("/memory@0")
+    assert memory is not None
+    # The root names no cell counts: 2 for addresses, 1 for sizes, as bcm2711.dtsi has.
+    assert memory.properties["reg"] == fdt.cells(0, size=2) + fdt.cells(0x3C000000) + fdt.cells(
+        0x40000000, size=2
+    ) + fdt.cells(0x40000000)
+    # A 5.4 kernel says where it goes: text_offset 0x80000 from 0.
+    old = raspi.place(_tree(), _image(100, 0x80000), None, "", config, stub_size=4096,
+                      dtb_origin="x.dtb")  # fmt: skip
+    assert old.kernel == 0x80000
+
+
+@pytest.mark.parametrize(
+    ("config", "kernel", "stub", "expected"),
+    [
+        ("kernel_address=0x0", _image(10), 41072, "kernel_address: 0x0 expected page-aligned"),
+        ("kernel_address=0x200001", _image(10), 4096, "kernel_address"),
+        ("", _image(10, 0x80000), 0x90000, "text_offset: 0x80000"),
+        ("", _image(10, image_size=2000 << 20), 4096, "more than lies below the GPU"),
+    ],
+)
+def test_overlapping_or_oversized_images_are_refused(
+    config: str, kernel: bytes, stub: int, expected: str
+) -> None:
+    parsed = raspi.parse_config(f"arm_64bit=1\narmstub=bl31.bin\n{config}", "config.txt")
+    with pytest.raises(raspi.CardError, match=expected):
+        raspi.place(_tree(), kernel, None, "", parsed, stub_size=stub, dtb_origin="x.dtb")
+
+
+def test_a_device_tree_with_odd_cell_counts_is_refused() -> None:
+    tree = _tree()
+    tree.root.properties["#address-cells"] = fdt.cells(0xFFFFFFFF)
+    config = raspi.parse_config("arm_64bit=1", "config.txt")
+    with pytest.raises(raspi.CardError, match=r"x\.dtb: /#address-cells: expected 1 or 2"):
+        raspi.place(tree, _image(10), None, "", config, stub_size=4096, dtb_origin="x.dtb")
+
+
+def test_the_armstub_header_is_filled_in_as_the_firmware_does() -> None:
+    stub = bytearray(0x400)
+    stub[0xF0:0xF4] = raspi.STUB_MAGIC.to_bytes(4, "little")
+    stub[0xF4:0xF8] = (7).to_bytes(4, "little")
+    placed = raspi.Placement(kernel=0x200000, dtb=0x2600000, initrd=None)
+    patched, done = raspi.patch_armstub(bytes(stub), placed)
+    assert done and len(patched) == len(stub)
+    assert patched[0xF0:0x100] == bytes.fromhex("00000000070000000000600200002000")
+    assert patched[:0xF0] == stub[:0xF0] and patched[0x100:] == stub[0x100:]
+    # Without the magic, the firmware leaves a stub as it is.
+    assert raspi.patch_armstub(bytes(0x400), placed) == (bytes(0x400), False)
+
+
+def test_only_reservations_inside_the_armstub_are_dropped() -> None:
+    tree = _tree()
+    tree.reserved = [(0, 0x1000), (0x7F000, 0x10000000), (0x3B400000, 0x400000)]
+    notes = raspi.armstub_fixups(tree)
+    assert tree.reserved == [(0x7F000, 0x10000000), (0x3B400000, 0x400000)]
+    assert [n for n in notes if "memreserve" in n] == [
+        "device tree: /memreserve/ 0x0+0x1000 dropped: the armstub reserves its own memory "
+        "(as TF-A 2.6 and later do themselves)"
+    ]
+
+
+def test_settings_that_change_what_the_firmware_loads_are_refused() -> None:
+    for line in ("os_prefix=klab/", "include extra.txt", "ramfsfile=initrd.img", "enable_gic=0"):
+        with pytest.raises(raspi.CardError, match=line.split("=")[0].split()[0]):
+            raspi.parse_config(f"arm_64bit=1\n{line}\n", "config.txt")
+
+
+def test_a_node_name_that_is_not_utf8_is_kept() -> None:
+    blob = fdt.dump(fdt.Tree(fdt.Node("", {}, [fdt.Node("ok")])))
+    bad = blob.replace(b"ok\0", b"\xe9k\0")
+    parsed = fdt.parse(bad, "x.dtb")
+    assert [c.name for c in parsed.root.children] == ["\ufffdk"]
+
+
+def test_nodes_nested_too_deep_are_refused() -> None:
+    node = fdt.Node("leaf")
+    for i in range(fdt.MAX_DEPTH + 1):
+        node = fdt.Node(f"n{i}", {}, [node])
+    blob = fdt.dump(fdt.Tree(fdt.Node("", {}, [node])))
+    with pytest.raises(fdt.FdtError, match="deeper than"):
+        fdt.parse(blob, "x.dtb")
+
+
+def test_the_machine_qemu_gets_for_a_card() -> None:
+    from jailbake.image.qemu import Machine
+
+    machine = Machine(
+        kernel=None, machine="raspi4b", cpu=None, smp=None, memory=None,
+        sd=Path("/run/work/card.qcow2"), console=1,
+        loaders=((Path("/run/work/armstub,1.bin"), 0), (Path("/run/work/k"), 0x200000)),
+    )  # fmt: skip
+    argv = machine.argv()
+    assert "-kernel" not in argv and "-cpu" not in argv and "-m" not in argv
+    assert argv[argv.index("-M") + 1] == "raspi4b"
+    assert "if=sd,format=qcow2,file=/run/work/card.qcow2" in argv
+    # A comma in a file name is doubled: it starts no option of the loader.
+    assert "loader,file=/run/work/armstub,,1.bin,addr=0x0,force-raw=on" in argv
+    assert "loader,file=/run/work/k,addr=0x200000,force-raw=on" in argv
+    # Both UARTs print on the terminal; the console, attached last, reads it.
+    serials = [argv[i + 1] for i, a in enumerate(argv) if a == "-serial"]
+    assert serials == ["chardev:console", "chardev:console"]
+    assert "stdio,mux=on,id=console" in argv
+
+
+def test_a_trees_sandbox_holds_only_what_it_is_given(tmp_path: Path) -> None:
+    from jailbake.executors.host import tree_argv
+
+    argv = tree_argv(
+        tmp_path / "tree", {tmp_path / "art": "/run/artifacts"},
+        writable={tmp_path / "work": "/run/work"}, as_root=True,
+    )  # fmt: skip
+    assert argv[1:4] == ["--ro-bind", str(tmp_path / "tree"), "/"]
+    pairs = list(zip(argv, argv[1:], argv[2:], strict=False))
+    assert ("--ro-bind", str(tmp_path / "art"), "/run/artifacts") in pairs
+    assert ("--bind", str(tmp_path / "work"), "/run/work") in pairs
+    binds = [a for a in argv if a in ("--bind", "--ro-bind")]
+    assert len(binds) == 3  # the tree, the artifacts, the work directory: no host path else
+    for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--clearenv"):
+        assert flag in argv
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+    assert "--unshare-user" in tree_argv(tmp_path, {}, as_root=False)
+    with pytest.raises(ValueError, match="below /run"):
+        tree_argv(tmp_path, {tmp_path: "/etc"}, as_root=True)

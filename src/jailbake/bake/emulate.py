@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,15 +32,17 @@ FIRMWARE = "JAILBAKE_QEMU_FIRMWARE"
 FIRMWARES = ("raspberrypi",)
 _RECIPE = re.compile(r"[a-z0-9][a-z0-9._+-]*")
 QEMU_BINARY = "usr/bin/qemu-system-aarch64"
-MAX_KERNEL = 256 << 20  # a gzip'd kernel is unpacked up to this size, as the firmware does
+# The most the firmware would load: a text file, and anything below the GPU's memory.
+TEXT_LIMIT = 64 << 10
+IMAGE_LIMIT = raspi.RAM[0][1]
 # Inside the sandbox: the run's own files, and the artifacts it boots.
 WORK, ARTIFACTS = "/run/work", "/run/artifacts"
 
 
 @dataclass
 class Boot:
-    """A QEMU command ready to start: its argv (inside a sandbox when prefix is
-    set), and what was changed for emulation, to be said before it starts."""
+    """A QEMU command ready to start (inside a sandbox when QEMU is a recipe's), and
+    what was changed for emulation, to be said before it starts."""
 
     argv: list[str]
     notes: list[str] = field(default_factory=list)
@@ -144,8 +147,8 @@ def prepare(
 
 
 def _card_file(emu: Emulator, card: Path, part: raspi.Partition, name: str, dest: Path,
-               work: Path, artifacts: Path) -> Path:  # fmt: skip
-    """One file of the card's boot partition, copied out with mtools."""
+               work: Path, artifacts: Path, *, limit: int) -> Path:  # fmt: skip
+    """One file of the card's boot partition, copied out with mtools, at most limit bytes."""
     image = f"{emu.inside(card, work, artifacts)}@@{part.offset}"
     inside = emu.inside(dest, work, artifacts)
     emu.tool(
@@ -154,6 +157,13 @@ def _card_file(emu: Emulator, card: Path, part: raspi.Partition, name: str, dest
         artifacts,
         f"reading {name} from the card's boot partition",
     )
+    if dest.is_symlink() or not dest.is_file():
+        raise raspi.CardError(f"{card.name}, partition {part.index}: {name}: not a file")
+    if dest.stat().st_size > limit:
+        raise raspi.CardError(
+            f"{card.name}, partition {part.index}: {name}: more than {limit >> 10} KiB, "
+            "more than the firmware would load"
+        )
     return dest
 
 
@@ -168,13 +178,28 @@ def _raspberrypi(
     base = qemu.machine_from_layer(dict(variables), artifacts, overrides, kernel_needed=False)
     if len(base.drives) != 1:
         raise JailbakeError(f"run: {FIRMWARE}: the layer names no card in JAILBAKE_QEMU_DRIVE")
-    card = base.drives[0]
+    if emu.tree is None:
+        raise JailbakeError(
+            f"run: {FIRMWARE}: the layer names no QEMU recipe in {SYSTEM}; the card is read "
+            "with that recipe's tools, in its sandbox"
+        )
+    taken = [v for k, v in qemu.QEMU_VARIABLES.items() if k in ("kernel", "initrd")]
+    if set(taken) & set(variables):
+        raise JailbakeError(
+            f"run: {FIRMWARE}: the card's config.txt names kernel and initramfs; "
+            f"the layer sets {' and '.join(sorted(set(taken) & set(variables)))}"
+        )
+    card = base.drives[0].resolve()
+    if "@@" in str(card):
+        raise JailbakeError(f"run: {card}: a card's path cannot hold '@@' (mtools' offset)")
     part = raspi.boot_partition(card)
     origin = f"{card.name}, partition {part.index}"
     boot = work / "boot"
     boot.mkdir()
     notes: list[str] = []
-    config_txt = _card_file(emu, card, part, "config.txt", boot / "config.txt", work, artifacts)
+    config_txt = _card_file(
+        emu, card, part, "config.txt", boot / "config.txt", work, artifacts, limit=TEXT_LIMIT
+    )
     config = raspi.parse_config(config_txt.read_text(errors="replace"), f"{origin}: config.txt")
     if not config.arm_64bit:
         raise JailbakeError(
@@ -182,24 +207,32 @@ def _raspberrypi(
             "kernels only"
         )
 
-    def fetch(name: str) -> Path:
-        return _card_file(emu, card, part, name, boot / name.replace("/", "_"), work, artifacts)
+    def fetch(name: str, role: str, limit: int = IMAGE_LIMIT) -> Path:
+        """The card's file name, copied to a file named by its role (two settings may
+        name the same file; the copies never share a name)."""
+        return _card_file(emu, card, part, name, boot / role, work, artifacts, limit=limit)
 
+    # The layer's JAILBAKE_QEMU_APPEND, like --append, replaces cmdline.txt.
+    append = overrides.get("append") or variables.get(qemu.QEMU_VARIABLES["append"], "")
     cmdline, console = raspi.firmware_cmdline(
-        overrides.get("append")
+        append
         or raspi.parse_cmdline(
-            fetch(config.cmdline).read_text(errors="replace"), f"{origin}: {config.cmdline}"
+            fetch(config.cmdline, "cmdline.txt", TEXT_LIMIT).read_text(errors="replace"),
+            f"{origin}: {config.cmdline}",
         ),
         config,
     )
     if console:
         notes.append("console: the mini UART, as the command line asks; the PL011 prints here too")
-    kernel = _unpacked(fetch(config.kernel), f"{origin}: {config.kernel}")
-    tree = fdt.parse(fetch(config.device_tree).read_bytes(), f"{origin}: {config.device_tree}")
+    kernel = _unpacked(fetch(config.kernel, "kernel"), f"{origin}: {config.kernel}")
+    dtb_origin = f"{origin}: {config.device_tree}"
+    tree = fdt.parse(
+        fetch(config.device_tree, "device-tree", fdt.MAX_SIZE).read_bytes(), dtb_origin
+    )
     notes += raspi.emulation_fixups(tree)
     dtb = work / "device-tree.dtb"
-    initrd = fetch(config.initramfs) if config.initramfs else None
-    overlay = work / "card.qcow2"
+    initrd = fetch(config.initramfs, "initramfs") if config.initramfs else None
+    overlay = work / "card.qcow2"  # its backing file: the card's absolute path
     size = raspi.sd_size(card.stat().st_size)
     emu.tool(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
@@ -216,16 +249,22 @@ def _raspberrypi(
     if ignored:
         notes.append(f"config.txt settings QEMU has nothing for: {', '.join(ignored)}")
     if config.armstub is None:
-        # The firmware's own stub: CPUs 1-3 wait on a spin table, as QEMU's does.
+        # The firmware's own stub: CPUs 1-3 wait on a spin table, as QEMU's does, and
+        # QEMU places the kernel itself.
+        if config.kernel_address is not None:
+            notes.append("config.txt: kernel_address is not emulated without an armstub")
         dtb.write_bytes(fdt.dump(tree))
         machine = replace(
             base, kernel=kernel, initrd=initrd, dtb=dtb, append=cmdline, drives=(), sd=overlay,
             console=console,
         )  # fmt: skip
         return machine, notes
-    armstub = fetch(config.armstub)
+    armstub = fetch(config.armstub, "armstub", raspi.STUB_END)
     image = kernel.read_bytes()
-    placed = raspi.place(tree, image, initrd.stat().st_size if initrd else None, cmdline, config)
+    placed = raspi.place(
+        tree, image, initrd.stat().st_size if initrd else None, cmdline, config,
+        stub_size=armstub.stat().st_size, dtb_origin=dtb_origin,
+    )  # fmt: skip
     notes += raspi.armstub_fixups(tree)
     dtb.write_bytes(fdt.dump(tree))
     stub, patched = raspi.patch_armstub(armstub.read_bytes(), placed)
@@ -260,13 +299,16 @@ def _unpacked(path: Path, origin: str) -> Path:
         if f.read(2) != b"\x1f\x8b":
             return path
     out = path.with_name(path.name + ".unpacked")
-    with gzip.open(path, "rb") as src, out.open("wb") as dst:
-        copied = 0
-        while chunk := src.read(1 << 20):
-            copied += len(chunk)
-            if copied > MAX_KERNEL:
-                raise JailbakeError(f"run: {origin}: unpacks to more than {MAX_KERNEL >> 20} MiB")
-            dst.write(chunk)
+    try:
+        with gzip.open(path, "rb") as src, out.open("wb") as dst:
+            copied = 0
+            while chunk := src.read(1 << 20):
+                copied += len(chunk)
+                if copied > IMAGE_LIMIT:
+                    raise raspi.CardError(f"{origin}: unpacks to more than {IMAGE_LIMIT >> 20} MiB")
+                dst.write(chunk)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise raspi.CardError(f"{origin}: a gzip'd kernel that cannot be unpacked: {exc}") from None
     return out
 
 

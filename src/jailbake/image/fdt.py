@@ -17,6 +17,7 @@ MAGIC = 0xD00DFEED
 _BEGIN_NODE, _END_NODE, _PROP, _NOP, _END = 1, 2, 3, 4, 9
 _HEADER = struct.Struct(">10I")
 MAX_DEPTH = 64
+MAX_SIZE = 2 << 20  # Linux's limit on arm64 (MAX_FDT_SIZE)
 
 
 class FdtError(JailbakeError):
@@ -98,12 +99,15 @@ def parse(blob: bytes, origin: str) -> Tree:
 
     if len(blob) < _HEADER.size:
         raise bad("shorter than its header")
+    if len(blob) > MAX_SIZE:
+        raise bad(f"{len(blob)} bytes, more than the {MAX_SIZE >> 20} MiB Linux takes")
     (magic, total, off_struct, off_strings, off_rsv, version, _last, cpuid, size_strings,
      size_struct) = _HEADER.unpack_from(blob)  # fmt: skip
     if magic != MAGIC:
         raise bad(f"magic {magic:#x}, expected {MAGIC:#x}")
-    if version < 16 or total > len(blob):
-        raise bad(f"version {version}, {total} bytes in a {len(blob)}-byte file")
+    if version < 17 or total > len(blob):
+        raise bad(f"version {version} (17 expected), {total} bytes in a {len(blob)}-byte file")
+    blob = blob[:total]
     strings = blob[off_strings : off_strings + size_strings]
     structure = blob[off_struct : off_struct + size_struct]
     if len(strings) != size_strings or len(structure) != size_struct:
@@ -129,19 +133,20 @@ def parse(blob: bytes, origin: str) -> Tree:
         pos += 4
         return int(value)
 
-    def cstring(data: bytes, at: int) -> str:
+    def cstring(data: bytes, at: int) -> tuple[str, int]:
+        """The NUL-terminated name at at, and the offset just past its NUL."""
         end = data.find(b"\0", at)
         if end < 0:
             raise bad("a name has no end")
-        return data[at:end].decode("utf-8", "replace")
+        return data[at:end].decode("utf-8", "replace"), end + 1
 
     stack: list[Node] = []
     root: Node | None = None
     while True:
         token = word()
         if token == _BEGIN_NODE:
-            name = cstring(structure, pos)
-            pos = (pos + len(name.encode()) + 1 + 3) & ~3
+            name, after = cstring(structure, pos)
+            pos = (after + 3) & ~3
             node = Node(name)
             if stack:
                 stack[-1].children.append(node)
@@ -160,7 +165,7 @@ def parse(blob: bytes, origin: str) -> Tree:
             length, name_offset = word(), word()
             if not stack or pos + length > len(structure) or name_offset >= len(strings):
                 raise bad("a property lies outside its node or block")
-            stack[-1].properties[cstring(strings, name_offset)] = structure[pos : pos + length]
+            stack[-1].properties[cstring(strings, name_offset)[0]] = structure[pos : pos + length]
             pos = (pos + length + 3) & ~3
         elif token == _NOP:
             continue

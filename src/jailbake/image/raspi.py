@@ -23,7 +23,7 @@ FAT_TYPES = frozenset({0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E})
 
 # A file the firmware loads: a plain name in the partition, or one in a folder of it.
 _FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,63}(/[A-Za-z0-9_][A-Za-z0-9._+-]{0,63}){0,3}")
-_NUMBER = re.compile(r"(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})")
+_NUMBER = re.compile(r"(0x[0-9a-fA-F]{1,8}|[0-9]{1,9})")
 # Section filters a Raspberry Pi 4 Model B passes; every other model filter fails.
 _PI4 = frozenset({"all", "pi4", "board-type=0x11", "board-type=17"})
 _MODELS = frozenset({"none", "pi0", "pi0w", "pi02", "pi1", "pi2", "pi3", "pi3+", "pi400",
@@ -78,7 +78,6 @@ class BootConfig:
     initramfs: str | None = None
     cmdline: str = "cmdline.txt"
     arm_64bit: bool = False
-    enable_gic: bool = True  # the Pi 4's default: the GIC-400, not the legacy controller
     kernel_address: int | None = None
     overlays: tuple[str, ...] = ()  # dtoverlay names (the firmware's, not applied here)
     ignored: tuple[str, ...] = ()  # settings that change nothing QEMU emulates
@@ -87,6 +86,10 @@ class BootConfig:
 # The settings read; every other one is listed in BootConfig.ignored.
 _FILES = {"kernel", "device_tree", "armstub", "cmdline"}
 _FLAGS = {"arm_64bit", "enable_gic"}
+# Settings that change which files the firmware loads or how, and are not emulated:
+# a card using them is refused rather than booted differently.
+_REFUSED = {"include", "os_prefix", "ramfsfile", "ramfsaddr", "device_tree_address",
+            "kernel_old", "arm_peri_high"}  # fmt: skip
 
 
 def parse_config(text: str, origin: str) -> BootConfig:
@@ -115,13 +118,15 @@ def parse_config(text: str, origin: str) -> BootConfig:
             continue
         key, eq, value = line.partition("=")
         key, value = key.strip(), value.strip()
-        if not eq and key.startswith("initramfs"):
+        if not eq and line.split()[0] in ("initramfs", "include"):
             key, _, value = line.partition(" ")
             value = value.strip()
         elif not eq:
             raise CardError(f"{where}: expected name=value, got {line!r}")
         if not applies:
             continue
+        if key in _REFUSED:
+            raise CardError(f"{where}: {key}: not emulated; boot a card without it")
         if key == "initramfs":
             name, _, where_to = value.partition(" ")
             if where_to.strip() not in ("", "followkernel"):
@@ -144,6 +149,11 @@ def parse_config(text: str, origin: str) -> BootConfig:
     for key in _FLAGS:
         if key in values and values[key] not in ("0", "1"):
             raise CardError(f"{origin}: {key}: expected 0 or 1, got {values[key]!r}")
+    if values.get("enable_gic") == "0":
+        raise CardError(
+            f"{origin}: enable_gic=0: the legacy interrupt controller is not emulated; "
+            "raspi4b boots with the GIC-400"
+        )
     address = values.get("kernel_address")
     if address is not None and not _NUMBER.fullmatch(address):
         raise CardError(f"{origin}: kernel_address: expected a number, got {address!r}")
@@ -155,7 +165,6 @@ def parse_config(text: str, origin: str) -> BootConfig:
         initramfs=values.get("initramfs"),
         cmdline=values.get("cmdline", defaults.cmdline),
         arm_64bit=values.get("arm_64bit") == "1",
-        enable_gic=values.get("enable_gic", "1") == "1",
         kernel_address=int(address, 0) if address is not None else None,
         overlays=tuple(o for o in overlays if o),
         ignored=tuple(dict.fromkeys(ignored)),
@@ -267,6 +276,7 @@ UNMODELLED = (
 # Pi's own armstubs): a magic it clears, then the device tree's and the kernel's address.
 STUB_MAGIC = 0x5AFE570B
 STUB_MAGIC_AT, STUB_DTB_AT, STUB_KERNEL_AT = 0xF0, 0xF8, 0xFC
+STUB_END = 0x80000  # what TF-A's rpi4 port reserves for itself
 _MB = 1 << 20
 
 
@@ -304,24 +314,49 @@ def kernel_address(image: bytes) -> int:
     return KERNEL_ADDRESS
 
 
+def _cells(tree: fdt.Tree, name: str, default: int, origin: str) -> int:
+    value = tree.root.properties.get(name, fdt.cells(default))
+    count = int.from_bytes(value, "big") if len(value) == 4 else 0
+    if count not in (1, 2):
+        raise CardError(f"{origin}: /{name}: expected 1 or 2 cells, got {value.hex()}")
+    return count
+
+
 def place(
-    tree: fdt.Tree, kernel: bytes, initrd_size: int | None, cmdline: str, config: BootConfig
+    tree: fdt.Tree,
+    kernel: bytes,
+    initrd_size: int | None,
+    cmdline: str,
+    config: BootConfig,
+    *,
+    stub_size: int,
+    dtb_origin: str,
 ) -> Placement:
     """Choose where kernel, device tree and initramfs go, and tell the device tree (a
     copy) what the firmware tells it: memory, command line and initramfs. The device
     tree goes 2 MiB-aligned after the kernel with room for an armstub to grow it (TF-A
-    maps 4 MiB from there), the initramfs after that."""
-    at = config.kernel_address if config.kernel_address is not None else kernel_address(kernel)
+    maps 4 MiB from there), the initramfs after that; none may overlap the armstub,
+    which the firmware puts at 0."""
+    if config.kernel_address is not None:
+        at, field = config.kernel_address, "config.txt: kernel_address"
+    else:
+        at, field = kernel_address(kernel), f"{config.kernel}: its header's text_offset"
+    if at < stub_size or at % 4096:
+        raise CardError(
+            f"{field}: {at:#x} expected page-aligned and above the {stub_size}-byte armstub "
+            "the firmware loads at 0"
+        )
     dtb = _align(at + kernel_size(kernel), 2 * _MB) + 2 * _MB
     initrd = dtb + 8 * _MB if initrd_size is not None else None
     end = (initrd or dtb) + (initrd_size or _MB)
     if end > RAM[0][1]:
         raise CardError(
-            f"kernel, device tree and initramfs need {end >> 20} MiB below the GPU's "
-            f"memory at {RAM[0][1]:#x}"
+            f"{config.kernel}, {config.device_tree} and {config.initramfs or 'no initramfs'} "
+            f"need {end >> 20} MiB from {at:#x}, more than lies below the GPU's memory at "
+            f"{RAM[0][1]:#x}"
         )
-    addr_cells = int.from_bytes(tree.root.properties.get("#address-cells", fdt.cells(2)), "big")
-    size_cells = int.from_bytes(tree.root.properties.get("#size-cells", fdt.cells(1)), "big")
+    addr_cells = _cells(tree, "#address-cells", 2, dtb_origin)
+    size_cells = _cells(tree, "#size-cells", 1, dtb_origin)
     memory = next(
         (n for n in tree.root.children if n.name == "memory" or n.name.startswith("memory@")),
         None,
@@ -336,6 +371,8 @@ def place(
     if initrd is not None and initrd_size is not None:
         chosen.properties["linux,initrd-start"] = fdt.cells(initrd, size=2)
         chosen.properties["linux,initrd-end"] = fdt.cells(initrd + initrd_size, size=2)
+    if len(fdt.dump(tree)) > 2 * _MB:
+        raise CardError(f"{dtb_origin}: more than 2 MiB, the room left for it")
     return Placement(at, dtb, initrd, initrd_size or 0)
 
 
@@ -349,7 +386,7 @@ def armstub_fixups(tree: fdt.Tree) -> list[str]:
         if node is not None and node.properties.get("status") != fdt.string("disabled"):
             node.properties["status"] = fdt.string("disabled")
             notes.append(f"device tree: {path} disabled (QEMU does not model it)")
-    kept = [(a, n) for a, n in tree.reserved if a >= 0x80000]
+    kept = [(a, n) for a, n in tree.reserved if a + n > STUB_END]
     for address, size in sorted(set(tree.reserved) - set(kept)):
         notes.append(
             f"device tree: /memreserve/ {address:#x}+{size:#x} dropped: the armstub "

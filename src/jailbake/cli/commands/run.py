@@ -52,10 +52,14 @@ def run(args: argparse.Namespace) -> int:
     from ...executors.step import ExecutorKind
     from ...image import qemu
 
-    work_context = context.context_of(args, reading=False)
     configs = context.configs(args.config)
+    reading = context.context_of(args, reading=True)
+    variables = reading.layers(configs).variables()
+    # Only a layer that names a QEMU recipe has run build (and fetch) anything.
+    work_context = (
+        context.context_of(args, reading=False) if variables.get(emulate.SYSTEM) else reading
+    )
     layer = work_context.layers(configs)
-    variables = layer.variables()
     overrides = {
         k: v
         for k, v in (("kernel", args.kernel), ("initrd", args.initrd), ("append", args.append))
