@@ -624,3 +624,20 @@ def assert_valid_spdx(path: Path) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+# jailhouse-images' config.txt (recipes-bsp/rpi-firmware/files/config.txt at v0.12):
+# what the Raspberry Pi 4 firmware reads from its card.
+JAILHOUSE_IMAGES_CONFIG_TXT = """\
+dtparam=audio=on
+
+[pi4]
+dtoverlay=vc4-fkms-v3d
+max_framebuffers=2
+
+[all]
+enable_uart=1
+arm_64bit=1
+enable_gic=1
+armstub=bl31.bin
+"""

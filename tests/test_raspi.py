@@ -9,25 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import JAILHOUSE_IMAGES_CONFIG_TXT
 from jailbake.image import fdt, raspi
 
 ASSETS = Path(os.environ.get("JAILBAKE_TEST_ASSETS", "/var/cache/jailbake-test"))
-JAILHOUSE_IMAGES_CONFIG = """dtparam=audio=on
-
-[pi4]
-dtoverlay=vc4-fkms-v3d
-max_framebuffers=2
-
-[all]
-enable_uart=1
-arm_64bit=1
-enable_gic=1
-armstub=bl31.bin
-"""
 
 
 def test_jailhouse_images_config_txt() -> None:
-    config = raspi.parse_config(JAILHOUSE_IMAGES_CONFIG, "config.txt")
+    config = raspi.parse_config(JAILHOUSE_IMAGES_CONFIG_TXT, "config.txt")
     assert config.arm_64bit
     assert config.armstub == "bl31.bin"
     assert config.kernel == "kernel8.img"  # the firmware's name for a 64-bit kernel

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, copy_checkout
+from conftest import JAILHOUSE_IMAGES_CONFIG_TXT, SRC, copy_checkout
 
 pytestmark = [pytest.mark.usefixtures("builder_images"), pytest.mark.slow]
 
@@ -105,20 +105,7 @@ image:
 """
 
 # jailhouse-images' config.txt, with the busybox initramfs.
-CONFIG = """\
-dtparam=audio=on
-
-[pi4]
-dtoverlay=vc4-fkms-v3d
-max_framebuffers=2
-
-[all]
-enable_uart=1
-arm_64bit=1
-enable_gic=1
-armstub=bl31.bin
-initramfs rootfs.cpio.gz followkernel
-"""
+CONFIG = JAILHOUSE_IMAGES_CONFIG_TXT + "initramfs rootfs.cpio.gz followkernel\n"
 
 
 @pytest.fixture(scope="module")

@@ -59,19 +59,26 @@ def bwrap_argv(
         argv += ["--bind", str(work), str(at), "--chdir", str(at / "src")]
     for tree in trees:  # they may lie below a hidden directory
         argv += ["--ro-bind", str(tree), str(tree)]
-    argv += [
+    argv += _isolation(as_root=as_root, new_session=new_session)
+    if env_fd is not None:
+        argv += ["--args", str(env_fd)]
+    return argv
+
+
+def _isolation(*, as_root: bool, new_session: bool) -> list[str]:
+    """What every sandbox of jailbake's is cut off from: the network, other processes,
+    IPC, the host name, the caller's terminal (no TIOCSTI) and, as root, every
+    capability; it dies with jailbake."""
+    return [
         "--unshare-net",
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
         *("--hostname", "jailbake"),
-        *(["--new-session"] if new_session else []),  # no TIOCSTI into the caller's terminal
+        *(["--new-session"] if new_session else []),
         "--die-with-parent",
         *(("--cap-drop", "ALL") if as_root else ("--unshare-user",)),
     ]
-    if env_fd is not None:
-        argv += ["--args", str(env_fd)]
-    return argv
 
 
 def tree_argv(
@@ -98,14 +105,7 @@ def tree_argv(
                 raise ValueError(f"a sandbox mount point below /run, not {inside!r}")
             argv += [option, str(host_path), inside]
     argv += [
-        "--unshare-net",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        *("--hostname", "jailbake"),
-        *(["--new-session"] if new_session else []),
-        "--die-with-parent",
-        *(("--cap-drop", "ALL") if as_root else ("--unshare-user",)),
+        *_isolation(as_root=as_root, new_session=new_session),
         "--clearenv",
         *("--setenv", "PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         *("--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/var/tmp"),
