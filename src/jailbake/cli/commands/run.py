@@ -51,15 +51,16 @@ def run(args: argparse.Namespace) -> int:
     from ...core import run
     from ...executors.step import ExecutorKind
     from ...image import qemu
+    from ...ui.view import BuildView
 
     configs = context.configs(args.config)
     reading = context.context_of(args, reading=True)
-    variables = reading.layers(configs).variables()
+    layer = reading.layers(configs)
+    variables = layer.variables()
     # Only a layer that names a QEMU recipe has run build (and fetch) anything.
     work_context = (
         context.context_of(args, reading=False) if variables.get(emulate.SYSTEM) else reading
     )
-    layer = work_context.layers(configs)
     overrides = {
         k: v
         for k, v in (("kernel", args.kernel), ("initrd", args.initrd), ("append", args.append))
@@ -87,8 +88,6 @@ def run(args: argparse.Namespace) -> int:
         remote_executor=args.remote_executor,
         remote_instance=args.remote_instance,
     )
-    from ...ui.view import BuildView
-
     emu = emulate.emulator(variables, options, BuildView())
     with work_context.store.temp_dir("run") as work:
         boot = emulate.prepare(variables, args.artifacts_dir, overrides, emu, work)
