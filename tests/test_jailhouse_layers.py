@@ -83,6 +83,26 @@ def test_rpi4_layer_lists_every_pin(tmp_path: Path) -> None:
     ]
 
 
+STANDIN = "layers/rpi4-jailhouse.yml:examples/rpi4-standin/rpi4-standin.yml"
+
+
+def test_the_rpi4_stand_ins_replace_only_what_cannot_be_downloaded(tmp_path: Path) -> None:
+    """examples/rpi4-standin swaps the kernel and firmware for Debian's, and nothing
+    else: Jailhouse, ATF, busybox and the root file system keep their pins."""
+    shipped = listing("layers/rpi4-jailhouse.yml", tmp_path)
+    standin = listing(STANDIN, tmp_path)
+    assert set(standin) == set(shipped)
+    changed = {name for name in shipped if standin[name] != shipped[name]}
+    # rpi4-boot and the card are the same recipes; only their inputs' keys differ.
+    assert {n for n in changed if standin[n]["sources"] != shipped[n]["sources"]} == {
+        "linux",
+        "rpi-firmware",
+    }
+    for source in standin["linux"]["sources"] + standin["rpi-firmware"]["sources"]:
+        assert source.get("file") or source["url"].startswith("https://deb.debian.org/debian/pool/")
+    assert standin["linux"]["file"].endswith("examples/rpi4-standin/recipes/linux.yml")
+
+
 def test_qemu_layer_shares_the_stack(tmp_path: Path) -> None:
     recipes = listing("layers/qemu-arm64-jailhouse.yml", tmp_path)
     assert set(recipes) == {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -314,6 +315,42 @@ def test_the_machine_qemu_gets_for_a_card() -> None:
     serials = [argv[i + 1] for i, a in enumerate(argv) if a == "-serial"]
     assert serials == ["chardev:console", "chardev:console"]
     assert "stdio,mux=on,id=console" in argv
+    # With the PL011 as the console, the mini UART (Jailhouse's) is wired up too.
+    argv = replace(machine, console=0, serials=2).argv()
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-serial"] == serials
+    assert [a for a in replace(machine, console=0).argv() if a == "-serial"] == []
+    # Unattended, the port that is not the console writes to a file of its own.
+    argv = replace(
+        machine, console=0, serials=2, port_files=((1, Path("/run/work/serial1.log")),)
+    ).argv()
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-serial"] == [
+        "chardev:console", "chardev:port1"
+    ]  # fmt: skip
+    assert "file,id=port1,path=/run/work/serial1.log" in argv
+
+
+def test_other_ports_lines_join_the_transcript_whole(tmp_path: Path) -> None:
+    from jailbake.image.qemu import _PortFiles
+
+    side = tmp_path / "serial1.log"
+    files = _PortFiles([side])
+    seen = bytearray(b"[ 1.0] console li")
+    side.write_bytes(b"Initializing Jailhouse hyper")
+    files.merge_into(seen)
+    assert seen == b"[ 1.0] console li"  # nothing whole yet
+    side.write_bytes(b"Initializing Jailhouse hypervisor v0.12\nTimer")
+    files.merge_into(seen)
+    assert seen == b"[ 1.0] console li"  # the console's line is not done
+    seen += b"ne\r\n"
+    files.merge_into(seen)
+    assert seen == b"[ 1.0] console line\r\nInitializing Jailhouse hypervisor v0.12\n"
+    # A prompt that waits for input does not hold the other port's lines for long.
+    seen += b"jailhouse login: "
+    side.write_bytes(b"Initializing Jailhouse hypervisor v0.12\nTimer fired\n")
+    files.merge_into(seen)
+    files.PATIENCE = 0.0
+    files.merge_into(seen)
+    assert seen.endswith(b"jailhouse login: \nTimer fired\n")
 
 
 def test_a_trees_sandbox_holds_only_what_it_is_given(tmp_path: Path) -> None:

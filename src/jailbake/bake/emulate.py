@@ -46,6 +46,7 @@ class Boot:
 
     argv: list[str]
     notes: list[str] = field(default_factory=list)
+    port_files: list[Path] = field(default_factory=list)  # qemu.boot() merges them
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,12 @@ def prepare(
     overrides: dict[str, str],
     emu: Emulator,
     work: Path,
+    *,
+    unattended: bool = False,
 ) -> Boot:
-    """The QEMU command for the layer's machine; files the boot needs go to work."""
+    """The QEMU command for the layer's machine; files the boot needs go to work.
+    unattended (output is read by qemu.boot, nobody types): serial ports other than
+    the console write to files in work, so their lines never mix with the console's."""
     firmware = variables.get(FIRMWARE, "")
     if firmware and firmware not in FIRMWARES:
         raise JailbakeError(
@@ -143,7 +148,14 @@ def prepare(
         sd=seen(machine.sd) if machine.sd else None,
         loaders=tuple((seen(p), at) for p, at in machine.loaders),
     )
-    return Boot(emu.wrap(machine.argv(), work, artifacts), notes)
+    files = [
+        (port, work / f"serial{port}.log")
+        for port in range(max(machine.console + 1, machine.serials))
+        if unattended and port != machine.console
+    ]
+    machine = replace(machine, port_files=tuple((port, seen(path)) for port, path in files))
+    argv = emu.wrap(machine.argv(), work, artifacts)
+    return Boot(argv, notes, [path for _, path in files])
 
 
 def _card_file(emu: Emulator, card: Path, part: raspi.Partition, name: str, dest: Path,
@@ -222,8 +234,13 @@ def _raspberrypi(
         ),
         config,
     )
-    if console:
-        notes.append("console: the mini UART, as the command line asks; the PL011 prints here too")
+    # Both UARTs print here, whichever one the kernel's console is: firmware, TF-A and
+    # Jailhouse's hypervisor and cells may write to the other.
+    notes.append(
+        "console: the mini UART, as the command line asks; the PL011 prints here too"
+        if console
+        else "console: the PL011, as the command line asks; the mini UART prints here too"
+    )
     kernel = _unpacked(fetch(config.kernel, "kernel"), f"{origin}: {config.kernel}")
     dtb_origin = f"{origin}: {config.device_tree}"
     tree = fdt.parse(
@@ -256,7 +273,7 @@ def _raspberrypi(
         dtb.write_bytes(fdt.dump(tree))
         machine = replace(
             base, kernel=kernel, initrd=initrd, dtb=dtb, append=cmdline, drives=(), sd=overlay,
-            console=console,
+            console=console, serials=2,
         )  # fmt: skip
         return machine, notes
     armstub = fetch(config.armstub, "armstub", raspi.STUB_END)
@@ -287,7 +304,7 @@ def _raspberrypi(
     )
     machine = replace(
         base, kernel=None, initrd=None, append="", drives=(), sd=overlay,
-        loaders=tuple(loaders), console=console,
+        loaders=tuple(loaders), console=console, serials=2,
         extra=(*base.extra, "-global", "arm_gic.has-security-extensions=on"),
     )  # fmt: skip
     return machine, notes

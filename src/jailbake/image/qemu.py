@@ -33,6 +33,10 @@ class Machine:
     # every CPU starts at the first one's address when no kernel is given.
     loaders: tuple[tuple[Path, int], ...] = ()
     console: int = 0  # the serial port that reads this terminal; earlier ones print too
+    serials: int = 0  # the board's UARTs that print on this terminal (at least console + 1)
+    # Ports other than the console that write to a file instead (boot() merges the
+    # files into the transcript line by line, so two UARTs never mix within a line).
+    port_files: tuple[tuple[int, Path], ...] = ()
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     def argv(self) -> list[str]:
@@ -44,11 +48,19 @@ class Machine:
         if self.memory:
             argv += ["-m", self.memory]
         argv += ["-nographic", "-nic", "none", "-no-reboot"]
-        if self.console:
-            # Every port up to the console prints on this terminal (firmware may use
-            # another UART than Linux); what is typed goes to the last one attached.
+        ports = max(self.console + 1, self.serials)
+        if ports > 1:
+            # Every port up to the console prints on this terminal (firmware or a
+            # hypervisor may use another UART than Linux); what is typed goes to the
+            # last one attached.
             argv += ["-chardev", "stdio,mux=on,id=console"]
-            argv += ["-serial", "chardev:console"] * (self.console + 1)
+            files = dict(self.port_files)
+            for port in range(ports):
+                if port in files and port != self.console:
+                    argv += ["-chardev", f"file,id=port{port},path={_escaped(files[port])}"]
+                    argv += ["-serial", f"chardev:port{port}"]
+                else:
+                    argv += ["-serial", "chardev:console"]
             argv += ["-mon", "chardev=console"]
         if self.kernel is not None:
             argv += ["-kernel", str(self.kernel), "-append", self.append]
@@ -88,11 +100,14 @@ def boot(
     *,
     timeout: float = 120.0,
     send: Sequence[tuple[str, str]] = (),
+    port_files: Sequence[Path] = (),
 ) -> Transcript:
     """Boot, wait until every string in expect has appeared on the console, then stop.
 
     machine: the machine, or the command that runs it (QEMU inside a sandbox, say).
     send: (prompt, line) pairs; line is typed once prompt has appeared.
+    port_files: files other serial ports write to (Machine.port_files, as this side
+    sees them): their lines join the transcript whole, between the console's lines.
     """
     start = time.monotonic()
     argv = machine.argv() if isinstance(machine, Machine) else list(machine)
@@ -107,6 +122,7 @@ def boot(
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     seen = bytearray()
+    sides = _PortFiles(port_files)
     pending = list(send)
     since = 0  # where the next prompt is looked for: after the last line typed
     try:
@@ -126,10 +142,55 @@ def boot(
                     seen += chunk
                 elif chunk == b"":
                     sel.unregister(key.fileobj)
+            sides.merge_into(seen)
+        sides.merge_into(seen, flush=True)
         return Transcript(seen.decode(errors="replace"), time.monotonic() - start, False)
     finally:
         proc.kill()
         proc.wait()
+
+
+class _PortFiles:
+    """Other serial ports' files, read as they grow: each complete line goes into the
+    transcript where the console is at the start of a line."""
+
+    PATIENCE = 1.0  # seconds a console's unfinished line holds the other ports' lines
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+        self.offsets = [0] * len(self.paths)
+        self.partial = [bytearray() for _ in self.paths]
+        self.held = bytearray()  # whole lines waiting for the console's line to end
+        self.since = 0.0  # when the first of them arrived
+
+    def merge_into(self, seen: bytearray, *, flush: bool = False) -> None:
+        for i, path in enumerate(self.paths):
+            try:
+                with path.open("rb") as f:
+                    f.seek(self.offsets[i])
+                    chunk = f.read()
+            except FileNotFoundError:
+                continue
+            self.offsets[i] += len(chunk)
+            self.partial[i] += chunk
+            end = self.partial[i].rfind(b"\n") + 1
+            if flush:
+                end = len(self.partial[i])
+            if end and not self.held:
+                self.since = time.monotonic()
+            self.held += self.partial[i][:end]
+            del self.partial[i][:end]
+        if not self.held:
+            return
+        if not seen or seen.endswith(b"\n"):
+            seen += self.held
+        elif flush or time.monotonic() - self.since > self.PATIENCE:
+            seen += b"\n" + self.held  # a prompt waits for input: its line ends here
+        else:
+            return
+        if not seen.endswith(b"\n"):
+            seen += b"\n"
+        self.held.clear()
 
 
 QEMU_VARIABLES = {

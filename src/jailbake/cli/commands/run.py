@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     )
     emu = emulate.emulator(variables, options, BuildView())
     with work_context.store.temp_dir("run") as work:
-        boot = emulate.prepare(variables, args.artifacts_dir, overrides, emu, work)
+        boot = emulate.prepare(
+            variables, args.artifacts_dir, overrides, emu, work, unattended=bool(args.expect)
+        )
         for note in boot.notes:
             print(f"[jailbake] run: {note}", file=sys.stderr)
         if not args.expect:
@@ -101,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
                     "run: qemu-system-aarch64 is not installed (Debian: "
                     "apt-get install qemu-system-arm)"
                 ) from None
-        transcript = qemu.boot(boot.argv, args.expect, send=send, timeout=args.timeout)
+        transcript = qemu.boot(
+            boot.argv, args.expect, send=send, timeout=args.timeout, port_files=boot.port_files
+        )
     print(transcript.text)
     if not transcript.found:
         missing = [e for e in args.expect if e not in transcript.text]
