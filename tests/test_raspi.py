@@ -351,6 +351,12 @@ def test_other_ports_lines_join_the_transcript_whole(tmp_path: Path) -> None:
     files.PATIENCE = 0.0
     files.merge_into(seen)
     assert seen.endswith(b"jailhouse login: \nTimer fired\n")
+    # A prompt on the other port (a cell's shell) is not held back either.
+    with side.open("ab") as f:
+        f.write(b"/ # ")
+    files.merge_into(seen)
+    files.merge_into(seen)  # nothing more came: the prompt waits for input
+    assert seen.endswith(b"Timer fired\n/ # \n")
 
 
 def test_a_trees_sandbox_holds_only_what_it_is_given(tmp_path: Path) -> None:

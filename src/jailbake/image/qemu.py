@@ -160,6 +160,7 @@ class _PortFiles:
         self.paths = list(paths)
         self.offsets = [0] * len(self.paths)
         self.partial = [bytearray() for _ in self.paths]
+        self.grew = [0.0] * len(self.paths)  # when each port last wrote
         self.held = bytearray()  # whole lines waiting for the console's line to end
         self.since = 0.0  # when the first of them arrived
 
@@ -171,11 +172,14 @@ class _PortFiles:
                     chunk = f.read()
             except FileNotFoundError:
                 continue
+            now = time.monotonic()
+            if chunk:
+                self.grew[i] = now
             self.offsets[i] += len(chunk)
             self.partial[i] += chunk
             end = self.partial[i].rfind(b"\n") + 1
-            if flush:
-                end = len(self.partial[i])
+            if flush or now - self.grew[i] > self.PATIENCE:
+                end = len(self.partial[i])  # a prompt that waits for input ends its line
             if end and not self.held:
                 self.since = time.monotonic()
             self.held += self.partial[i][:end]
