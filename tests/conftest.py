@@ -318,14 +318,16 @@ def docker_engine() -> None:
 
 
 # The layers whose builds the tests run with --offline: their builder images must be in
-# the engine first, made here online (apt from Debian's archive) as a user would.
+# the engine first, made here from their pinned .debs (scripts/test-assets holds them).
 OFFLINE_LAYERS = ("layers/busybox-initramfs.yml", "layers/qemu-arm64-jailhouse.yml")
 
 
 @pytest.fixture(scope="session")
 def builder_images(docker_engine: None) -> None:
     """Every builder image the offline layers use, built if the engine lacks it."""
-    made = jailbake("builders", *OFFLINE_LAYERS, cwd=ROOT, timeout=1800)
+    assets = Path(os.environ.get("JAILBAKE_TEST_ASSETS", "/var/cache/jailbake-test"))
+    mirror = ("--mirror", str(assets / "mirror")) if (assets / "mirror").is_dir() else ()
+    made = jailbake("builders", *OFFLINE_LAYERS, *mirror, cwd=ROOT, timeout=1800)
     if made.rc != 0:
         pytest.fail(f"jailbake builders failed:\n{made.stderr[-3000:]}")
 

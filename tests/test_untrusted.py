@@ -300,7 +300,7 @@ def test_a_mirror_image_archive_names_only_its_own_image(
     import tarfile
 
     from jailbake.core.errors import FetchError
-    from jailbake.sources.mirror import image_file, load_image
+    from jailbake.sources.builders import image_file, load_image
 
     tag = "localhost/jailbake-x:0123"
     archive = tmp_path / image_file(tag)

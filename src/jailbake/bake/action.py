@@ -152,6 +152,7 @@ class RecipeBuilder:
                         key,
                         load=lambda tag: _load_image(client, mirrors, tag),
                         offline=self.fetcher.offline,
+                        fetch=self.fetcher.fetch_deb,
                     )
                 if self.on_span is not None:
                     image = self._images[recipe.builder]
@@ -538,9 +539,9 @@ class RecipeBuilder:
 
 
 def _load_image(client: Any, mirrors: list[str], tag: str) -> bool:
-    from ..sources import mirror
+    from ..sources import builders
 
-    return mirror.load_image(client, mirrors, tag)
+    return builders.load_image(client, mirrors, tag)
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -33,6 +33,7 @@ COMMANDS = (
     "run",
     "verify",
     "base-image",
+    "lock-builders",
 )
 EXECUTORS = ("docker", "host", "remote")
 EXECUTOR_HELP = (

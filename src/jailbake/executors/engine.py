@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..cache.keys import digest_of, tree_manifest
-from ..core import run
 from ..core.errors import EngineError
+from . import debs, pinned
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,61 @@ def image_tag(name: str, key: str) -> str:
 
 
 def base_images(context_dir: Path) -> list[str]:
-    """The images a Dockerfile starts FROM."""
+    """The images a Dockerfile starts FROM (an ARG's default stands for the ARG)."""
     text = (context_dir / "Dockerfile").read_text()
-    return re.findall(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", text, re.M | re.I)
+    defaults = dict(re.findall(r"^\s*ARG\s+(\w+)=(\S+)", text, re.M | re.I))
+    froms = re.findall(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", text, re.M | re.I)
+    return [
+        re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), m.group(0)), base)
+        for base in froms
+    ]
+
+
+LABEL_KEY = "org.jailbake.key"
+PACKAGES_ARG = "JAILBAKE_PACKAGES"  # the Dockerfile's FROM: the base with the pinned packages
+
+
+def labelled(client: Any, tag: str) -> str | None:
+    from docker.errors import ImageNotFound
+
+    try:
+        return str((client.images.get(tag).labels or {}).get(LABEL_KEY))
+    except ImageNotFound:
+        return None
+
+
+def debian_architecture() -> str:
+    """This machine's Debian architecture (the builders run natively)."""
+    import platform
+
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def base_tag(suite: str) -> str:
+    return f"{BASE_IMAGE}:{suite}"
+
+
+def ensure_base(
+    client: Any, lock: debs.Lock, where: str, load: Callable[[str], bool] | None = None
+) -> str:
+    """The pinned base image lock was resolved on: in the engine (labelled with the
+    base lock's digest), or loaded from a mirror."""
+    tag = base_tag(lock.suite)
+    label = labelled(client, tag)
+    if label is None and load is not None and load(tag):
+        label = labelled(client, tag)
+    if label == lock.base:
+        return tag
+    if label is None:
+        raise EngineError(
+            f"{where}: base image {tag} is not in the engine; create it with: jailbake base-image"
+        )
+    raise EngineError(
+        f"{where}: base image {tag} is not the one this lock was resolved on (it is "
+        f"labelled {label!r}, the lock's base is {lock.base}); make it from "
+        "docker/debian-base/packages.lock with: jailbake base-image --force"
+    )
 
 
 def ensure_image(
@@ -96,50 +148,77 @@ def ensure_image(
     *,
     load: Callable[[str], bool] | None = None,
     offline: bool = False,
+    fetch: debs.FetchDeb | None = None,
 ) -> str:
     """The tag of the builder image: in the engine, loaded by load (from a mirror), or
-    built from docker/<name>/ (which needs the network, for apt)."""
-    from docker.errors import BuildError, ImageNotFound
+    built from docker/<name>/. A builder with a packages.lock is made of exactly those
+    .debs (fetch gives each, from the cache, a mirror or Debian's pool) on the pinned
+    base image, offline; one without builds its Dockerfile as it is, which needs the
+    network for anything it downloads."""
+    from docker.errors import BuildError
 
     def present(tag: str) -> bool:
-        try:
-            client.images.get(tag)
-            return True
-        except ImageNotFound:
-            return load is not None and load(tag)
+        return labelled(client, tag) is not None or (load is not None and load(tag))
 
-    tag = image_tag(context_dir.name, key)
+    name = context_dir.name
+    tag = image_tag(name, key)
     if present(tag):
-        labels = client.images.get(tag).labels or {}
-        if labels.get("org.jailbake.key") != key:  # the tag holds 20 digits of the key
+        label = labelled(client, tag)
+        if label != key:  # the tag holds 20 digits of the key
             raise EngineError(
-                f"docker/{context_dir.name}/: image {tag} is labelled as builder "
-                f"{labels.get('org.jailbake.key')!r}, not {key}; remove it (podman rmi {tag})"
+                f"docker/{name}/: image {tag} is labelled as builder "
+                f"{label!r}, not {key}; remove it (podman rmi {tag})"
             )
         return tag
-    if offline:
-        raise EngineError(
-            f"docker/{context_dir.name}/: builder image {tag} is neither in the engine nor "
-            "in a mirror, and --offline forbids building it; make it while online with "
-            "'jailbake builders CONFIG', or give a mirror that holds it (jailbake mirror saves it)"
-        )
-    for base in base_images(context_dir):
-        if not present(base):
-            hint = " (create it with: jailbake base-image)" if base.startswith(BASE_IMAGE) else ""
+    lock_file = debs.lock_path(context_dir)
+    buildargs: dict[str, str] = {}
+    if lock_file is not None:
+        lock = debs.read_lock(lock_file)
+        if lock.architecture != debian_architecture():
             raise EngineError(
-                f"docker/{context_dir.name}/Dockerfile: base image {base} is not "
-                f"in the engine{hint}"
+                f"{lock_file}: architecture: pins {lock.architecture} packages, but this "
+                f"machine runs {debian_architecture()}; lock them here with: jailbake "
+                "lock-builders"
             )
+        if fetch is None:
+            raise EngineError(f"docker/{name}/: its pinned packages cannot be fetched here")
+        base = ensure_base(client, lock, f"{lock_file}", load)
+        packages = f"localhost/jailbake-{name}-packages:{lock.digest[:20]}"
+        if labelled(client, packages) != lock.digest:
+            log.info("installing the pinned packages of %s", lock_file)
+            pinned.install_packages(client, base, lock, fetch, packages, {LABEL_KEY: lock.digest})
+        buildargs = {PACKAGES_ARG: packages, "SOURCE_DATE_EPOCH": str(lock.epoch)}
+    else:
+        if offline:
+            raise EngineError(
+                f"docker/{name}/: builder image {tag} is neither in the engine nor "
+                "in a mirror, its packages are not pinned (no packages.lock), and "
+                "--offline forbids building it; make it while online with 'jailbake "
+                "builders CONFIG', or give a mirror that holds it (jailbake mirror saves it)"
+            )
+        for base in base_images(context_dir):
+            if not present(base):
+                hint = (
+                    " (create it with: jailbake base-image)" if base.startswith(BASE_IMAGE) else ""
+                )
+                raise EngineError(
+                    f"docker/{name}/Dockerfile: base image {base} is not in the engine{hint}"
+                )
     log.info("building builder image %s", tag)
     try:
         client.images.build(
-            path=str(context_dir), tag=tag, rm=True, pull=False, labels={"org.jailbake.key": key}
+            path=str(context_dir),
+            tag=tag,
+            rm=True,
+            pull=False,
+            labels={LABEL_KEY: key},
+            buildargs=buildargs,
         )
     except BuildError as exc:
         lines = [str(c.get("stream", c.get("error", ""))).rstrip() for c in exc.build_log]
         tail = "\n".join(line for line in lines if line)[-4000:]
         raise EngineError(
-            f"docker/{context_dir.name}/Dockerfile: image build failed: {exc.msg}\n{tail}"
+            f"docker/{name}/Dockerfile: image build failed: {exc.msg}\n{tail}"
         ) from None
     return tag
 
@@ -159,33 +238,21 @@ def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
     return "http://deb.debian.org/debian"
 
 
-def make_base_image(client: Any, suite: str, mirror: str, workdir: Path) -> str:
-    """Create BASE_IMAGE:suite with mmdebstrap and import it through the engine API."""
-    if not re.fullmatch(r"[a-z][a-z0-9.-]*", suite):
-        raise EngineError(f"--suite: expected a Debian suite such as bookworm, got {suite!r}")
-    if not re.fullmatch(r"(mirror\+)?(https?|file)://[^\s]+", mirror):
-        raise EngineError(
-            f"base-image: the Debian mirror (--mirror, else this machine's apt sources): "
-            f"expected an http(s):// or file:// URL, got {mirror!r}"
-        )
-    tag = f"{BASE_IMAGE}:{suite}"
-    tarball = workdir / f"{suite}.tar"
-    run.run(
-        [
-            "mmdebstrap",
-            "--quiet",
-            "--variant=minbase",
-            "--include=ca-certificates",
-            "--",
-            suite,
-            tarball,
-            mirror,
-        ]
-    )
+def make_base_image(client: Any, lock_file: Path, fetch: debs.FetchDeb, workdir: Path) -> str:
+    """BASE_IMAGE:suite made by mmdebstrap from exactly the .debs lock_file pins,
+    offline, labelled with the lock's digest (the base every builder lock names)."""
+    lock = debs.read_lock(lock_file)
+    if lock.base:
+        raise EngineError(f"{lock_file}: base: expected '' in the base image's own lock")
+    tag = base_tag(lock.suite)
+    tarball = pinned.base_tarball(lock, fetch, workdir)
     with tarball.open("rb") as f:
-        reply = client.api.import_image_from_data(f, repository=tag)
+        reply = client.api.import_image_from_data(
+            f, repository=tag, changes=[f"LABEL {LABEL_KEY}={lock.digest}"]
+        )
     image_id = re.search(r'"id"\s*:\s*"([^"]+)"', str(reply))
     if image_id:  # engines that ignore a tag given with the repository name
-        client.images.get(image_id.group(1)).tag(BASE_IMAGE, suite)
-    client.images.get(tag)
+        client.images.get(image_id.group(1)).tag(BASE_IMAGE, lock.suite)
+    if labelled(client, tag) != lock.digest:
+        raise EngineError(f"base-image: the engine did not keep the label of {tag}")
     return tag

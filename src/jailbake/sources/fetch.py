@@ -18,6 +18,7 @@ from ..cache.keys import file_sha256
 from ..cache.store import Store
 from ..core import gitcmd
 from ..core.errors import ChecksumError, FetchError
+from ..executors.debs import Deb
 from ..model.recipe import Recipe, Source, SourceKind
 
 if TYPE_CHECKING:
@@ -57,6 +58,11 @@ def is_local(location: str) -> bool:
 
 def _local_path(location: str) -> Path:
     return Path(location.removeprefix("file://"))
+
+
+def deb_source(deb: Deb) -> Source:
+    """A pinned .deb of a builder image as a download (mirrors serve it by sha256)."""
+    return Source(SourceKind.URL, deb.url, sha256=deb.sha256, unpack=False, filename=deb.filename)
 
 
 class Fetcher:
@@ -178,6 +184,10 @@ class Fetcher:
             name = source.filename or source.location.rsplit("/", 1)[-1]
             self._span(name, start, recipe, url=source.location, bytes=blob.stat().st_size)
             return blob
+
+    def fetch_deb(self, deb: Deb) -> Path:
+        """A builder image's pinned .deb, as fetch_url fetches a recipe's download."""
+        return self.fetch_url(f"builder package {deb.name}", deb_source(deb))
 
     def _fetch_url(self, recipe: str, source: Source) -> Path:
         blob = self.store.blob_path(source.sha256)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,16 +20,16 @@ from typing import Any
 
 from ..cache.keys import file_sha256
 from ..core import paths
-from ..core.errors import EngineError, FetchError, JailbakeError
+from ..core.errors import EngineError, JailbakeError
 from ..executors import engine
 from ..model.graph import Graph
 from ..model.recipe import Recipe, Source, SourceKind
-from .fetch import Fetcher, git_archive_name
+from .builders import builder_dirs, builder_locks, image_file
+from .fetch import Fetcher, deb_source, git_archive_name
 
 log = logging.getLogger(__name__)
 
 INDEX = "index.json"
-IMAGES = "images"
 
 
 @dataclass(frozen=True)
@@ -69,12 +68,6 @@ def fetch_all(graph: Graph, fetcher: Fetcher, jobs: int) -> int:
         for _ in pool.map(one, work):
             pass
     return len(work)
-
-
-def image_file(tag: str) -> str:
-    """images/<name>.tar for an image tag: localhost/jailbake-x:abc -> jailbake-x-abc.tar."""
-    name = tag.rsplit("/", 1)[-1].replace(":", "-")
-    return f"{IMAGES}/{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.tar"
 
 
 class MirrorWriter:
@@ -121,8 +114,8 @@ class MirrorWriter:
         entry = self.entries.get(rel)
         return entry is not None and entry.sha256 == sha256
 
-    def add_url(self, recipe: Recipe, source: Source) -> None:
-        blob = self.fetcher.fetch_url(recipe.name, source)
+    def add_url(self, used_by: str, source: Source) -> None:
+        blob = self.fetcher.fetch_url(used_by, source)
         for rel in (f"sha256/{source.sha256}", source.filename):
             if self._have(rel, source.sha256):
                 continue
@@ -137,7 +130,7 @@ class MirrorWriter:
                 )
                 continue
             self._place(blob, rel)
-            self._record(rel, "url", source.sha256, source.location, recipe.name)
+            self._record(rel, "url", source.sha256, source.location, used_by)
             blob = self.dest / rel  # the second name links to the first
 
     def add_git(self, used_by: str, source: Source) -> None:
@@ -210,94 +203,26 @@ def write_mirror(
     try:
         for recipe, source in _sources(graph):
             if source.kind is SourceKind.URL:
-                writer.add_url(recipe, source)
+                writer.add_url(recipe.name, source)
             else:
                 writer.add_git(recipe.name, source)
         for name, url, commit in graph.layer.repos:  # remote layer repositories
             writer.add_git(f"repos.{name}", Source(SourceKind.GIT, url, commit=commit))
+        for name, lock in sorted(builder_locks(graph).items()):  # builders can be remade
+            for deb in lock.packages:
+                writer.add_url(f"builder {name}", deb_source(deb))
         if client_factory is not None:
-            _add_images(writer, graph, client_factory())
+            _add_images(writer, graph, client_factory(), fetcher)
     finally:
         writer.write_index()
     return writer
 
 
-def builder_dirs(graph: Graph) -> dict[str, Path]:
-    """The builder directories the graph's recipes use, by name."""
-    dirs: dict[str, Path] = {}
-    for name in graph.order:
-        path = graph.builder_dir(graph.recipes[name])
-        if path is not None:
-            dirs[path.name] = path
-    return dirs
-
-
-def ensure_builders(
-    graph: Graph, client: Any, mirrors: Iterable[str] = (), *, offline: bool = False
-) -> dict[str, str]:
-    """Every builder image the graph uses, in the engine: present, loaded from a mirror
-    directory, or built (apt needs the network). Returns the tag of each, by builder."""
-    tags = {}
+def _add_images(writer: MirrorWriter, graph: Graph, client: Any, fetcher: Fetcher) -> None:
     for name, context in sorted(builder_dirs(graph).items()):
-        tags[name] = engine.ensure_image(
-            client,
-            context,
-            engine.image_key(context),
-            load=lambda tag: load_image(client, mirrors, tag),
-            offline=offline,
+        tag = engine.ensure_image(
+            client, context, engine.image_key(context), fetch=fetcher.fetch_deb
         )
-    return tags
-
-
-def _add_images(writer: MirrorWriter, graph: Graph, client: Any) -> None:
-    for name, context in sorted(builder_dirs(graph).items()):
-        tag = engine.ensure_image(client, context, engine.image_key(context))
         writer.add_image(client, tag, name)
         for base in engine.base_images(context):
             writer.add_image(client, base, name)
-
-
-def _archive_tags(path: Path) -> list[str]:
-    """The tags an image archive (docker save) would give: its manifest.json's RepoTags."""
-    import tarfile
-
-    try:
-        with tarfile.open(path, "r:") as tar:  # members' data is skipped, not read
-            for member in tar:
-                if member.name == "manifest.json" and member.isfile() and member.size < 1 << 20:
-                    f = tar.extractfile(member)
-                    manifest = json.loads(f.read()) if f is not None else None
-                    break
-            else:
-                return []
-    except (OSError, tarfile.TarError, ValueError):
-        return []
-    if not isinstance(manifest, list):
-        return []
-    return [t for entry in manifest if isinstance(entry, dict)
-            for t in entry.get("RepoTags") or []]  # fmt: skip
-
-
-def load_image(client: Any, mirrors: Iterable[str], tag: str) -> bool:
-    """Load tag into the engine from the first mirror directory holding it."""
-    for mirror in mirrors:
-        if "://" in mirror:
-            continue
-        path = Path(mirror) / image_file(tag)
-        if path.is_file():
-            from docker.errors import DockerException
-
-            log.info("loading image %s from %s", tag, path)
-            tags = _archive_tags(path)
-            if tags != [tag]:  # a mirror's archive could name (and replace) any image
-                raise FetchError(
-                    f"{path}: expected an image archive of {tag} alone, but it names {tags}"
-                )
-            try:
-                with path.open("rb") as f:
-                    client.images.load(f)  # streamed: builder images are hundreds of MB
-                client.images.get(tag)
-            except DockerException as exc:
-                raise FetchError(f"{path}: cannot load image {tag} from it: {exc}") from None
-            return True
-    return False

@@ -5,34 +5,38 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import grammar
+
 NAME = "base-image"
 HELP = (
-    "create the builders' Debian base image with mmdebstrap and import it into the "
-    "engine (needs root)"
+    "make the builders' Debian base image from its pinned packages "
+    "(docker/debian-base/packages.lock) with mmdebstrap, offline, and import it into "
+    "the engine (needs root)"
 )
 
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--suite", default="bookworm", help="Debian suite")
-    sp.add_argument("--mirror", default=None, help="Debian mirror (default: this machine's)")
-    sp.add_argument("--force", action="store_true", help="recreate it even if present")
+    sp.add_argument(
+        "--lock",
+        type=Path,
+        default=Path("docker/debian-base/packages.lock"),
+        help="the base image's lock file",
+    )
+    grammar.mirrors(sp)
+    sp.add_argument(
+        "--offline", action="store_true", help="never download: only the cache and mirrors"
+    )
+    grammar.cache_dir(sp)
+    sp.add_argument("--force", action="store_true", help="make it again even if present")
 
 
 def run(args: argparse.Namespace) -> int:
-    import tempfile
-
     from ...executors import engine
+    from ...sources.builders import make_base
+    from .. import context
 
+    work = context.context_of(args, reading=False)
     client = engine.connect()
-    tag = f"{engine.BASE_IMAGE}:{args.suite}"
-    if not args.force:
-        try:
-            client.images.get(tag)
-            print(f"{tag} is present")
-            return 0
-        except Exception:
-            pass
-    with tempfile.TemporaryDirectory(prefix="jailbake-base-") as tmp:
-        engine.make_base_image(client, args.suite, args.mirror or engine.apt_mirror(), Path(tmp))
-    print(f"created {tag}")
+    tag = make_base(client, args.lock, work.fetcher(), force=args.force)
+    print(f"{tag}: the base of {args.lock}")
     return 0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .. import context
+from .. import context, grammar
 
 NAME = "builders"
 HELP = (
@@ -27,20 +26,23 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="DIR",
-        help="load saved images from this mirror directory instead of building (repeatable)",
+        help="load saved images, or the pinned .debs to make them, from this mirror (repeatable)",
     )
+    sp.add_argument(
+        "--offline", action="store_true", help="never download: only the cache and mirrors"
+    )
+    grammar.cache_dir(sp)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...core.paths import resolve_mirror
     from ...executors import engine
-    from ...sources.mirror import ensure_builders
+    from ...sources.builders import ensure_builders
 
+    work = context.context_of(args, reading=False)
     client = engine.connect()
     for spec in args.configs or [None]:
-        graph = context.graph_of(args, spec)
-        mirrors = tuple(resolve_mirror(m, Path.cwd()) for m in args.mirror) + graph.layer.mirrors
-        tags = ensure_builders(graph, client, mirrors)
+        graph = work.graph(context.configs(spec), ())
+        tags = ensure_builders(graph, client, work.fetcher(graph))
         for name, tag in tags.items():
             print(f"{name}: {tag}")
     return 0
