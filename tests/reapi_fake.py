@@ -55,6 +55,9 @@ class Knobs:
     foreign_action: bool = False  # the finished operation names another action
     # Changes each response before it is sent: a hostile or broken service's answer.
     tamper: Callable[[FakeREAPI, pb.ExecuteResponse], None] | None = None
+    # Keep each action's result (unless it says do_not_cache) and answer the same
+    # action from it (unless Execute says skip_cache_lookup), as services do.
+    action_cache: bool = False
 
 
 @dataclass
@@ -78,6 +81,7 @@ class FakeREAPI:
         self.blobs: dict[str, bytes] = {}
         self.knobs = Knobs()
         self.seen = Seen()
+        self.cached: dict[str, pb.ExecuteResponse] = {}  # Knobs.action_cache
         self.operations: dict[str, ops.Operation] = {}
         self.done: dict[str, threading.Event] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -301,6 +305,13 @@ class _Execution(pb_grpc.ExecutionServicer):
             return
         if action is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "missing action blob")
+        key = request.action_digest.hash
+        if fake.knobs.action_cache and not request.skip_cache_lookup and key in fake.cached:
+            hit = pb.ExecuteResponse()
+            hit.CopyFrom(fake.cached[key])
+            hit.cached_result = True
+            yield self._finished(name, hit, request.action_digest)
+            return
         if fake.knobs.never_assign or fake.knobs.run_forever:
             fake.done[name] = threading.Event()  # never set
             stage = pb.ExecutionStage.EXECUTING if fake.knobs.run_forever else None
@@ -310,9 +321,13 @@ class _Execution(pb_grpc.ExecutionServicer):
             return
         done = threading.Event()
         fake.done[name] = done
+        assert action is not None  # context.abort raised otherwise
+        keep = not pb.Action.FromString(action).do_not_cache
 
         def work() -> None:
             response = fake.run(name, request.action_digest)
+            if fake.knobs.action_cache and keep:
+                fake.cached[key] = response
             if fake.knobs.tamper is not None:
                 fake.knobs.tamper(fake, response)
             told = request.action_digest

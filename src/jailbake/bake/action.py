@@ -23,7 +23,15 @@ from ..core import paths, run
 from ..core.errors import BuildError, JailbakeError, RecipeError
 from ..core.files import remove_tree
 from ..executors import engine
-from ..executors.step import Executor, ExecutorKind, Step, write_script
+from ..executors.step import (
+    VARIED_UMASK,
+    Executor,
+    ExecutorKind,
+    Step,
+    Vary,
+    varied_jobs,
+    write_script,
+)
 from ..model.recipe import LAYOUT_FILE, Recipe, SourceKind
 from ..sources import licenses
 from ..sources.fetch import Fetcher
@@ -286,7 +294,8 @@ class RecipeBuilder:
                 tree = self._collect_outputs(recipe, work, log_path)
             except BuildError as exc:
                 if self.keep_failed and ws is None:  # a workspace's build directory stays
-                    raise self._keep(work, recipe, info, exc) from None
+                    place = work if recipe.rootfs else executor.place(step)
+                    raise self._keep(work, recipe, info, exc, place) from None
                 raise
             try:
                 # Hashing the tree also refuses device nodes and fifos, before it is stored.
@@ -310,6 +319,50 @@ class RecipeBuilder:
         )
         self.store.put_result(result)
         return result, origin
+
+    def rebuild(
+        self,
+        recipe: Recipe,
+        deps: Mapping[str, ActionResult],
+        info: KeyInfo,
+        vary: frozenset[Vary],
+        scratch: Path,
+    ) -> Path:
+        """The recipe's step run again from the same inputs, in scratch/work, with vary
+        changed in its environment (jailbake repro); its output tree (scratch/work/tree),
+        which is not stored. Its log is scratch/build.log. A workspace's recipe builds
+        from the workspace's files as they are now."""
+        executor = self.plan.executor_for(recipe)
+        work, log_path = scratch / "work", scratch / "build.log"
+        work.mkdir(parents=True)
+        jobs = self.cores
+        if Vary.NUM_CPUS in vary:
+            jobs = varied_jobs(jobs, self.cores)
+        step = self.prepare_step(recipe, deps, info, work, log_path, jobs)
+        if Vary.UMASK in vary:
+            write_script(work, recipe.script, umask=VARIED_UMASK)
+        # No compiler cache: a hit would give the first build's objects back, whatever
+        # the variation would have changed in them.
+        step = dataclasses.replace(step, vary=vary, fresh=True, scratch=True, ccache=None)
+        rc = self._write_rootfs(recipe, step) if recipe.rootfs else executor.run(step)
+        if rc != 0:
+            raise BuildError(recipe.name, rc, log_path, _tail(log_path))
+        return self._collect_outputs(recipe, work, log_path)
+
+    def cannot_vary(self, recipe: Recipe, vary: frozenset[Vary]) -> dict[Vary, str]:
+        """The variations of vary the recipe's executor cannot make, and why."""
+        if recipe.rootfs:  # written by jailbake itself, in this process
+            return dict.fromkeys(vary, "jailbake writes this root file system itself")
+        executor = self.plan.executor_for(recipe)
+        why: dict[Vary, str] = {}
+        if recipe.image and Vary.FILEORDERING in vary:
+            why[Vary.FILEORDERING] = (
+                "bmaptool maps an image's holes with SEEK_HOLE, which disorderfs lacks"
+            )
+        image = self.image_for(recipe)
+        probe = Step(recipe.name, Path("/nonexistent"), (), (), Path("/nonexistent"), image=image,
+                     root=recipe.run_as_root, vary=vary)  # fmt: skip
+        return {**executor.cannot_vary(probe), **why}
 
     @contextlib.contextmanager
     def _work_dir(self, recipe: Recipe, ws: Workspace | None, info: KeyInfo) -> Iterator[Path]:
@@ -375,7 +428,9 @@ class RecipeBuilder:
             self.on_span("phase", name, start, recipe=recipe.name)
         return time.monotonic()
 
-    def _keep(self, work: Path, recipe: Recipe, info: KeyInfo, exc: BuildError) -> BuildError:
+    def _keep(
+        self, work: Path, recipe: Recipe, info: KeyInfo, exc: BuildError, place: Path
+    ) -> BuildError:
         """Move a failed step's work directory out of the scratch space, for a shell."""
         kept = self.history.failed_dir(recipe.name, info.key)
         remove_tree(kept)
@@ -384,7 +439,7 @@ class RecipeBuilder:
         remove_tree(work / RAN_AT)
         fd = os.open(work / RAN_AT, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w") as f:
-            f.write(str(work))
+            f.write(str(place))
         os.rename(work, kept)
         return BuildError(exc.step, exc.rc, exc.log_path, exc.tail, kept=kept, recipe=recipe.name)
 

@@ -82,7 +82,10 @@ def bake(options: BuildOptions, observer: Observer | None = None) -> BuildReport
 
     artifacts = publish(graph, store, results, options.artifacts_dir, on_copy=copied)
     check_expected(graph, artifacts)
-    manifest, content = write_manifest(graph, results, artifacts, options.artifacts_dir, store)
+    checks = {r.key: c for r in results.values() if (c := builder.history.check_of(r.key))}
+    manifest, content = write_manifest(
+        graph, results, artifacts, options.artifacts_dir, store, checks
+    )
     artifacts.append(manifest)
     spdx.write(options.artifacts_dir, content, functools.partial(sha1_of, store))
     # The artifacts' stat, taken as soon as this build has written them.

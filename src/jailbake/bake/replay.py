@@ -26,7 +26,9 @@ The record holds when, now as then:
 - the cache holds each result as the same file, with its output tree, and holds the
   recipes' licence texts or lacks them as it did (manifest.json quotes their SHA1);
 - each artifact, manifest.json and the SPDX document is the file the build left
-  (size, modification and change times, inode).
+  (size, modification and change times, inode);
+- no `jailbake repro` has checked a result since (manifest.json and the SPDX
+  document say what the checks found).
 
 Otherwise the build runs as usual, and leaves a new record. --force and --offline
 builds always run (--offline checks every source, cached or not). Output trees are not
@@ -232,6 +234,11 @@ def _write(
         "resolved": resolved,
         "builders": sorted(set(map(tuple, builders))),
         "probes": probes,
+        # What jailbake repro found of each result (manifest.json and the SBOM say it).
+        "checks": [
+            [str(p), path_stamp(p) if p.is_file() else None]
+            for p in (builder.history.check_path(results[n].key) for n in graph.order)
+        ],
         "results": [
             [
                 name,
@@ -302,6 +309,9 @@ def _change(record: dict[str, Any], options: BuildOptions, store: Store) -> str 
     for path, kind, exists in record["probes"]:
         if (os.path.isdir(path) if kind == "dir" else os.path.isfile(path)) != exists:
             return str(path)
+    for path, stamp in record.get("checks", []):
+        if (path_stamp(path) if os.path.isfile(path) else None) != stamp:
+            return f"the reproducibility check {path}"
     if record["builders"]:
         from ..executors.engine import image_key
 

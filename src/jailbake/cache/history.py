@@ -169,6 +169,29 @@ class History:
             return self.store.blob_path(result.log.hash)
         return None
 
+    # -- what jailbake repro found ---------------------------------------------------
+    def record_check(self, key: str, check: dict[str, object]) -> None:
+        """What `jailbake repro` found of the result under key: reproducible or not,
+        under which variations, and when (the manifest and the SBOM say it)."""
+        path = self.check_path(key)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(check, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+    def check_path(self, key: str) -> Path:
+        return self.store.root / "checks" / f"{key}.json"
+
+    def check_of(self, key: str) -> dict[str, object] | None:
+        """The last repro check of the result under key, if there was one."""
+        if not re.fullmatch(r"[0-9a-f]{64}", key):
+            return None
+        try:
+            check = json.loads(self.check_path(key).read_text())
+        except (OSError, ValueError):
+            return None
+        return check if isinstance(check, dict) else None
+
     def last_key(self, recipe: str) -> str | None:
         with self._last_lock:
             entry = self._last_entries().get(recipe)

@@ -32,6 +32,7 @@ COMMANDS = (
     "clean",
     "run",
     "verify",
+    "repro",
     "base-image",
     "lock-builders",
 )

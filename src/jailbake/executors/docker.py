@@ -19,7 +19,20 @@ from typing import Any
 
 from ..core import run
 from ..core.errors import EngineError
-from .step import STEP_LOG, ExecutorKind, Step, shell_script, shell_variables, variables
+from . import disorder
+from .step import (
+    STEP_LOG,
+    VARIED_CLOCK,
+    VARIED_HOSTNAME,
+    VARIED_PATH,
+    VARIED_UID,
+    ExecutorKind,
+    Step,
+    Vary,
+    shell_script,
+    shell_variables,
+    variables,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +163,7 @@ class DockerExecutor:
         self._client_factory = client_factory
         self._client: Any = None
         self._running: dict[str, Any] = {}
+        self._faketime: dict[str, bool] = {}  # whether a builder image has faketime
         self._cancelled = False
         self._lock = threading.Lock()
 
@@ -188,14 +202,49 @@ class DockerExecutor:
                 except Exception as exc:
                     log.debug("removing %s: %s", container.name, exc)
 
-    def _user(self, work: Path) -> str:
+    def _user(self, work: Path, uid: int = CONTAINER_UID) -> str:
         if os.getuid() != 0:
             return f"{os.getuid()}:{os.getgid()}"
         # Rootful engines do not remap uids: the step's user must own its directories.
         for dirpath, dirnames, filenames in os.walk(work):
             for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
-                os.lchown(name, CONTAINER_UID, CONTAINER_UID)
-        return f"{CONTAINER_UID}:{CONTAINER_UID}"
+                os.lchown(name, uid, uid)
+        return f"{uid}:{uid}"
+
+    def place(self, step: Step) -> Path:
+        """/work, or deeper with build_path varied."""
+        return (
+            CONTAINER_WORKDIR / VARIED_PATH if Vary.BUILD_PATH in step.vary else CONTAINER_WORKDIR
+        )
+
+    def cannot_vary(self, step: Step) -> dict[Vary, str]:
+        why: dict[Vary, str] = {}
+        if step.root:
+            why[Vary.USER_GROUP] = "the recipe runs as root (run_as: root)"
+        elif os.getuid() != 0:
+            why[Vary.USER_GROUP] = "a rootless engine maps the step to the caller's uid"
+        if Vary.FILEORDERING in step.vary and (reason := disorder.unavailable()):
+            why[Vary.FILEORDERING] = reason
+        if Vary.TIME in step.vary and step.image and not self._has_faketime(step.image):
+            why[Vary.TIME] = f"the builder image {step.image} has no faketime"
+        return {k: v for k, v in why.items() if k in step.vary}
+
+    def _has_faketime(self, image: str) -> bool:
+        with self._lock:
+            known = self._faketime.get(image)
+        if known is None:  # not containers.run: its log stream can hang on Podman
+            probe = self.client.containers.create(
+                image, ["sh", "-c", "command -v faketime"], network_mode="none"
+            )
+            try:
+                probe.start()
+                known = int(probe.wait().get("StatusCode", 1)) == 0
+            finally:
+                with contextlib.suppress(Exception):
+                    probe.remove(force=True)
+            with self._lock:
+                self._faketime[image] = known
+        return known
 
     def run(self, step: Step) -> int:
         from docker.errors import DockerException
@@ -206,19 +255,22 @@ class DockerExecutor:
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EngineError(f"{step.recipe}: the container engine failed: {detail}") from None
 
-    def _container_args(self, step: Step) -> dict[str, Any]:
+    def _container_args(self, step: Step, work: Path | None = None) -> dict[str, Any]:
         """The container of a step: its mounts, user, variables, no network, and the
-        capabilities its recipe may have."""
-        volumes = {str(step.work): {"bind": str(CONTAINER_WORKDIR), "mode": "rw"}}
+        capabilities its recipe may have; work: where the step's work directory is seen
+        from the host, if not where it is (disordered)."""
+        place = self.place(step)
+        volumes = {str(work or step.work): {"bind": str(place), "mode": "rw"}}
         for name, tree in step.deps:
             (step.work / "deps" / name).mkdir(exist_ok=True)
-            volumes[str(tree)] = {"bind": str(CONTAINER_WORKDIR / "deps" / name), "mode": "ro"}
-        user = "0:0" if step.root else self._user(step.work)
-        environment = variables(step, CONTAINER_WORKDIR)
+            volumes[str(tree)] = {"bind": str(place / "deps" / name), "mode": "ro"}
+        uid = VARIED_UID if Vary.USER_GROUP in step.vary else CONTAINER_UID
+        user = "0:0" if step.root else self._user(step.work, uid)
+        environment = variables(step, place)
         if step.ccache is not None:
             step.ccache.mkdir(parents=True, exist_ok=True)
             if os.getuid() == 0 and not step.root:
-                os.chown(step.ccache, CONTAINER_UID, CONTAINER_UID)
+                os.chown(step.ccache, uid, uid)
             volumes[str(step.ccache)] = {"bind": str(CONTAINER_CCACHE), "mode": "rw"}
             size = os.environ.get("JAILBAKE_CCACHE_SIZE", "5G")
             environment.update(CCACHE_SETTINGS, CCACHE_MAXSIZE=size)
@@ -229,7 +281,8 @@ class DockerExecutor:
         caps = {"cap_add": list(ROOT_STEP_CAPS)} if step.root else {"cap_drop": ["ALL"]}
         return {
             "environment": environment,
-            "hostname": "jailbake",
+            "hostname": VARIED_HOSTNAME if Vary.DOMAIN_HOST in step.vary else "jailbake",
+            "cpuset_cpus": "0" if Vary.NUM_CPUS in step.vary else None,
             "labels": {
                 "org.jailbake.model.recipe": step.recipe,
                 LABEL_HOST: os.uname().nodename,
@@ -239,7 +292,7 @@ class DockerExecutor:
             "network_mode": "none",
             "user": user,
             "volumes": volumes,
-            "working_dir": str(CONTAINER_WORKDIR / "src"),
+            "working_dir": str(place / "src"),
             "security_opt": ["no-new-privileges"],
             **caps,
         }
@@ -255,6 +308,7 @@ class DockerExecutor:
             security_opt=args["security_opt"],
             cap_add=args.get("cap_add"),
             cap_drop=args.get("cap_drop"),
+            cpuset_cpus=args.get("cpuset_cpus"),
         )
         created = api.create_container(
             image,
@@ -276,17 +330,27 @@ class DockerExecutor:
         return container
 
     def _run(self, step: Step) -> int:
+        with contextlib.ExitStack() as stack:
+            work = None
+            if Vary.FILEORDERING in step.vary:
+                work = stack.enter_context(disorder.disordered(step.work))
+            return self._run_in(step, work)
+
+    def _run_in(self, step: Step, work: Path | None) -> int:
         assert step.image, "a docker step needs an image"
         # The step writes its log into its work directory (readable live from the host);
         # following the engine's log stream would add a polling delay to every step.
-        inner_log = CONTAINER_WORKDIR / STEP_LOG
+        place = self.place(step)
+        inner_log = place / STEP_LOG
         fifo = step.work / EXIT_FIFO
         os.mkfifo(fifo, 0o600)
+        clock = f"faketime -f {VARIED_CLOCK} " if Vary.TIME in step.vary else ""
         script = (
-            f"bash {CONTAINER_WORKDIR / 'build.sh'} >{inner_log} 2>&1; rc=$?; "
-            f"echo $rc 1<>{CONTAINER_WORKDIR / EXIT_FIFO}; exit $rc"
+            f"{clock}bash {place / 'build.sh'} >{inner_log} 2>&1; rc=$?; "
+            f"echo $rc 1<>{place / EXIT_FIFO}; exit $rc"
         )
-        container = self._start(step.image, ["bash", "-c", script], self._container_args(step))
+        args = self._container_args(step, work)
+        container = self._start(step.image, ["bash", "-c", script], args)
         with self._lock:
             self._running[container.id] = container
             cancelled = self._cancelled

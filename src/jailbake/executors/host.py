@@ -16,11 +16,27 @@ from pathlib import Path
 
 from ..core import run
 from ..core.errors import StepError
-from .step import ExecutorKind, Step, shell_script, shell_variables, variables
+from . import disorder
+from .step import (
+    VARIED_CLOCK,
+    VARIED_HOSTNAME,
+    VARIED_PATH,
+    VARIED_UID,
+    ExecutorKind,
+    Step,
+    Vary,
+    shell_script,
+    shell_variables,
+    variables,
+)
 
 log = logging.getLogger(__name__)
 
 
+# Where a confined step sees its work directory, whatever scratch directory holds it:
+# a build that records its path records the same one on every machine and every run.
+HOST_PLACE = Path("/var/tmp/jailbake-step")
+HOSTNAME = "jailbake"
 UNCONFINED_WARNING = (
     "host steps run UNCONFINED: as {user}, with the network and write access to "
     "everything {user} may write, dependencies' cached trees included ({why}; "
@@ -36,6 +52,8 @@ def bwrap_argv(
     new_session: bool = True,
     work_at: Path | None = None,
     env_fd: int | None = None,
+    hostname: str = HOSTNAME,
+    uid: int | None = None,
 ) -> list[str]:
     """bubblewrap around a host step: the host read-only, the step's work directory and
     nothing else writable, its dependencies read-only, no network, a fresh /tmp, and
@@ -59,13 +77,16 @@ def bwrap_argv(
         argv += ["--bind", str(work), str(at), "--chdir", str(at / "src")]
     for tree in trees:  # they may lie below a hidden directory
         argv += ["--ro-bind", str(tree), str(tree)]
-    argv += _isolation(as_root=as_root, new_session=new_session)
+    argv += _isolation(as_root=as_root, new_session=new_session, hostname=hostname)
+    if uid is not None:  # a user namespace with this uid and gid (root's too)
+        argv += [*(() if "--unshare-user" in argv else ("--unshare-user",)),
+                 "--uid", str(uid), "--gid", str(uid)]  # fmt: skip
     if env_fd is not None:
         argv += ["--args", str(env_fd)]
     return argv
 
 
-def _isolation(*, as_root: bool, new_session: bool) -> list[str]:
+def _isolation(*, as_root: bool, new_session: bool, hostname: str = HOSTNAME) -> list[str]:
     """What every sandbox of jailbake's is cut off from: the network, other processes,
     IPC, the host name, the caller's terminal (no TIOCSTI) and, as root, every
     capability; it dies with jailbake."""
@@ -74,7 +95,7 @@ def _isolation(*, as_root: bool, new_session: bool) -> list[str]:
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
-        *("--hostname", "jailbake"),
+        *("--hostname", hostname),
         *(["--new-session"] if new_session else []),
         "--die-with-parent",
         *(("--cap-drop", "ALL") if as_root else ("--unshare-user",)),
@@ -219,22 +240,63 @@ class HostExecutor:
             return f"bwrap does not work here: {detail[-1] if detail else cp.returncode}"
         return ""
 
+    def place(self, step: Step) -> Path:
+        """Where the step sees its work directory: HOST_PLACE when confined (deeper
+        with build_path varied), where it is otherwise."""
+        if not self.confined:
+            return step.work
+        return HOST_PLACE / VARIED_PATH if Vary.BUILD_PATH in step.vary else HOST_PLACE
+
+    def cannot_vary(self, step: Step) -> dict[Vary, str]:
+        why: dict[Vary, str] = {}
+        if not self.confined:
+            for vary in (Vary.BUILD_PATH, Vary.DOMAIN_HOST, Vary.USER_GROUP, Vary.FILEORDERING):
+                why[vary] = "host steps run unconfined here (no bubblewrap)"
+        if shutil.which(host_tool("faketime")) is None:
+            why[Vary.TIME] = "faketime is not installed"
+        if shutil.which(host_tool("taskset")) is None:
+            why[Vary.NUM_CPUS] = "taskset is not installed"
+        if Vary.FILEORDERING not in why and (reason := disorder.unavailable()):
+            why[Vary.FILEORDERING] = reason
+        return {k: v for k, v in why.items() if k in step.vary}
+
     def run(self, step: Step) -> int:
+        with contextlib.ExitStack() as stack:
+            work = step.work
+            if Vary.FILEORDERING in step.vary:
+                work = stack.enter_context(disorder.disordered(step.work))
+            return self._run(step, work)
+
+    def _run(self, step: Step, work: Path) -> int:
         trees = []
         for name, tree in step.deps:
             (step.work / "deps" / name).symlink_to(tree)
             trees.append(tree)
-        env = variables(step, step.work)
-        argv: list[str | Path] = [host_tool("bash"), step.work / "build.sh"]
+        place = self.place(step)
+        env = variables(step, place)
+        argv: list[str | Path] = [host_tool("bash"), place / "build.sh"]
+        if Vary.TIME in step.vary:
+            argv = [host_tool("faketime"), "-f", VARIED_CLOCK, *argv]
         fds: tuple[int, ...] = ()
         if self.confined:
             env["TMPDIR"] = "/tmp"
             fds = (sandbox_env(run.clean_env(env)),)
-            argv = [*bwrap_argv(step.work, trees, as_root=os.getuid() == 0, env_fd=fds[0]), *argv]
+            sandbox = bwrap_argv(
+                work,
+                trees,
+                as_root=os.getuid() == 0,
+                work_at=place,
+                env_fd=fds[0],
+                hostname=VARIED_HOSTNAME if Vary.DOMAIN_HOST in step.vary else HOSTNAME,
+                uid=VARIED_UID if Vary.USER_GROUP in step.vary else None,
+            )
+            argv = [*sandbox, *argv]
             env = {}
+        if Vary.NUM_CPUS in step.vary:
+            argv = [host_tool("taskset"), "--cpu-list", "0", *argv]
         with step.log.open("ab") as logf:
             try:
-                proc = run.start(argv, cwd=step.work / "src", env=env, output=logf, pass_fds=fds)
+                proc = run.start(argv, cwd=work / "src", env=env, output=logf, pass_fds=fds)
             except OSError as exc:
                 raise StepError(f"{step.recipe}: cannot start its step: {exc.strerror}") from None
             finally:
@@ -265,7 +327,9 @@ class HostExecutor:
             if not os.path.lexists(link):
                 link.symlink_to(tree)
             trees.append(tree)
-        at = step.ran_at if step.ran_at is not None and self.confined else step.work
+        at = step.work
+        if self.confined:
+            at = step.ran_at if step.ran_at is not None else self.place(step)
         if step.ran_at is not None and at != step.ran_at:
             log.warning(
                 "%s: the step ran in %s; unconfined, the shell opens it where it is kept, "
@@ -285,7 +349,7 @@ class HostExecutor:
                 trees,
                 as_root=os.getuid() == 0,
                 new_session=False,
-                work_at=step.ran_at,
+                work_at=at,
                 env_fd=fds[0],
             )
             argv = [*sandbox, *argv]

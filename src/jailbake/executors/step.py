@@ -23,7 +23,47 @@ class ExecutorKind(StrEnum):
     REMOTE = "remote"  # a Remote Execution API service (see executors.remote)
 
 
-SCRIPT_PREAMBLE = 'set -eux\numask 022\ncd "$SRC"\n'
+SCRIPT_PREAMBLE = 'set -eux\numask {umask}\ncd "$SRC"\n'
+STEP_UMASK = "022"
+
+
+class Vary(StrEnum):
+    """What `jailbake repro` changes in a step's environment when it builds a recipe
+    again, named as reprotest names its variations."""
+
+    BUILD_PATH = "build_path"  # where the step sees its work directory
+    TIME = "time"  # the clock, VARIED_CLOCK ahead (faketime)
+    TIMEZONE = "timezone"  # TZ
+    UMASK = "umask"  # the script's umask
+    LOCALES = "locales"  # LC_ALL, LANG, LANGUAGE
+    DOMAIN_HOST = "domain_host"  # the host name
+    USER_GROUP = "user_group"  # the step's uid and gid
+    NUM_CPUS = "num_cpus"  # the CPUs the step may use, and $JOBS
+    FILEORDERING = "fileordering"  # the order directories list their entries (disorderfs)
+
+
+# The values a varied step gets; the first build's are the step's usual ones.
+VARIED_PATH = "jailbake-repro/a-much-longer/build-path"  # below the usual place
+VARIED_CLOCK = "+1111d"  # faketime's offset: three years and a month ahead
+VARIED_TZ = "REP-14"  # a POSIX zone 14 hours east of UTC (no tzdata needed)
+VARIED_LOCALE = "fr_CH.UTF-8"
+VARIED_HOSTNAME = "jailbake-repro-varied"
+VARIED_UMASK = "002"
+VARIED_UID = 1001
+
+
+def parse_vary(words: str) -> frozenset[Vary]:
+    """NAME[,NAME...] or 'all'; ValueError naming what is known."""
+    chosen: set[Vary] = set()
+    for word in (w.strip() for w in words.split(",")):
+        if word == "all":
+            chosen |= set(Vary)
+        elif word in Vary.__members__.values():
+            chosen.add(Vary(word))
+        else:
+            known = ", ".join(v.value for v in Vary)
+            raise ValueError(f"unknown variation {word!r}; known: all, {known}")
+    return frozenset(chosen)
 
 
 def shell_script(command: str | None) -> str:
@@ -62,10 +102,16 @@ class Step:
     dep_manifests: tuple[tuple[str, tuple[dict[str, Any], ...]], ...] = ()
     # Run it, even where the executor keeps results of its own (a forced build).
     fresh: bool = False
+    # What differs from the step's usual environment (jailbake repro).
+    vary: frozenset[Vary] = frozenset()
+    # A rebuild nobody keeps (jailbake repro): an executor neither answers it from its
+    # own results nor keeps its result.
+    scratch: bool = False
 
 
-def write_script(work: Path, script: str) -> None:
-    (work / "build.sh").write_text(SCRIPT_PREAMBLE + script.rstrip("\n") + "\n")
+def write_script(work: Path, script: str, *, umask: str = STEP_UMASK) -> None:
+    preamble = SCRIPT_PREAMBLE.format(umask=umask)
+    (work / "build.sh").write_text(preamble + script.rstrip("\n") + "\n")
     for sub in ("src", "out", "home", "deps"):
         (work / sub).mkdir(exist_ok=True)
 
@@ -80,12 +126,28 @@ def variables(step: Step, root: Path) -> dict[str, str]:
             "DEPS": str(root / "deps"),
             "HOME": str(root / "home"),
             "JOBS": str(step.jobs),
-            "TZ": "UTC",
-            "LC_ALL": "C.UTF-8",
-            "LANG": "C.UTF-8",
+            **step_locale(step.vary),
         }
     )
+    if Vary.TIME in step.vary:  # the clock moves; files keep the times they have
+        env["NO_FAKE_STAT"] = "1"
     return env
+
+
+def step_locale(vary: frozenset[Vary]) -> dict[str, str]:
+    """TZ and the locale of a step (varied for jailbake repro)."""
+    env = {"TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    if Vary.TIMEZONE in vary:
+        env["TZ"] = VARIED_TZ
+    if Vary.LOCALES in vary:
+        env.update(LC_ALL=VARIED_LOCALE, LANG=VARIED_LOCALE, LANGUAGE="fr_CH:fr")
+    return env
+
+
+def varied_jobs(jobs: int, cores: int) -> int:
+    """$JOBS of a step with num_cpus varied: one CPU where the machine has more, else
+    more jobs than CPUs."""
+    return 1 if cores > 1 and jobs > 1 else jobs + 3
 
 
 class Executor(Protocol):
@@ -109,4 +171,12 @@ class Executor(Protocol):
 
     def cancel(self) -> None:
         """Stop every step still running (the build was interrupted)."""
+        ...
+
+    def place(self, step: Step) -> Path:
+        """Where the step sees its work directory."""
+        ...
+
+    def cannot_vary(self, step: Step) -> dict[Vary, str]:
+        """The variations of step.vary this executor cannot make here, and why."""
         ...

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,9 +192,11 @@ def write_manifest(
     published: list[Artifact],
     dest_dir: Path,
     store: Store,
+    checks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[Artifact, dict[str, Any]]:
-    """manifest.json: every recipe with version, key, output digest and pins, and the
-    artifacts. Returns it and its content."""
+    """manifest.json: every recipe with version, key, output digest and pins (and what
+    `jailbake repro` found of its result, from checks by key), and the artifacts.
+    Returns it and its content."""
     from .. import __version__
 
     recipes = []
@@ -211,6 +213,11 @@ def write_manifest(
                 "output_digest": result.output_digest,
                 "depends": sorted(recipe.depends),
                 "sources": [s.pin() for s in recipe.sources],
+                **(
+                    {"reproducibility": dict(checks[result.key])}
+                    if checks and result.key in checks
+                    else {}
+                ),
             }
         )
     manifest = {

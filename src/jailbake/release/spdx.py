@@ -126,6 +126,23 @@ def _license_files(
     return files
 
 
+def _check_annotation(check: dict[str, Any], version: str) -> dict[str, str]:
+    """What `jailbake repro` found of a recipe's result, as an SPDX review."""
+    varied = ", ".join(check.get("varied", [])) or "no variation"
+    if check.get("reproducible"):
+        verdict = f"reproducible: rebuilt under {varied}, the same bytes"
+    else:
+        verdict = f"not reproducible: differs under {', '.join(check.get('differs_under', []))}"
+    left = check.get("not_varied", [])
+    return {
+        "annotationDate": str(check.get("checked", "")),
+        "annotationType": "REVIEW",
+        "annotator": f"Tool: jailbake-{version}",
+        "comment": f"jailbake repro: {verdict}"
+        + (f" (not varied: {', '.join(left)})" if left else ""),
+    }
+
+
 def sbom(
     manifest: dict[str, Any], artifacts_dir: Path, sha1_of: Sha1Of = file_sha1
 ) -> dict[str, Any]:
@@ -159,6 +176,8 @@ def sbom(
         }
         if recipe.get("summary"):
             package["summary"] = recipe["summary"]
+        if check := recipe.get("reproducibility"):
+            package["annotations"] = [_check_annotation(check, manifest.get("jailbake", ""))]
         if len(sources) == 1 and "sha256" in sources[0]:
             package["checksums"] = _sha256(sources[0]["sha256"])
         packages.append(package)
@@ -206,6 +225,10 @@ def sbom(
         if artifact.get("recipe"):
             relate(ident, "GENERATED_FROM", recipe_ids[artifact["recipe"]])
 
+    if not manifest["artifacts"]:  # a build that publishes nothing: it made its targets
+        for target in manifest.get("targets") or []:
+            if target in recipe_ids:
+                relate("SPDXRef-DOCUMENT", "DESCRIBES", recipe_ids[target])
     created = datetime.fromtimestamp(int(manifest.get("source_date_epoch", 0)), UTC)
     name = "-".join(manifest.get("targets") or ["jailbake"])
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...core.errors import JailbakeError
-from ..step import STEP_LOG, ExecutorKind, Step
+from ..step import STEP_LOG, ExecutorKind, Step, Vary, step_locale
 
 # Runs in the input root, making it what a container step sees: its sources its own
 # (workers hand inputs over read-only, often hard links into their cache: a copy is
@@ -37,7 +37,11 @@ WRAPPER = (
     'JOBS="$(nproc 2>/dev/null || echo 1)"; '
     "exec bash build.sh 2>&1"
 )
-STEP_VARIABLES = {"TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+# What a worker decides, not jailbake: jailbake repro cannot vary it remotely.
+WORKER_DECIDES = (
+    Vary.BUILD_PATH, Vary.TIME, Vary.DOMAIN_HOST, Vary.USER_GROUP, Vary.NUM_CPUS,
+    Vary.FILEORDERING,
+)  # fmt: skip
 LOG_LIMIT = 64 << 20  # bytes of a step's stdout or stderr fetched from the executor
 CACHED = "from the remote executor's cache"
 DEFAULT_WAIT = 6 * 3600.0  # seconds of a worker's run jailbake waits for (a kernel, slowly)
@@ -186,7 +190,7 @@ class RemoteExecutor:
                     on_operation=started,
                     queue_timeout=wait,
                     deadline=deadline,
-                    fresh=step.fresh,
+                    fresh=step.fresh or step.scratch,
                 )
 
             try:
@@ -231,7 +235,7 @@ class RemoteExecutor:
                 root.add_tree(f"deps/{name}", tree)
         root_digest = root.digest()
         env = dict(step.env)
-        env.update(STEP_VARIABLES)
+        env.update(step_locale(step.vary))
         wanted = self.settings.platform(step.image, root=step.root)
         platform = pb.Platform(
             properties=[pb.Platform.Property(name=n, value=v) for n, v in wanted]
@@ -251,6 +255,8 @@ class RemoteExecutor:
             input_root_digest=root_digest,
             platform=platform,
         )
+        if step.scratch:  # a rebuild (jailbake repro): not to be kept by the service
+            action.do_not_cache = True
         if self.settings.timeout:
             action.timeout.CopyFrom(duration_pb2.Duration(seconds=self.settings.timeout))
         action_blob = message_blob(action)
@@ -292,6 +298,13 @@ class RemoteExecutor:
 
     def live_log(self, step: Step) -> Path:
         return step.log
+
+    def place(self, step: Step) -> Path:
+        return step.work  # the worker's input root, wherever the worker puts it
+
+    def cannot_vary(self, step: Step) -> dict[Vary, str]:
+        return {v: "the remote executor's workers decide it" for v in WORKER_DECIDES
+                if v in step.vary}  # fmt: skip
 
     def shell(self, step: Step, command: str | None) -> int:
         raise JailbakeError(

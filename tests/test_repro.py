@@ -1,0 +1,225 @@
+"""jailbake repro: every recipe built again under varied conditions and compared with
+its cached result. The layer examples/unreproducible has one recipe that leaks each
+variation (and one that leaks randomness, one that leaks nothing): each must be caught
+by exactly its variation, on the host, docker and remote executors, with diffoscope
+naming the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT, jailbake
+from reapi_fake import FakeREAPI
+
+LAYER = "examples/unreproducible/unreproducible.yml"
+# recipe -> (the variation that catches it, the file it leaks into)
+LEAKS = {
+    "leaks-date": ("time", "built-in.txt"),
+    "leaks-build-path": ("build_path", "where.txt"),
+    "leaks-timezone": ("timezone", "zone.txt"),
+    "leaks-umask": ("umask", "modes.txt"),
+    "leaks-locale": ("locales", "locale.txt"),
+    "leaks-hostname": ("domain_host", "host.txt"),
+    "leaks-uid": ("user_group", "builder.txt"),
+    "leaks-cpus": ("num_cpus", "cpus.txt"),
+    "leaks-file-order": ("fileordering", "listing.txt"),
+}
+
+
+def needs_tools() -> None:
+    for tool in ("bwrap", "faketime", "disorderfs", "diffoscope"):
+        if shutil.which(tool) is None:
+            if os.environ.get("CI"):
+                pytest.fail(f"{tool} is missing; scripts/test installs it")
+            pytest.skip(f"needs {tool} (scripts/test installs it)")
+
+
+def repro(tmp_path: Path, *args: str, cache: Path | None = None) -> tuple[int, dict[str, Any], str]:
+    art = tmp_path / "art"
+    result = jailbake(
+        "repro", LAYER, *args, "--cache-dir", str(cache or tmp_path / "cache"),
+        "--artifacts-dir", str(art), "--json", cwd=ROOT, timeout=900,
+    )  # fmt: skip
+    assert result.stdout.strip(), result.stderr
+    # The summary on stdout, before the JSON line; progress on stderr.
+    return (
+        result.rc,
+        json.loads(result.stdout.strip().splitlines()[-1]),
+        result.stdout + result.stderr,
+    )
+
+
+def by_recipe(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["recipe"]: entry for entry in doc["recipes"]}
+
+
+def assert_each_leak_caught_by_its_variation(
+    doc: dict[str, Any], report_dir: Path, leaks: dict[str, tuple[str, str]]
+) -> None:
+    entries = by_recipe(doc)
+    for recipe, (vary, leaked) in leaks.items():
+        entry = entries[recipe]
+        assert not entry["reproducible"] and entry["deterministic"], entry
+        assert entry["culprits"] == [vary], (recipe, entry)
+        (found,) = [d for d in entry["differences"] if d["under"] == vary]
+        assert found["files"] == [leaked]
+        text = (report_dir / found["text"]).read_text()
+        assert f"cached/{leaked}" in text and f"rebuilt/{leaked}" in text, text
+        assert (report_dir / found["html"]).read_text().startswith("<!DOCTYPE html>")
+    random = entries["leaks-random"]
+    assert not random["deterministic"] and [d["under"] for d in random["differences"]] == ["none"]
+    assert entries["reproducible"]["reproducible"] and entries["reproducible"]["differences"] == []
+
+
+def test_each_leak_is_caught_by_exactly_its_variation_on_the_host(tmp_path: Path) -> None:
+    needs_tools()
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("num_cpus can only take CPUs away from a machine with two or more")
+    rc, doc, stderr = repro(tmp_path, "--executor", "host")
+    assert rc == 1, stderr
+    report_dir = tmp_path / "art" / "repro"
+    assert_each_leak_caught_by_its_variation(doc, report_dir, LEAKS)
+    assert by_recipe(doc)["reproducible"]["skipped"] == {}  # every variation was made
+    assert json.loads((report_dir / "repro.json").read_text()) == doc
+    index = (report_dir / "index.html").read_text()
+    assert "1 of 11 recipes reproducible" in index and 'href="leaks-umask/umask.html"' in index
+    assert "leaks-umask: DIFFERS under umask: modes.txt [" in stderr
+    # Rebuilds are not stored: the cache holds the eleven results and trees the build made.
+    cache = tmp_path / "cache"
+    assert len([p for p in (cache / "ac").rglob("*") if p.is_file()]) == 11
+    assert len(os.listdir(cache / "trees")) == 11
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("builder_images")
+def test_each_leak_is_caught_by_exactly_its_variation_in_containers(tmp_path: Path) -> None:
+    needs_tools()
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("num_cpus can only take CPUs away from a machine with two or more")
+    rc, doc, stderr = repro(tmp_path, "--executor", "docker")
+    assert rc == 1, stderr
+    assert_each_leak_caught_by_its_variation(doc, tmp_path / "art" / "repro", LEAKS)
+
+
+def test_the_remote_executor_rebuilds_without_its_action_cache(tmp_path: Path) -> None:
+    """The control rebuild is the very action the build ran: answered from the service's
+    action cache it would hide the random number. Variations the workers decide are
+    named as not made."""
+    needs_tools()
+    fake = FakeREAPI()
+    fake.knobs.action_cache = True
+    try:
+        rc, doc, stderr = repro(
+            tmp_path, "leaks-random", "leaks-umask", "leaks-timezone", "reproducible",
+            "--executor", "remote", "--remote-executor", fake.url,
+        )  # fmt: skip
+    finally:
+        fake.stop()
+    assert rc == 1, stderr
+    entries = by_recipe(doc)
+    assert sorted(entries) == ["leaks-random", "leaks-timezone", "leaks-umask", "reproducible"]
+    assert entries["leaks-umask"]["culprits"] == ["umask"]
+    assert entries["leaks-timezone"]["culprits"] == ["timezone"]
+    assert not entries["leaks-random"]["deterministic"]
+    assert entries["reproducible"]["reproducible"]
+    assert entries["reproducible"]["varied"] == ["locales", "timezone", "umask"]
+    assert entries["reproducible"]["skipped"]["build_path"] == (
+        "the remote executor's workers decide it"
+    )
+    built, rebuilds = fake.seen.actions[:11], fake.seen.actions[11:]  # the layer's 11 first
+    assert not any(a.do_not_cache for a in built)
+    assert rebuilds and all(a.do_not_cache for a in rebuilds)
+    assert fake.seen.skipped_cache.count(True) == len(rebuilds)
+
+
+def test_chosen_recipes_and_variations(tmp_path: Path) -> None:
+    needs_tools()
+    rc, doc, stderr = repro(tmp_path, "leaks-umask", "reproducible", "--vary", "timezone,umask",
+                            "--executor", "host")  # fmt: skip
+    assert rc == 1, stderr
+    assert [e["recipe"] for e in doc["recipes"]] == ["leaks-umask", "reproducible"]
+    assert by_recipe(doc)["leaks-umask"]["varied"] == ["timezone", "umask"]
+    # Left out of every variation, the umask leaks nowhere: the recipe is reproducible.
+    rc, doc, stderr = repro(tmp_path, "leaks-umask", "--vary=-umask", "--executor", "host")
+    assert rc == 0, stderr
+    assert "umask" not in by_recipe(doc)["leaks-umask"]["varied"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--vary", "clock"], "--vary: unknown variation 'clock'; known: all, build_path"),
+        (["no-such-recipe"], "repro: no-such-recipe is not a recipe of this build"),
+    ],
+)
+def test_bad_arguments_are_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = jailbake(
+        "repro", LAYER, *args, "--executor", "host", "--cache-dir", str(tmp_path / "cache"),
+        "--artifacts-dir", str(tmp_path / "art"), cwd=ROOT,
+    )  # fmt: skip
+    assert result.rc == 2
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("jailbake: error:")]
+    assert expected in line
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.usefixtures("builder_images")
+@pytest.mark.parametrize("layer", ["examples/hello/hello.yml", "layers/busybox-initramfs.yml"])
+def test_the_shipped_layers_are_reproducible(layer: str, tmp_path: Path) -> None:
+    """Every recipe of the busybox layer (busybox compiled, its initramfs and card) and
+    of the hello example, rebuilt in containers under every variation they allow."""
+    needs_tools()
+    assets = Path(os.environ.get("JAILBAKE_TEST_ASSETS", "/var/cache/jailbake-test"))
+    result = jailbake(
+        "repro", layer, "--offline", "--mirror", str(assets / "mirror"),
+        "--cache-dir", str(tmp_path / "cache"), "--artifacts-dir", str(tmp_path / "art"),
+        "--json", cwd=ROOT, timeout=1800,
+    )  # fmt: skip
+    summary = result.stdout.strip().splitlines()
+    assert result.rc == 0, "\n".join(summary[:-1]) + result.stderr[-2000:]
+    doc = json.loads(summary[-1])
+    for entry in doc["recipes"]:
+        if not entry["skipped"] or "jailbake writes" not in next(iter(entry["skipped"].values())):
+            assert {"time", "build_path", "umask", "user_group"} & set(entry["varied"]), entry
+
+
+def test_the_manifest_and_the_sbom_say_what_was_checked(tmp_path: Path) -> None:
+    """A build after repro (the same keys) records each check in manifest.json and as an
+    SPDX review of the recipe's package; a recipe not checked has none."""
+    from conftest import assert_valid_spdx
+
+    needs_tools()
+    cache = tmp_path / "cache"
+    rc, _, out = repro(tmp_path, "leaks-umask", "reproducible", "--vary", "umask,timezone",
+                       "--executor", "host", cache=cache)  # fmt: skip
+    assert rc == 1, out
+    art = tmp_path / "art"
+    built = jailbake("build", LAYER, "--executor", "host", "--cache-dir", str(cache),
+                     "--artifacts-dir", str(art), cwd=ROOT)  # fmt: skip
+    assert built.rc == 0, built.stderr
+    manifest = json.loads((art / "manifest.json").read_text())
+    recipes = {r["name"]: r for r in manifest["recipes"]}
+    good, bad = (
+        recipes["reproducible"]["reproducibility"],
+        recipes["leaks-umask"]["reproducibility"],
+    )
+    assert good["reproducible"] and good["varied"] == ["timezone", "umask"]
+    assert not bad["reproducible"] and bad["differs_under"] == ["umask"]
+    assert good["checked"].endswith("Z") and "reproducibility" not in recipes["leaks-date"]
+    sbom = json.loads((art / "sbom.spdx.json").read_text())
+    packages = {p["name"]: p for p in sbom["packages"]}
+    (review,) = packages["reproducible"]["annotations"]
+    assert review["annotationType"] == "REVIEW"
+    assert review["comment"].startswith(
+        "jailbake repro: reproducible: rebuilt under timezone, umask"
+    )
+    assert "differs under umask" in packages["leaks-umask"]["annotations"][0]["comment"]
+    assert "annotations" not in packages["leaks-date"]
+    assert_valid_spdx(art / "sbom.spdx.json")
