@@ -11,8 +11,11 @@ storage=$(mktemp -d /var/tmp/jailbake-bench-engine.XXXXXX)
 trap 'scripts/stop-engine "$storage"' EXIT
 eval "$(JAILBAKE_PODMAN_STORAGE=$storage scripts/setup-engine)"
 export DOCKER_HOST
-.venv/bin/jailbake base-image >/dev/null
+# The pinned .debs from the test assets' mirror when it is there, else Debian's pool.
+mirror=${JAILBAKE_TEST_ASSETS:-/var/cache/jailbake-test}/mirror
+from=(); [ -d "$mirror" ] && from=(--mirror "$mirror")
+.venv/bin/jailbake base-image "${from[@]}" >/dev/null
 if [ "$what" = all ]; then
     .venv/bin/jailbake builders layers/rpi4-jailhouse.yml layers/qemu-arm64-jailhouse.yml \
-        layers/busybox-initramfs.yml examples/hello/hello.yml >/dev/null
+        layers/busybox-initramfs.yml examples/hello/hello.yml "${from[@]}" >/dev/null
 fi

@@ -90,6 +90,10 @@ def test_a_package_value_of_the_wrong_kind_is_refused(
         ({"mirror": "http://example.org"}, "mirror: unknown key"),
         ({"packages": [GOOD_DEB, GOOD_DEB]}, "packages[1].name: zstd is pinned twice"),
         ({"packages": [{"name": "zstd"}]}, "packages[0]: expected a mapping of exactly"),
+        (
+            {"packages": [GOOD_DEB, {**GOOD_DEB, "name": "zstd-again"}]},
+            "packages[1].path: expected a file name no other entry has",
+        ),
     ],
 )
 def test_a_lock_of_the_wrong_shape_is_refused(

@@ -10,10 +10,12 @@ difference."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -117,6 +119,18 @@ class ReproReport:
         }
 
 
+def _inside(root: Path, rel: str) -> bool:
+    """Whether root/rel exists with every directory on its way a real one (no link)."""
+    path = root
+    for part in Path(rel).parts:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+        path = path / part
+        if not os.path.lexists(path):
+            return False
+    return True
+
+
 def differing(cached: list[dict[str, Any]], rebuilt: list[dict[str, Any]]) -> list[str]:
     """Paths whose entries differ (content, type, executable bit, link target), or that
     only one side has."""
@@ -169,6 +183,9 @@ class Checker:
             self._check(_Subject(recipe, deps, info, result), varied, checked)
         except BuildError as exc:
             checked.error = exc.step
+            checked.reproducible = False
+        except (JailbakeError, OSError, ValueError) as exc:  # the rebuild could not run
+            checked.error = f"{recipe.name}: the rebuild failed: {exc}"
             checked.reproducible = False
         checked.repro_seconds = time.monotonic() - start
         return checked
@@ -235,7 +252,9 @@ class Checker:
         for side, root in sides.items():
             for rel in files:
                 source, dest = root / rel, scratch / side / rel
-                if os.path.lexists(source) and not os.path.isdir(source):
+                # Only through real directories: a step's link in a parent would make
+                # this read (and diffoscope show) a file of the host's.
+                if _inside(root, rel) and not stat.S_ISDIR(os.lstat(source).st_mode):
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(source, dest, follow_symlinks=False)
             (scratch / side).mkdir(exist_ok=True)
@@ -254,6 +273,21 @@ class Checker:
         )
 
 
+def _fresh_report_dir(report_dir: Path) -> Path:
+    """report_dir, absolute and empty: a directory that holds anything but an earlier
+    report is refused, never emptied."""
+    report_dir = report_dir.absolute()
+    if report_dir.is_dir() and any(report_dir.iterdir()):
+        if not (report_dir / RESULTS).is_file():
+            raise JailbakeError(
+                f"--report-dir {report_dir}: expected an empty directory or an earlier "
+                f"report (with {RESULTS}); it holds other files"
+            )
+        shutil.rmtree(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    return report_dir
+
+
 def repro(
     options: BuildOptions,
     recipes: tuple[str, ...],
@@ -262,29 +296,33 @@ def repro(
     observer: Observer | None = None,
     say: Callable[[str], None] = lambda line: None,
 ) -> ReproReport:
-    """Build (or reuse) the options' targets, then check recipes (default: every recipe
-    the targets need) as the module says; results in report_dir (repro.json and
-    diffoscope's reports)."""
+    """Build (or reuse) the options' targets, or the recipes given and what they need,
+    then check those recipes (default: every recipe the targets need) as the module
+    says; results in report_dir (repro.json and diffoscope's reports)."""
     start = time.monotonic()
+    if recipes:  # only they and what they depend on are built
+        from .context import Context, Settings
+
+        known = Context(Settings.of_build(options)).graph(options.configs, ()).recipes
+        unknown = sorted(set(recipes) - set(known))
+        if unknown:
+            raise JailbakeError(
+                f"repro: {', '.join(unknown)} is not a recipe of this configuration; "
+                f"its recipes: {', '.join(sorted(known))}"
+            )
+        options = dataclasses.replace(options, targets=recipes)
     done = schedule(options, observer or Quiet())
     graph = done.graph
-    unknown = sorted(set(recipes) - set(graph.recipes))
-    if unknown:
-        raise JailbakeError(
-            f"repro: {', '.join(unknown)} is not a recipe of this build; "
-            f"its recipes: {', '.join(graph.order)}"
-        )
     chosen = [n for n in graph.order if not recipes or n in recipes]
-    if report_dir.exists():
-        shutil.rmtree(report_dir)
-    report_dir.mkdir(parents=True)
+    report_dir = _fresh_report_dir(report_dir)
     results = {n: o.result for n, o in done.outcomes.items()}
     checker = Checker(done.builder, results, report_dir, vary, say=say)
     checked = []
     for name in chosen:
         found = checker.check(graph.recipes[name])
         checked.append(found)
-        done.builder.history.record_check(found.key, found.record())
+        if not found.error:  # a rebuild that failed says nothing of the result
+            done.builder.history.record_check(found.key, found.record())
     report = ReproReport(checked, report_dir, time.monotonic() - start, _now())
     tmp = report_dir / f".{RESULTS}.part"
     tmp.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")

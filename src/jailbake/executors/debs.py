@@ -143,6 +143,7 @@ def read_lock(path: Path) -> Lock:
         raise EngineError(f"{path}: packages: expected a list of pinned packages")
     debs: list[Deb] = []
     seen: set[tuple[str, str]] = set()
+    files: set[str] = set()
     for i, entry in enumerate(entries):
         where = f"{path}: packages[{i}]"
         if not isinstance(entry, dict) or set(entry) != set(_DEB_KEYS):
@@ -154,7 +155,12 @@ def read_lock(path: Path) -> Lock:
             )
         if (deb.name, deb.architecture) in seen:
             raise EngineError(f"{where}.name: {deb.name} is pinned twice")
+        if deb.filename in files:
+            raise EngineError(
+                f"{where}.path: expected a file name no other entry has, got {deb.filename} again"
+            )
         seen.add((deb.name, deb.architecture))
+        files.add(deb.filename)
         debs.append(deb)
     return Lock(suite, architecture, epoch, base, tuple(sorted(debs, key=_order)))
 
@@ -189,6 +195,7 @@ def write_lock(path: Path, lock: Lock) -> None:
 def stage(lock: Lock, fetch: FetchDeb, dest: Path) -> Path:
     """dest/ holding every pinned .deb of lock under its pool file name (hard links to
     the cache where it can)."""
+    import errno
     import os
     import shutil
 
@@ -198,7 +205,9 @@ def stage(lock: Lock, fetch: FetchDeb, dest: Path) -> Path:
         target = dest / deb.filename
         try:
             os.link(blob, target)
-        except OSError:
+        except OSError as exc:  # another file system, or links not allowed: a copy
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
             shutil.copyfile(blob, target)
     return dest
 
@@ -214,6 +223,7 @@ DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --download-only \
     --no-install-recommends "$@" >/dev/null
 cd /var/cache/apt/archives
 for f in *.deb; do
+    [ -e "$f" ] || continue  # the base image has every package already
     p=$(dpkg-deb -f "$f" Package); v=$(dpkg-deb -f "$f" Version)
     a=$(dpkg-deb -f "$f" Architecture)
     path=$(apt-cache show --no-all-versions "$p=$v" | sed -n 's/^Filename: //p' | head -n 1)

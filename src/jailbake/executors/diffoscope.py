@@ -41,6 +41,9 @@ def compare(
     why = unavailable()
     if why:
         return Report(None, None, why)
+    if not confined:  # it unpacks what a step made: never on the host itself
+        return Report(None, None, "no report: diffoscope runs only under bubblewrap")
+    where, html, text = where.absolute(), html.absolute(), text.absolute()
     out = html.parent
     out.mkdir(parents=True, exist_ok=True)
     argv: list[str | Path] = [
@@ -50,12 +53,8 @@ def compare(
     for name in (left, right):
         if "/" in name or name.startswith((".", "-")):
             raise ValueError(f"a directory's name in {where}, not {name!r}")
-    note = ""
-    if confined:
-        sandbox = bwrap_argv(None, [where], as_root=os.getuid() == 0)
-        argv = [*sandbox, "--bind", str(out), str(out), "--chdir", str(where), *argv]
-    else:
-        note = "diffoscope ran unconfined (no bubblewrap here)"
+    sandbox = bwrap_argv(None, [where], as_root=os.getuid() == 0)
+    argv = [*sandbox, "--bind", str(out), str(out), "--chdir", str(where), *argv]
     try:
         cp = run.run(
             argv, cwd=where, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -63,7 +62,7 @@ def compare(
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         return Report(None, None, f"diffoscope took more than {TIMEOUT} s")
-    if cp.returncode not in (0, 1):  # 1: differences found
-        detail = cp.stderr.decode(errors="replace").strip().splitlines()
+    detail = cp.stderr.decode(errors="replace").strip().splitlines()
+    if cp.returncode not in (0, 1) or not (html.is_file() or text.is_file()):  # 1: differs
         return Report(None, None, f"diffoscope failed: {detail[-1] if detail else cp.returncode}")
-    return Report(html if html.is_file() else None, text if text.is_file() else None, note)
+    return Report(html if html.is_file() else None, text if text.is_file() else None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -38,8 +39,10 @@ def disordered(path: Path) -> Iterator[Path]:
     tools = run.clean_env()["PATH"]
     multi = os.getuid() == 0
     top = Path(tempfile.mkdtemp(prefix="jailbake-disorder-", dir="/run" if multi else path.parent))
-    os.chmod(top, 0o755)
-    under, seen = top / "under", top / "seen"
+    # Passable, not listable: other users cannot find the step's directory through it
+    # (the names below are random), disorderfs acting as the step's user can.
+    os.chmod(top, 0o711)
+    under, seen = top / secrets.token_hex(16), top / secrets.token_hex(16)
     under.mkdir()
     seen.mkdir()
     mounted: list[Path] = []
@@ -71,7 +74,7 @@ def disordered(path: Path) -> Iterator[Path]:
                 run.run([fusermount, "-u", "-z", point], check=False)
             else:
                 run.run(["umount", "--lazy", point], check=False)
-        for leftover in (top / "seen", top / "under", top):
+        for leftover in (seen, under, top):
             with contextlib.suppress(OSError):
                 os.rmdir(leftover)
 

@@ -29,6 +29,7 @@ from .step import (
     ExecutorKind,
     Step,
     Vary,
+    first_cpu,
     shell_script,
     shell_variables,
     variables,
@@ -282,7 +283,7 @@ class DockerExecutor:
         return {
             "environment": environment,
             "hostname": VARIED_HOSTNAME if Vary.DOMAIN_HOST in step.vary else "jailbake",
-            "cpuset_cpus": "0" if Vary.NUM_CPUS in step.vary else None,
+            "cpuset_cpus": str(first_cpu()) if Vary.NUM_CPUS in step.vary else None,
             "labels": {
                 "org.jailbake.model.recipe": step.recipe,
                 LABEL_HOST: os.uname().nodename,

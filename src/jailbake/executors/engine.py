@@ -119,20 +119,17 @@ def base_tag(suite: str) -> str:
     return f"{BASE_IMAGE}:{suite}"
 
 
-def ensure_base(
-    client: Any, lock: debs.Lock, where: str, load: Callable[[str], bool] | None = None
-) -> str:
-    """The pinned base image lock was resolved on: in the engine (labelled with the
-    base lock's digest), or loaded from a mirror."""
+def ensure_base(client: Any, lock: debs.Lock, where: str) -> str:
+    """The pinned base image lock was resolved on, in the engine (labelled with the base
+    lock's digest: jailbake base-image made it from its .debs)."""
     tag = base_tag(lock.suite)
     label = labelled(client, tag)
-    if label is None and load is not None and load(tag):
-        label = labelled(client, tag)
     if label == lock.base:
         return tag
     if label is None:
         raise EngineError(
-            f"{where}: base image {tag} is not in the engine; create it with: jailbake base-image"
+            f"{where}: base image {tag} is not in the engine; make it with: jailbake "
+            "base-image (offline: --offline --mirror DIR)"
         )
     raise EngineError(
         f"{where}: base image {tag} is not the one this lock was resolved on (it is "
@@ -150,17 +147,22 @@ def ensure_image(
     offline: bool = False,
     fetch: debs.FetchDeb | None = None,
 ) -> str:
-    """The tag of the builder image: in the engine, loaded by load (from a mirror), or
-    built from docker/<name>/. A builder with a packages.lock is made of exactly those
-    .debs (fetch gives each, from the cache, a mirror or Debian's pool) on the pinned
-    base image, offline; one without builds its Dockerfile as it is, which needs the
-    network for anything it downloads."""
+    """The tag of the builder image: in the engine, or made from docker/<name>/. A
+    builder with a packages.lock is made of exactly those .debs (fetch gives each, from
+    the cache, a mirror or Debian's pool, sha256 checked) on the pinned base image,
+    offline; a mirror's saved image of it is never loaded (its label would be its own
+    word). One without a lock is loaded by load (from a mirror) or builds its
+    Dockerfile as it is, which needs the network for anything it downloads."""
     from docker.errors import BuildError
+
+    name = context_dir.name
+    lock_file = debs.lock_path(context_dir)
+    if lock_file is not None:
+        load = None
 
     def present(tag: str) -> bool:
         return labelled(client, tag) is not None or (load is not None and load(tag))
 
-    name = context_dir.name
     tag = image_tag(name, key)
     if present(tag):
         label = labelled(client, tag)
@@ -170,7 +172,6 @@ def ensure_image(
                 f"{label!r}, not {key}; remove it (podman rmi {tag})"
             )
         return tag
-    lock_file = debs.lock_path(context_dir)
     buildargs: dict[str, str] = {}
     if lock_file is not None:
         lock = debs.read_lock(lock_file)
@@ -182,7 +183,7 @@ def ensure_image(
             )
         if fetch is None:
             raise EngineError(f"docker/{name}/: its pinned packages cannot be fetched here")
-        base = ensure_base(client, lock, f"{lock_file}", load)
+        base = ensure_base(client, lock, f"{lock_file}")
         packages = f"localhost/jailbake-{name}-packages:{lock.digest[:20]}"
         if labelled(client, packages) != lock.digest:
             log.info("installing the pinned packages of %s", lock_file)
@@ -197,7 +198,9 @@ def ensure_image(
                 "builders CONFIG', or give a mirror that holds it (jailbake mirror saves it)"
             )
         for base in base_images(context_dir):
-            if not present(base):
+            # The base image is made from its lock, never loaded from a mirror.
+            if not (labelled(client, base) is not None if base.startswith(BASE_IMAGE)
+                    else present(base)):  # fmt: skip
                 hint = (
                     " (create it with: jailbake base-image)" if base.startswith(BASE_IMAGE) else ""
                 )

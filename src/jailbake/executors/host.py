@@ -25,6 +25,7 @@ from .step import (
     ExecutorKind,
     Step,
     Vary,
+    first_cpu,
     shell_script,
     shell_variables,
     variables,
@@ -293,7 +294,7 @@ class HostExecutor:
             argv = [*sandbox, *argv]
             env = {}
         if Vary.NUM_CPUS in step.vary:
-            argv = [host_tool("taskset"), "--cpu-list", "0", *argv]
+            argv = [host_tool("taskset"), "--cpu-list", str(first_cpu()), *argv]
         with step.log.open("ab") as logf:
             try:
                 proc = run.start(argv, cwd=work / "src", env=env, output=logf, pass_fds=fds)

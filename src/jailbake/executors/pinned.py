@@ -175,7 +175,7 @@ def install_packages(
             f"installing the pinned packages into {tag}",
             environment={"SOURCE_DATE_EPOCH": str(lock.epoch)},
             volumes={str(debs): {"bind": MOUNT, "mode": "ro"}},
-            network_disabled=True,
+            network_mode="none",
             user="0",
         )
         try:

@@ -144,6 +144,11 @@ def step_locale(vary: frozenset[Vary]) -> dict[str, str]:
     return env
 
 
+def first_cpu() -> int:
+    """The CPU a step with num_cpus varied runs on: the first this process may use."""
+    return min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+
+
 def varied_jobs(jobs: int, cores: int) -> int:
     """$JOBS of a step with num_cpus varied: one CPU where the machine has more, else
     more jobs than CPUs."""

@@ -202,6 +202,11 @@ def lock_builders(
             log.info("%s has no packages file: its Dockerfile is not pinned", context)
             continue
         resolved = pinned.resolve_builder(client, base, base_lock, wanted, debian_mirror)
+        if not resolved:
+            raise JailbakeError(
+                f"{context / debs.REQUESTED}: expected packages the base image lacks; it "
+                "has all of these already (remove the file, or name what the builder adds)"
+            )
         lock = debs.Lock(
             base_lock.suite,
             base_lock.architecture,

@@ -21,7 +21,7 @@ from typing import Any
 from ..cache.keys import file_sha256
 from ..core import paths
 from ..core.errors import EngineError, JailbakeError
-from ..executors import engine
+from ..executors import debs, engine
 from ..model.graph import Graph
 from ..model.recipe import Recipe, Source, SourceKind
 from .builders import builder_dirs, builder_locks, image_file
@@ -219,10 +219,16 @@ def write_mirror(
 
 
 def _add_images(writer: MirrorWriter, graph: Graph, client: Any, fetcher: Fetcher) -> None:
+    """The images of builders whose packages are not pinned, and the images they start
+    from (but the base image: it is made from its lock, as pinned builders are from
+    theirs, whose .debs the mirror holds)."""
     for name, context in sorted(builder_dirs(graph).items()):
+        if debs.lock_path(context) is not None:
+            continue
         tag = engine.ensure_image(
             client, context, engine.image_key(context), fetch=fetcher.fetch_deb
         )
         writer.add_image(client, tag, name)
         for base in engine.base_images(context):
-            writer.add_image(client, base, name)
+            if not base.startswith(engine.BASE_IMAGE):
+                writer.add_image(client, base, name)

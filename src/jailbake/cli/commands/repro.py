@@ -30,7 +30,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         nargs="*",
         metavar="[CONFIG] RECIPE",
         help="a layer configuration (default: layers/rpi4-jailhouse.yml), then the "
-        "recipes to check (default: every recipe its targets need)",
+        "recipes to check, built with what they depend on (default: every recipe its "
+        "targets need)",
     )
     sp.add_argument(
         "--vary",
@@ -119,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
             for d in entry.differences:
                 under = {"none": "with no variation", "all": "under all variations together"}
                 where = under.get(d.under, f"under {d.under}")
-                report_file = f" [{report_dir / d.html}]" if d.html else ""
+                report_file = f" [{report.report_dir / d.html}]" if d.html else ""
+                report_file = report_file or (f" ({d.note})" if d.note else "")
                 print(f"{entry.recipe}: DIFFERS {where}: {', '.join(d.files)}{report_file}")
         by_reason: dict[str, list[str]] = {}
         for vary_name, why in sorted(entry.skipped.items()):
