@@ -127,6 +127,13 @@ def mirrors(sp: argparse.ArgumentParser) -> None:
     )
 
 
+def offline(sp: argparse.ArgumentParser) -> None:
+    """--offline for commands that fetch: only the cache and the mirrors."""
+    sp.add_argument(
+        "--offline", action="store_true", help="never download: only the cache and mirrors"
+    )
+
+
 def artifacts_dir(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--artifacts-dir",

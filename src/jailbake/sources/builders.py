@@ -189,11 +189,12 @@ def lock_builders(
         architecture = old.architecture if old else engine.debian_architecture()
         with tempfile.TemporaryDirectory(prefix="jailbake-lock-", dir="/var/tmp") as tmp:
             resolved = pinned.resolve_base(suite, architecture, names, debian_mirror, Path(tmp))
-        epoch = old.epoch if old else int(time.time())
-        fresh = debs.Lock(suite, architecture, epoch, "", debs.sorted_debs(resolved))
-        if old is None or fresh.packages != old.packages:
-            fresh = debs.Lock(suite, architecture, int(time.time()), "", fresh.packages)
-        done.append(_write_if_changed(base_file, fresh))
+        packages = debs.sorted_debs(resolved)
+        same = old is not None and old.packages == packages  # then its epoch stays
+        epoch = old.epoch if old is not None and same else int(time.time())
+        done.append(
+            _write_if_changed(base_file, debs.Lock(suite, architecture, epoch, "", packages))
+        )
     base_lock = debs.read_lock(base_file)
     base = make_base(client, base_file, fetcher)
     for context in sorted(set(contexts)):

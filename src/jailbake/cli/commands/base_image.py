@@ -23,9 +23,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         help="the base image's lock file",
     )
     grammar.mirrors(sp)
-    sp.add_argument(
-        "--offline", action="store_true", help="never download: only the cache and mirrors"
-    )
+    grammar.offline(sp)
     grammar.cache_dir(sp)
     sp.add_argument("--force", action="store_true", help="make it again even if present")
 

@@ -28,9 +28,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="load saved images, or the pinned .debs to make them, from this mirror (repeatable)",
     )
-    sp.add_argument(
-        "--offline", action="store_true", help="never download: only the cache and mirrors"
-    )
+    grammar.offline(sp)
     grammar.cache_dir(sp)
 
 

@@ -17,9 +17,7 @@ HELP = (
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("args", nargs="+", metavar="[CONFIG] DIR", help="configuration and output")
-    sp.add_argument(
-        "--offline", action="store_true", help="never download: only the cache and mirrors"
-    )
+    grammar.offline(sp)
     grammar.sources(sp)
 
 

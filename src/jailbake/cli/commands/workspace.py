@@ -43,9 +43,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         "directory of a later layer (which then overrides it) instead of its own",
     )
     grammar.mirrors(sp)
-    sp.add_argument(
-        "--offline", action="store_true", help="never download: only the cache and mirrors"
-    )
+    grammar.offline(sp)
     grammar.executor(sp, remembered=True)
 
 
