@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from conftest import (
     render_in_chromium,
     screenshot_path,
 )
-from jailbake.executors import engine
+from jailbake.executors import debs, engine
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
@@ -29,7 +30,7 @@ def test_hello_example_builds_in_containers(tmp_path: Path) -> None:
     checkout = copy_checkout(tmp_path / "jailbake")
     art = tmp_path / "art"
 
-    def build() -> Result:
+    def build(*more: str) -> Result:
         return jailbake(
             "build",
             "examples/hello/hello.yml",
@@ -38,6 +39,7 @@ def test_hello_example_builds_in_containers(tmp_path: Path) -> None:
             "--artifacts-dir",
             str(art),
             "--json",
+            *more,
             cwd=checkout,
             check=True,
         )
@@ -60,8 +62,28 @@ def test_hello_example_builds_in_containers(tmp_path: Path) -> None:
     # The source tarball's download and the builder image are drawn within their steps.
     assert 'class="span fetch" data-name="hello-1.0.tar.gz"' in page.dom
     assert 'class="span image" data-name="debian-build"' in page.dom
-    again = build()
+    again = build("--provenance")
     assert again.report["built"] == []
+    # The manifest names the builder image by key with its pinned packages; the
+    # provenance adds the engine's image id.
+    manifest = json.loads((art / "manifest.json").read_text())
+    (builder,) = [b for b in manifest["builders"] if b["name"] == "debian-build"]
+    lock = debs.read_lock(checkout / "docker/debian-build/packages.lock")
+    assert builder["lock"] == lock.digest and len(builder["packages"]) == len(lock.packages)
+    assert {r["name"]: r.get("runs_in") for r in manifest["recipes"]}["hello"] == "debian-build"
+    document = json.loads((art / "provenance.intoto.json").read_text())
+    deps = document["predicate"]["buildDefinition"]["resolvedDependencies"]
+    (image,) = [d for d in deps if d.get("name") == "builder:debian-build"]
+    client = engine.connect()
+    try:
+        assert "sha256:" + image["digest"]["sha256"] == client.images.get(builder["tag"]).id
+    finally:
+        client.close()
+    debs_of_builder = [d for d in deps if d.get("annotations", {}).get("builder") == "debian-build"]
+    assert len(debs_of_builder) == len(lock.packages)
+    assert all(d["uri"].startswith("pkg:deb/debian/") for d in debs_of_builder)
+    executor = document["predicate"]["runDetails"]["builder"]["builderDependencies"]
+    assert executor[0]["name"] == "executor:docker" and executor[0]["uri"].startswith("unix://")
 
 
 def test_container_contract(project: Project, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, Project, WebDAV, assert_valid_spdx, copy_checkout, jailbake
 from test_fetch import git_repo
 
-RELEASE = {"SHA256SUMS", "manifest.json", "sbom.spdx.json"}
+RELEASE = {"SHA256SUMS", "manifest.json", "sbom.spdx.json", "provenance.intoto.json"}
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,10 @@ def artifacts_copy(built: tuple[Path, Path], tmp_path: Path) -> Path:
     return art
 
 
-def publish(checkout: Path, art: Path, to: str) -> subprocess.CompletedProcess[str]:
+def publish(checkout: Path, art: Path, to: str, *more: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "jailbake.cli", "publish", "examples/hello/hello.yml",
-         "--artifacts-dir", str(art), "--to", to],
+         "--artifacts-dir", str(art), "--to", to, *more],
         cwd=checkout, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -116,6 +116,17 @@ def test_upload_to_webdav_puts_checksums_last_and_skips_what_is_there(
     assert again.returncode == 0, again.stderr
     puts = [p for m, p, _ in webdav.requests()[first:] if m == "PUT"]
     assert puts == ["/releases/hello/1.0/SHA256SUMS"], "only the checksums are sent again"
+
+    # Signed, the signatures go before SHA256SUMS too, so that its reader finds them.
+    key = tmp_path / "signer"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    first = len(webdav.requests())
+    signed = publish(checkout, art, url, "--sign", str(key))
+    assert signed.returncode == 0, signed.stderr
+    puts = [p.rsplit("/", 1)[1] for m, p, _ in webdav.requests()[first:] if m == "PUT"]
+    assert puts[-1] == "SHA256SUMS" and {
+        "SHA256SUMS.sig", "provenance.intoto.json.sig", "sbom.spdx.json.sig"
+    } == set(puts[:-1]), puts  # fmt: skip
 
 
 def test_an_unreachable_server_is_one_line(built: tuple[Path, Path], tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from ..executors.step import Executor
 from ..model.graph import Graph
 from ..release import spdx
 from ..release.artifacts import check_expected, publish, write_manifest
+from ..sources.builders import describe as describe_builders
 from . import replay
 from .action import RecipeBuilder
 from .context import Context, Settings
@@ -29,8 +30,8 @@ from .options import BuildOptions, BuildReport
 from .plan import Outcome, Status
 from .schedule import Scheduler
 
-if TYPE_CHECKING:  # the remote executor's code loads only for --executor remote
-    pass
+if TYPE_CHECKING:
+    from ..model.recipe import Recipe
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,9 +84,12 @@ def bake(options: BuildOptions, observer: Observer | None = None) -> BuildReport
     artifacts = publish(graph, store, results, options.artifacts_dir, on_copy=copied)
     check_expected(graph, artifacts)
     checks = {r.key: c for r in results.values() if (c := builder.history.check_of(r.key))}
+    runs_in = {n: runs_in_of(builder, graph.recipes[n]) for n in graph.order}
+    used = {graph.recipes[n].builder for n, where in runs_in.items() if where not in LOCAL}
     manifest, content = write_manifest(
-        graph, results, artifacts, options.artifacts_dir, store, checks
-    )
+        graph, results, artifacts, options.artifacts_dir, store, checks,
+        runs_in=runs_in, builders=describe_builders(graph, used),
+    )  # fmt: skip
     artifacts.append(manifest)
     spdx.write(options.artifacts_dir, content, functools.partial(sha1_of, store))
     # The artifacts' stat, taken as soon as this build has written them.
@@ -97,6 +101,15 @@ def bake(options: BuildOptions, observer: Observer | None = None) -> BuildReport
     reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
     downloaded = [n for n in graph.order if outcomes[n].status is Status.DOWNLOADED]
     return BuildReport(built, reused, artifacts, time.monotonic() - start, downloaded)
+
+
+LOCAL = ("host", "jailbake")  # where a recipe runs when not in a builder image
+
+
+def runs_in_of(builder: RecipeBuilder, recipe: Recipe) -> str:
+    """'host', 'jailbake' (its own image writers) or the recipe's builder image."""
+    where = builder.plan.builder_identity(recipe)["executor"]
+    return recipe.builder if where == "docker" else where
 
 
 def make_tool(options: BuildOptions, name: str, observer: Observer | None = None) -> Path:

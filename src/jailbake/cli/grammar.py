@@ -20,6 +20,7 @@ COMMANDS = (
     "builders",
     "mirror",
     "publish",
+    "verify-release",
     "list",
     "explain",
     "graph",
@@ -140,6 +141,25 @@ def artifacts_dir(sp: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path("artifacts"),
         help="where built artifacts and manifest.json go",
+    )
+
+
+def provenance(sp: argparse.ArgumentParser, *, optional: bool = True) -> None:
+    """--provenance (for build) and --builder-id."""
+    from ..release.provenance import DEFAULT_BUILDER
+
+    if optional:
+        sp.add_argument(
+            "--provenance",
+            action="store_true",
+            help="write provenance.intoto.json (in-toto, SLSA Provenance v1) into the "
+            "artifacts directory: what was built from what, and how this run went",
+        )
+    sp.add_argument(
+        "--builder-id",
+        default=DEFAULT_BUILDER,
+        metavar="URI",
+        help="who ran the build, as the provenance names it (a CI job's URL, say)",
     )
 
 

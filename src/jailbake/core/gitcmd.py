@@ -117,3 +117,18 @@ def ref_problem(name: str) -> str | None:
 def operands(*values: str | Path) -> Sequence[str | Path]:
     """Operands (repositories, refs) after `--`: git never reads them as options."""
     return ["--", *values]
+
+
+def checkout_state(path: Path) -> tuple[str, bool] | None:
+    """(commit, dirty) of the git work tree holding path: its HEAD, and whether any
+    tracked file differs from it or an untracked file is not ignored. None outside
+    a work tree, or in one without a commit."""
+    where = path if path.is_dir() else path.parent
+    head = run("-C", where, "rev-parse", "--verify", "-q", "HEAD^{commit}", check=False,
+               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    commit = head.stdout.decode(errors="replace").strip()
+    if head.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit):
+        return None
+    status = run("-C", where, "status", "--porcelain", check=False,
+                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    return commit, status.returncode != 0 or bool(status.stdout.strip())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,19 @@ def image_key(context_dir: Path) -> str:
 
 def image_tag(name: str, key: str) -> str:
     return f"localhost/jailbake-{name}:{key[:20]}"
+
+
+def image_digests(client: Any, tags: Mapping[str, str]) -> dict[str, str]:
+    """The engine's image id (sha256:...) of each tag it holds, by name."""
+    from docker.errors import DockerException
+
+    found = {}
+    for name, tag in sorted(tags.items()):
+        try:
+            found[name] = str(client.images.get(tag).id)
+        except DockerException as exc:
+            log.debug("%s: no image id: %s", tag, exc)
+    return found
 
 
 def base_images(context_dir: Path) -> list[str]:

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,10 +193,14 @@ def write_manifest(
     dest_dir: Path,
     store: Store,
     checks: Mapping[str, Mapping[str, Any]] | None = None,
+    runs_in: Mapping[str, str] | None = None,
+    builders: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[Artifact, dict[str, Any]]:
-    """manifest.json: every recipe with version, key, output digest and pins (and what
-    `jailbake repro` found of its result, from checks by key), and the artifacts.
-    Returns it and its content."""
+    """manifest.json: the layer files with their digests, every recipe with version,
+    key, output digest, pins and where it ran (runs_in: 'host', 'jailbake' or the
+    builder image's name), what `jailbake repro` found of its result (checks, by key),
+    the builder images used (builders, see sources.builders.describe), and the
+    artifacts. Returns it and its content. Nothing in it depends on the machine."""
     from .. import __version__
 
     recipes = []
@@ -213,6 +217,7 @@ def write_manifest(
                 "output_digest": result.output_digest,
                 "depends": sorted(recipe.depends),
                 "sources": [s.pin() for s in recipe.sources],
+                **({"runs_in": runs_in[name]} if runs_in and name in runs_in else {}),
                 **(
                     {"reproducibility": dict(checks[result.key])}
                     if checks and result.key in checks
@@ -223,6 +228,10 @@ def write_manifest(
     manifest = {
         "jailbake": __version__,
         "layers": layer_names(graph.layer),
+        "configuration": [
+            {"path": name, "sha256": file_sha256(path)}
+            for name, path in zip(layer_names(graph.layer), graph.layer.files, strict=True)
+        ],
         **(
             {"layer_repos": [{"name": n, "url": u, "commit": c} for n, u, c in graph.layer.repos]}
             if graph.layer.repos
@@ -232,6 +241,7 @@ def write_manifest(
         "source_date_epoch": graph.layer.source_date_epoch,
         "recipes": recipes,
         "artifacts": [{"path": a.path, "sha256": a.sha256, "recipe": a.recipe} for a in published],
+        **({"builders": [dict(b) for b in builders]} if builders else {}),
     }
     dest = dest_dir / MANIFEST
     tmp = dest_dir / f".{MANIFEST}.tmp-{os.urandom(4).hex()}"

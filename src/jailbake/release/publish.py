@@ -1,10 +1,12 @@
 """Publishing a build's artifacts, as CI pipelines do after a build.
 
 A release is the artifacts listed in artifacts/manifest.json (each checked against
-its recorded sha256), the manifest itself, an SPDX 2.3 SBOM written from it, and
-SHA256SUMS over all of them (`sha256sum -c` checks it). It goes to a directory or,
-with HTTP PUT (WebDAV style), to a URL. SHA256SUMS always goes last, so a reader
-who finds it finds everything it lists.
+its recorded sha256), the manifest itself, an SPDX 2.3 SBOM written from it, the
+provenance of them all (provenance.intoto.json), SHA256SUMS over all of them
+(`sha256sum -c` checks it) and, when a key is given, signatures of SHA256SUMS, the
+provenance and the SBOM. It goes to a directory or, with HTTP PUT (WebDAV style), to
+a URL. SHA256SUMS always goes last, so a reader who finds it finds everything it
+lists, and its signature.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from ..cache.keys import file_sha256
 from ..core import net, paths
 from ..core.errors import JailbakeError
 from ..core.fields import CONTROL
-from . import spdx
+from . import provenance, signing, spdx
 from .artifacts import MANIFEST
+from .provenance import PROVENANCE
 from .spdx import SBOM
 
 if TYPE_CHECKING:
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUMS = "SHA256SUMS"
+SIGNED = (SUMS, PROVENANCE, SBOM)  # what --sign signs
 RETRY_STATUS = (429, 500, 502, 503, 504)  # "try again"; 501 and the like will not change
 RETRIES = 4
 BACKOFF = 0.5
@@ -74,9 +78,32 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def prepare(artifacts_dir: Path) -> list[tuple[str, str]]:
-    """Check the artifacts against the manifest, write the SBOM and SHA256SUMS; return
-    (name, sha256) of every file of the release, SHA256SUMS last."""
+def release_run(
+    artifacts_dir: Path, manifest_sha256: str, fallback: provenance.Run
+) -> tuple[provenance.Run, bool]:
+    """The run details of the build that wrote the manifest, when it left them (build
+    --provenance), else fallback; and whether they were the build's."""
+    path = artifacts_dir / PROVENANCE
+    if path.is_file():
+        try:
+            run = provenance.run_of(provenance.load(path), manifest_sha256, path)
+        except provenance.ProvenanceError as exc:
+            log.warning("%s; written again", exc)
+            run = None
+        if run is not None:
+            return run, True
+    return fallback, False
+
+
+def prepare(
+    artifacts_dir: Path,
+    run: provenance.Run,
+    keys: Sequence[signing.SigningKey] = (),
+) -> tuple[list[tuple[str, str]], bool]:
+    """Check the artifacts against the manifest; write the SBOM, the provenance (with
+    the build's run details if it left them, else run's), SHA256SUMS and the
+    signatures. Returns (name, sha256) of every file of the release, SHA256SUMS last,
+    and whether the run details were the build's."""
     manifest = load_manifest(artifacts_dir)
     files: list[tuple[str, str]] = []
     for artifact in manifest["artifacts"]:
@@ -92,13 +119,21 @@ def prepare(artifacts_dir: Path) -> list[tuple[str, str]]:
                 "it changed after the build: build again"
             )
         files.append((artifact["path"], actual))
-    files.append((MANIFEST, file_sha256(artifacts_dir / MANIFEST)))
+    manifest_sha256 = file_sha256(artifacts_dir / MANIFEST)
+    files.append((MANIFEST, manifest_sha256))
     spdx.write(artifacts_dir, manifest)
     files.append((SBOM, file_sha256(artifacts_dir / SBOM)))
+    run, from_build = release_run(artifacts_dir, manifest_sha256, run)
+    provenance.write(artifacts_dir, MANIFEST, sorted(files), run)
+    files.append((PROVENANCE, file_sha256(artifacts_dir / PROVENANCE)))
     sums = "".join(f"{digest}  {name}\n" for name, digest in sorted(files))
     _write(artifacts_dir / SUMS, sums)
+    for key in keys:
+        for name in SIGNED:
+            sig = signing.sign(key, artifacts_dir / name)
+            files.append((sig.name, file_sha256(sig)))
     files.append((SUMS, file_sha256(artifacts_dir / SUMS)))
-    return files
+    return files, from_build
 
 
 def to_directory(artifacts_dir: Path, files: Sequence[tuple[str, str]], dest: Path) -> int:
@@ -207,8 +242,15 @@ def to_url(artifacts_dir: Path, files: Sequence[tuple[str, str]], url: str) -> i
     return len(todo)
 
 
-def publish_release(artifacts_dir: Path, to: str) -> tuple[list[tuple[str, str]], int]:
-    files = prepare(artifacts_dir)
+def publish_release(
+    artifacts_dir: Path,
+    to: str,
+    run: provenance.Run,
+    keys: Sequence[signing.SigningKey] = (),
+) -> tuple[list[tuple[str, str]], int, bool]:
+    """Prepare and send the release: (its files, how many were sent, whether the
+    provenance's run details are the build's)."""
+    files, from_build = prepare(artifacts_dir, run, keys)
     if to.startswith(("http://", "https://")):
-        return files, to_url(artifacts_dir, files, to)
-    return files, to_directory(artifacts_dir, files, Path(to))
+        return files, to_url(artifacts_dir, files, to), from_build
+    return files, to_directory(artifacts_dir, files, Path(to)), from_build

@@ -52,6 +52,32 @@ def builder_locks(graph: Graph) -> dict[str, debs.Lock]:
     return locks
 
 
+def describe(graph: Graph, used: Iterable[str]) -> list[dict[str, Any]]:
+    """The builder images `used` as manifest.json lists them: name, key and tag, and
+    for a pinned builder its lock's digest, the base lock it stands on and its packages
+    (the base's own lock listed as 'debian-base'). The same on every machine."""
+    dirs, locks = builder_dirs(graph), builder_locks(graph)
+
+    def packages(lock: debs.Lock) -> list[dict[str, str]]:
+        return [
+            {"name": d.name, "version": d.version, "architecture": d.architecture,
+             "sha256": d.sha256}
+            for d in lock.packages
+        ]  # fmt: skip
+
+    described: list[dict[str, Any]] = []
+    for name in sorted(set(used)):
+        key = engine.image_key(dirs[name])
+        entry: dict[str, Any] = {"name": name, "key": key, "tag": engine.image_tag(name, key)}
+        if (lock := locks.get(name)) is not None:
+            entry.update(lock=lock.digest, base=lock.base, packages=packages(lock))
+        described.append(entry)
+    base = locks.get(debs.BASE_DIR)
+    if base is not None and any(e.get("base") == base.digest for e in described):
+        described.append({"name": debs.BASE_DIR, "lock": base.digest, "packages": packages(base)})
+    return described
+
+
 def ensure_builders(graph: Graph, client: Any, fetcher: Fetcher) -> dict[str, str]:
     """Every builder image the graph uses, in the engine: present, loaded from a mirror
     directory, or made (from its pinned packages, fetched like sources; a builder

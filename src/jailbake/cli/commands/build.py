@@ -73,10 +73,13 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         action="store_true",
         help='end with one JSON line on stdout: the report, or {"ok": false, "error": ...}',
     )
+    grammar.provenance(sp)
     grammar.executor(sp, remembered=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
     from ...bake.options import BuildOptions
     from ...bake.replay import answer
     from ...cache.store import default_cache_dir
@@ -102,11 +105,17 @@ def run(args: argparse.Namespace) -> int:
         remote_instance=args.remote_instance,
     )
     view = BuildView()
+    started = datetime.now(UTC)
     report = answer(options, view)
     if report is None:  # something changed since the last build of this command
         from ...bake.build import bake
 
         report = bake(options, view)
+    if args.provenance:
+        from ...bake.attest import attest
+
+        written = attest(options, started, datetime.now(UTC), args.builder_id)
+        print(f"[jailbake] provenance: {written}", file=sys.stderr)
     remote = f"{len(report.downloaded)} from the remote cache, " if report.downloaded else ""
     total = len(report.built) + len(report.reused) + len(report.downloaded)
     print(
