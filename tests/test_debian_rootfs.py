@@ -15,8 +15,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 
-from conftest import SRC, copy_checkout
+from conftest import SRC, assert_valid_spdx, copy_checkout
 
 pytestmark = [pytest.mark.usefixtures("builder_images"), pytest.mark.slow]
 
@@ -43,7 +45,7 @@ def start(checkout: Path, cache: Path, art: Path, umask: str, tz: str) -> subpro
         *("bash", "-c", 'umask "$1"; shift; exec "$@"', "bash", umask),
         *(sys.executable, "-m", "jailbake.cli", "build", LAYER, "--target", "debian-rootfs"),
         *("--offline", "--mirror", str(ASSETS / "mirror")),
-        *("--cache-dir", str(cache), "--artifacts-dir", str(art), "--json"),
+        *("--cache-dir", str(cache), "--artifacts-dir", str(art), "--json", "--provenance"),
     ]
     return subprocess.Popen(
         argv, cwd=checkout, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -85,3 +87,32 @@ def test_debian_rootfs_builds_offline_and_identically_twice(tmp_path: Path) -> N
     assert members["./etc/apparmor.d/local/sbin.dhclient"].size == 0
     # Package files keep their own times; nothing is newer than SOURCE_DATE_EPOCH.
     assert max(m.mtime for m in members.values()) == 1580515200
+
+    # The SBOMs list every installed package, each with the .deb it came from.
+    status = tar_text(first, "./var/lib/dpkg/status")
+    installed = {
+        p.split("\n", 1)[0].removeprefix("Package: ")
+        for p in status.split("\n\n")
+        if "Status: install ok installed" in p
+    }
+    art = runs[0][2]
+    manifest = json.loads((art / "manifest.json").read_text())
+    (rootfs,) = [r for r in manifest["recipes"] if r["name"] == "debian-rootfs"]
+    assert {p["name"] for p in rootfs["packages"]} == installed and len(installed) > 100
+    sbom = json.loads((art / "sbom.spdx.json").read_text())
+    debs = [p for p in sbom["packages"] if p["SPDXID"].startswith("SPDXRef-Deb-")]
+    assert len(debs) == len(installed)
+    assert all(p["downloadLocation"].startswith("https://deb.debian.org/debian/pool/")
+               and p["checksums"][0]["algorithm"] == "SHA256" for p in debs)  # fmt: skip
+    licensed = [p for p in debs if p["licenseDeclared"] != "NOASSERTION"]
+    assert len(licensed) > len(debs) // 2, "most copyright files are machine-readable"
+    assert_valid_spdx(art / "sbom.spdx.json")
+    cdx = (art / "sbom.cdx.json").read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(cdx) is None
+
+
+def tar_text(path: Path, name: str) -> str:
+    with tarfile.open(path) as tar:
+        f = tar.extractfile(name)
+        assert f is not None
+        return f.read().decode()

@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 
 from conftest import ROOT, Project, WebDAV, assert_valid_spdx, copy_checkout, jailbake
 from test_fetch import git_repo
 
-RELEASE = {"SHA256SUMS", "manifest.json", "sbom.spdx.json", "provenance.intoto.json"}
+RELEASE = {"SHA256SUMS", "manifest.json", "sbom.spdx.json", "sbom.cdx.json",
+           "provenance.intoto.json"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,9 @@ def test_release_directory_checks_and_validates(built: tuple[Path, Path], tmp_pa
 
     sbom_path = dest / "sbom.spdx.json"
     assert_valid_spdx(sbom_path)
+    cdx = (dest / "sbom.cdx.json").read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(cdx) is None
+    assert {c["name"] for c in json.loads(cdx)["components"]} >= {"hello", "hello-sdcard.img"}
     sbom = json.loads(sbom_path.read_text())
     assert sbom["spdxVersion"] == "SPDX-2.3"
     packages = {p["name"]: p for p in sbom["packages"]}
@@ -125,7 +131,7 @@ def test_upload_to_webdav_puts_checksums_last_and_skips_what_is_there(
     assert signed.returncode == 0, signed.stderr
     puts = [p.rsplit("/", 1)[1] for m, p, _ in webdav.requests()[first:] if m == "PUT"]
     assert puts[-1] == "SHA256SUMS" and {
-        "SHA256SUMS.sig", "provenance.intoto.json.sig", "sbom.spdx.json.sig"
+        "SHA256SUMS.sig", "provenance.intoto.json.sig", "sbom.spdx.json.sig", "sbom.cdx.json.sig"
     } == set(puts[:-1]), puts  # fmt: skip
 
 

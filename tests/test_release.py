@@ -100,7 +100,8 @@ def test_build_provenance_names_what_was_built_from_what(checkout: Path) -> None
     manifest = json.loads((art / "manifest.json").read_text())
     subjects = {s["name"]: s["digest"]["sha256"] for s in document["subject"]}
     expected = {a["path"]: a["sha256"] for a in manifest["artifacts"]}
-    expected |= {n: file_sha256(art / n) for n in ("manifest.json", "sbom.spdx.json")}
+    expected |= {n: file_sha256(art / n) for n in ("manifest.json", "sbom.spdx.json",
+                                                    "sbom.cdx.json")}  # fmt: skip
     assert subjects == expected and "hello-sdcard.img" in subjects
 
     definition = document["predicate"]["buildDefinition"]
@@ -153,12 +154,13 @@ def test_a_signed_release_verifies_against_its_checkout(
 ) -> None:
     release, pub = signed
     names = {p.name for p in release.iterdir()}
-    assert {"SHA256SUMS.sig", "provenance.intoto.json.sig", "sbom.spdx.json.sig"} <= names
+    assert {"SHA256SUMS.sig", "provenance.intoto.json.sig", "sbom.spdx.json.sig",
+            "sbom.cdx.json.sig"} <= names  # fmt: skip
     listed = {line.split("  ", 1)[1] for line in (release / "SHA256SUMS").read_text().splitlines()}
     assert "provenance.intoto.json" in listed and not any(n.endswith(".sig") for n in listed)
     result = verify(checkout, release, pub, HELLO)
     assert result.rc == 0, result.stdout + result.stderr
-    assert result.stdout == "" and "3 signatures (ssh): good" in result.stderr
+    assert result.stdout == "" and "4 signatures (ssh): good" in result.stderr
     # The build's run details were kept: the builder id given to the build.
     document = json.loads((release / "provenance.intoto.json").read_text())
     assert document["predicate"]["runDetails"]["builder"]["id"] == BUILDER
@@ -226,7 +228,7 @@ def test_a_wrong_key_fails_every_signature(
     result = verify(checkout, release, stranger)
     assert result.rc == 1
     lines = result.stdout.splitlines()
-    assert len(lines) == 3 and all("not a good signature" in line for line in lines), lines
+    assert len(lines) == 4 and all("not a good signature" in line for line in lines), lines
 
 
 def test_a_checkout_that_moved_on_does_not_match(
@@ -347,7 +349,7 @@ def test_publish_without_the_builds_provenance_says_so(checkout: Path, tmp_path:
     # Unsigned, it still checks against its checksums; a key finds no signature.
     key = ssh_key(tmp_path).with_suffix(".pub")
     result = verify(checkout, release, key)
-    assert result.rc == 1 and len(result.stdout.splitlines()) == 3
+    assert result.rc == 1 and len(result.stdout.splitlines()) == 4
     assert all(": missing: " in line for line in result.stdout.splitlines())
 
 

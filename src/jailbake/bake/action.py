@@ -590,6 +590,15 @@ class RecipeBuilder:
             target = tree / output.path
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(produced, target)
+        if recipe.config_file:
+            config = paths.check_inside(tree, recipe.config_file, origin=f"{recipe.name}: config")
+            if config.is_symlink() or not config.is_file():
+                raise BuildError(
+                    f"{recipe.where('config_file')}: config_file: {recipe.config_file!r} is "
+                    "not a file the step left among its outputs",
+                    1,
+                    log_path,
+                )
         return tree
 
 

@@ -13,8 +13,9 @@ from ..cache.keys import file_sha256
 from ..core import gitcmd
 from ..core.errors import JailbakeError
 from ..executors.step import ExecutorKind
-from ..release import provenance
+from ..release import cdx, provenance
 from ..release.artifacts import MANIFEST
+from ..release.cdx import CDX
 from ..release.spdx import SBOM
 from .options import BuildOptions
 
@@ -75,6 +76,7 @@ def attest(options: BuildOptions, started: datetime, finished: datetime, builder
         image_digests=image_digests(options, manifest),
         checkout=checkout_of(options.configs),
     )
+    cdx.write(art, manifest)  # the provenance vouches for both SBOMs
     subjects = [(a["path"], a["sha256"]) for a in manifest["artifacts"]]
-    subjects += [(name, file_sha256(art / name)) for name in (MANIFEST, SBOM)]
+    subjects += [(name, file_sha256(art / name)) for name in (MANIFEST, SBOM, CDX)]
     return provenance.write(art, MANIFEST, sorted(subjects), run)

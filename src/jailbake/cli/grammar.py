@@ -21,6 +21,7 @@ COMMANDS = (
     "mirror",
     "publish",
     "verify-release",
+    "cve",
     "list",
     "explain",
     "graph",

@@ -116,6 +116,12 @@ class Recipe:
     license_files: tuple[LicenseFile, ...] = ()
     redistribute: bool = True  # False: legal-info ships no sources (binary blobs)
     ccache: bool = True  # False: the step compiles without the builder's compiler cache
+    # An output file holding the configuration it was built with (a kernel's .config):
+    # the SBOM records its digest. Not part of the key: it says nothing of the build.
+    config_file: str = ""
+    # How vulnerability databases name it (OSV: ecosystem and package), as Yocto's
+    # CVE_PRODUCT does; matched with its version. Not part of the key either.
+    cve_product: tuple[str, str] | None = None
     # The layer files it names, as written (links unresolved) and as found (see replay).
     layer_refs: tuple[tuple[str, str], ...] = ()
 
@@ -158,6 +164,8 @@ _KEYS = {
     "license_files": False,
     "redistribute": False,
     "ccache": False,
+    "config_file": False,
+    "cve_product": False,
     "sources": False,
     "patches": False,
     "depends": False,
@@ -296,8 +304,46 @@ def _build(ctx: Fields, data: Mapping[str, Any]) -> Recipe:
         license_files=license_files,
         redistribute=_bool(ctx, data.get("redistribute", True), "redistribute"),
         ccache=_bool(ctx, data.get("ccache", True), "ccache"),
+        config_file=_config_file(ctx, data.get("config_file"), outputs),
+        cve_product=_cve_product(ctx, data.get("cve_product")),
         layer_refs=tuple(ctx.refs),
     )
+
+
+def _config_file(ctx: Fields, value: Any, outputs: tuple[Output, ...]) -> str:
+    """config_file: a file path that is, or lies inside, one of the declared outputs."""
+    if value is None:
+        return ""
+    path = ctx.relpath(value, "config_file")
+    if not any(path == o.path or path.startswith(o.path + "/") for o in outputs):
+        raise ctx.error(
+            "config_file",
+            f"expected a file among the outputs ({', '.join(o.path for o in outputs)}), "
+            f"got {path!r}",
+        )
+    return path
+
+
+_PRODUCT_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:/+-]{0,99}")
+
+
+def _cve_product(ctx: Fields, value: Any) -> tuple[str, str] | None:
+    """cve_product: {ecosystem: Linux, name: Kernel}, each one line of plain words."""
+    if value is None:
+        return None
+    data = ctx.mapping(value, "cve_product")
+    ctx.only(data, {"ecosystem", "name"}, "cve_product")
+    parts = []
+    for key in ("ecosystem", "name"):
+        part = data.get(key)
+        if not isinstance(part, str) or not _PRODUCT_PART.fullmatch(part):
+            raise ctx.error(
+                f"cve_product.{key}",
+                "expected a name as the vulnerability database writes it (OSV: an "
+                "ecosystem like Linux or Debian:12, a package like Kernel)",
+            )
+        parts.append(part)
+    return parts[0], parts[1]
 
 
 def _bool(ctx: Fields, value: Any, field: str) -> bool:

@@ -19,6 +19,7 @@ from ..cache.store import ActionResult, Store
 from ..core import paths
 from ..core.errors import CacheError, JailbakeError
 from ..core.files import copy_hashed, normalize_tree
+from . import inventory
 
 if TYPE_CHECKING:  # a build answered from its record loads no model
     from ..model.graph import Graph
@@ -186,6 +187,57 @@ def _license_files(recipe: Recipe, store: Store) -> dict[str, Any]:
     return {"license_files": entries} if entries else {}
 
 
+def _contents(recipe: Recipe, result: ActionResult, store: Store) -> dict[str, Any]:
+    """What the SBOM says of a recipe's output beyond its pins: the Debian packages of a
+    root file system among its outputs, and the digest of its configuration file."""
+    found: dict[str, Any] = {}
+    tree = store.tree_path(result.output_digest)
+    for output in recipe.outputs:
+        path = tree / output.path
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            packages = inventory.of_dir(path)
+        elif path.name.endswith(".tar") and path.is_file():
+            packages = inventory.of_tar(path)
+        else:
+            continue
+        if packages is not None:
+            found.update(packages.to_dict())
+            break
+    if recipe.cve_product is not None:
+        found["cve_product"] = dict(zip(("ecosystem", "name"), recipe.cve_product, strict=True))
+    if recipe.config_file:
+        digests = {e["path"]: e["sha256"] for e in result.outputs if e["type"] == "file"}
+        if recipe.config_file in digests:
+            found["config"] = {"path": recipe.config_file, "sha256": digests[recipe.config_file]}
+        else:
+            raise JailbakeError(
+                f"{recipe.where('config_file')}: config_file: {recipe.config_file!r} is not a "
+                "file the build left among its outputs"
+            )
+    return found
+
+
+def _holds(recipe: Recipe, entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The dependencies whose outputs this recipe's output holds: those its root file
+    system or image places, and those whose Debian packages its own root file system
+    has, every one of them (it was made from theirs)."""
+    held = set()
+    if recipe.rootfs is not None:
+        held |= {c.recipe for c in recipe.rootfs.contents}
+    if recipe.image is not None:
+        held |= {c.recipe for p in recipe.image.partitions for c in p.contents}
+    mine = {(p["name"], p["version"], p["architecture"])
+            for p in entries[recipe.name].get("packages", [])}  # fmt: skip
+    for dep in recipe.depends:
+        theirs = {(p["name"], p["version"], p["architecture"])
+                  for p in entries.get(dep, {}).get("packages", [])}  # fmt: skip
+        if theirs and theirs <= mine:
+            held.add(dep)
+    return sorted(held & set(recipe.depends))
+
+
 def write_manifest(
     graph: Graph,
     results: dict[str, ActionResult],
@@ -218,6 +270,7 @@ def write_manifest(
                 "depends": sorted(recipe.depends),
                 "sources": [s.pin() for s in recipe.sources],
                 **({"runs_in": runs_in[name]} if runs_in and name in runs_in else {}),
+                **_contents(recipe, result, store),
                 **(
                     {"reproducibility": dict(checks[result.key])}
                     if checks and result.key in checks
@@ -225,6 +278,10 @@ def write_manifest(
                 ),
             }
         )
+    entries = {r["name"]: r for r in recipes}
+    for name in graph.order:
+        if held := _holds(graph.recipes[name], entries):
+            entries[name]["contains"] = held
     manifest = {
         "jailbake": __version__,
         "layers": layer_names(graph.layer),

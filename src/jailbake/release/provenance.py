@@ -27,6 +27,7 @@ from typing import Any
 
 from ..cache.keys import file_sha256
 from ..core.errors import JailbakeError
+from .inventory import Package
 
 PROVENANCE = "provenance.intoto.json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -108,9 +109,10 @@ def source_dependency(recipe: str, pin: Mapping[str, Any]) -> dict[str, Any] | N
 
 
 def _deb(name: str, package: Mapping[str, Any]) -> dict[str, Any]:
+    deb = Package(str(package["name"]), str(package["version"]), str(package["architecture"]),
+                  str(package["name"]), "")  # fmt: skip
     return {
-        "uri": f"pkg:deb/debian/{package['name']}@{package['version']}"
-        f"?arch={package['architecture']}",
+        "uri": deb.purl,
         "digest": {"sha256": str(package["sha256"])},
         "annotations": {"builder": name},
     }

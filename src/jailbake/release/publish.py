@@ -1,12 +1,12 @@
 """Publishing a build's artifacts, as CI pipelines do after a build.
 
 A release is the artifacts listed in artifacts/manifest.json (each checked against
-its recorded sha256), the manifest itself, an SPDX 2.3 SBOM written from it, the
-provenance of them all (provenance.intoto.json), SHA256SUMS over all of them
-(`sha256sum -c` checks it) and, when a key is given, signatures of SHA256SUMS, the
-provenance and the SBOM. It goes to a directory or, with HTTP PUT (WebDAV style), to
-a URL. SHA256SUMS always goes last, so a reader who finds it finds everything it
-lists, and its signature.
+its recorded sha256), the manifest itself, the SBOMs written from it (SPDX 2.3 and
+CycloneDX 1.6), the provenance of them all (provenance.intoto.json), SHA256SUMS over
+all of them (`sha256sum -c` checks it) and, when a key is given, signatures of
+SHA256SUMS, the provenance and the SBOMs. It goes to a directory or, with HTTP PUT
+(WebDAV style), to a URL. SHA256SUMS always goes last, so a reader who finds it finds
+everything it lists, and its signature.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from ..cache.keys import file_sha256
 from ..core import net, paths
 from ..core.errors import JailbakeError
 from ..core.fields import CONTROL
-from . import provenance, signing, spdx
+from . import cdx, provenance, signing, spdx
 from .artifacts import MANIFEST
+from .cdx import CDX
 from .provenance import PROVENANCE
 from .spdx import SBOM
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUMS = "SHA256SUMS"
-SIGNED = (SUMS, PROVENANCE, SBOM)  # what --sign signs
+SIGNED = (SUMS, PROVENANCE, SBOM, CDX)  # what --sign signs
 RETRY_STATUS = (429, 500, 502, 503, 504)  # "try again"; 501 and the like will not change
 RETRIES = 4
 BACKOFF = 0.5
@@ -123,6 +124,8 @@ def prepare(
     files.append((MANIFEST, manifest_sha256))
     spdx.write(artifacts_dir, manifest)
     files.append((SBOM, file_sha256(artifacts_dir / SBOM)))
+    cdx.write(artifacts_dir, manifest)
+    files.append((CDX, file_sha256(artifacts_dir / CDX)))
     run, from_build = release_run(artifacts_dir, manifest_sha256, run)
     provenance.write(artifacts_dir, MANIFEST, sorted(files), run)
     files.append((PROVENANCE, file_sha256(artifacts_dir / PROVENANCE)))

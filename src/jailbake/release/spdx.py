@@ -1,7 +1,10 @@
 """The SPDX 2.3 document of a build (sbom.spdx.json), written from its manifest: a
-package per recipe (and per source of recipes with several) with its licence files
-where the recipe pins them, the artifacts as files generated from the recipes, and
-their dependencies. Every build writes it beside the artifacts; publish sends it."""
+package per recipe (and per source of recipes with several) with its package URL and
+its licence files where the recipe pins them, the Debian packages inside each root
+file system, the artifacts as files generated from the recipes, and how they relate
+(an image CONTAINS its root file system, which CONTAINS its packages; a recipe
+DEPENDS_ON what it was built with). Every build writes it beside the artifacts;
+publish sends it."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from . import components
 
 NONE = "NOASSERTION"
 SBOM = "sbom.spdx.json"
@@ -143,6 +148,42 @@ def _check_annotation(check: dict[str, Any], version: str) -> dict[str, str]:
     }
 
 
+def _purl_ref(purl: str) -> list[dict[str, str]]:
+    return [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+             "referenceLocator": purl}] if purl else []  # fmt: skip
+
+
+def _config_annotation(config: dict[str, Any], version: str, when: str) -> dict[str, str]:
+    return {
+        "annotationDate": when,
+        "annotationType": "OTHER",
+        "annotator": f"Tool: jailbake-{version}",
+        "comment": f"configuration {config['path']}: sha256 {config['sha256']}",
+    }
+
+
+def _deb_package(deb: components.Deb, ident: str) -> dict[str, Any]:
+    p = deb.package
+    package: dict[str, Any] = {
+        "SPDXID": ident,
+        "name": p.name,
+        "versionInfo": p.version,
+        "supplier": "Organization: Debian",
+        "downloadLocation": deb.url if _LOCATION.match(deb.url) else NONE,
+        "filesAnalyzed": False,
+        "licenseConcluded": NONE,
+        "licenseDeclared": p.license or NONE,
+        "copyrightText": NONE,
+        "externalRefs": _purl_ref(p.purl),
+        "primaryPackagePurpose": "LIBRARY",
+    }
+    if p.source != p.name:
+        package["sourceInfo"] = f"built from the Debian source package {p.source}"
+    if deb.sha256:
+        package["checksums"] = _sha256(deb.sha256)
+    return package
+
+
 def sbom(
     manifest: dict[str, Any], artifacts_dir: Path, sha1_of: Sha1Of = file_sha1
 ) -> dict[str, Any]:
@@ -154,6 +195,9 @@ def sbom(
     ids = _Ids()
     # Recipe names are unique, and so are their ids unless two sanitize alike.
     recipe_ids = {r["name"]: ids.new("Package", r["name"]) for r in manifest["recipes"]}
+    debs = components.debs(manifest)
+    created = datetime.fromtimestamp(int(manifest.get("source_date_epoch", 0)), UTC)
+    when = created.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def relate(a: str, kind: str, b: str) -> None:
         relationships.append(
@@ -174,10 +218,17 @@ def sbom(
             "copyrightText": "NOASSERTION",
             "comment": f"jailbake key {recipe['key']}, output {recipe['output_digest']}",
         }
+        if purl := components.purl_of(recipe):
+            package["externalRefs"] = _purl_ref(purl)
         if recipe.get("summary"):
             package["summary"] = recipe["summary"]
+        annotations = []
         if check := recipe.get("reproducibility"):
-            package["annotations"] = [_check_annotation(check, manifest.get("jailbake", ""))]
+            annotations.append(_check_annotation(check, manifest.get("jailbake", "")))
+        if config := recipe.get("config"):
+            annotations.append(_config_annotation(config, manifest.get("jailbake", ""), when))
+        if annotations:
+            package["annotations"] = annotations
         if len(sources) == 1 and "sha256" in sources[0]:
             package["checksums"] = _sha256(sources[0]["sha256"])
         packages.append(package)
@@ -202,8 +253,13 @@ def sbom(
                     ]
                 packages.append(entry)
                 relate(ident, "CONTAINS", sub)
+        held = set(recipe.get("contains", []))
         for dep in recipe["depends"]:
-            relate(ident, "DEPENDS_ON", recipe_ids[dep])
+            relate(ident, "CONTAINS" if dep in held else "DEPENDS_ON", recipe_ids[dep])
+        for deb in debs.get(recipe["name"], []):
+            sub = ids.new("Deb", f"{deb.package.name}-{deb.package.architecture}")
+            packages.append(_deb_package(deb, sub))
+            relate(ident, "CONTAINS", sub)
 
     for artifact in manifest["artifacts"]:
         sha256 = artifact["sha256"]
@@ -229,7 +285,6 @@ def sbom(
         for target in manifest.get("targets") or []:
             if target in recipe_ids:
                 relate("SPDXRef-DOCUMENT", "DESCRIBES", recipe_ids[target])
-    created = datetime.fromtimestamp(int(manifest.get("source_date_epoch", 0)), UTC)
     name = "-".join(manifest.get("targets") or ["jailbake"])
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     declared = [str(p["licenseDeclared"]) for p in packages]
@@ -242,7 +297,7 @@ def sbom(
         # Unique per release, yet the same for the same build: derived from the manifest.
         "documentNamespace": f"https://spdx.org/spdxdocs/jailbake/{name}-{digest}",
         "creationInfo": {
-            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": when,
             "creators": [f"Tool: jailbake-{manifest.get('jailbake', 'unknown')}"],
         },
         "packages": packages,

@@ -65,6 +65,11 @@ def deb_source(deb: Deb) -> Source:
     return Source(SourceKind.URL, deb.url, sha256=deb.sha256, unpack=False, filename=deb.filename)
 
 
+def git_dir(store_root: Path, url: str) -> Path:
+    """Where a cache keeps the repository of a git source."""
+    return store_root / "git" / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".git")
+
+
 class Fetcher:
     """Puts each source in the cache, from the cache, a mirror, or upstream."""
 
@@ -100,7 +105,7 @@ class Fetcher:
 
     # -- what is missing ---------------------------------------------------------
     def git_dir(self, url: str) -> Path:
-        return self.store.root / "git" / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".git")
+        return git_dir(self.store.root, url)
 
     def _have_commit(self, url: str, commit: str) -> bool:
         git_dir = self.git_dir(url)
