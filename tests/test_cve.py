@@ -211,7 +211,10 @@ def test_without_the_repository_only_named_commits_count(
 @pytest.mark.parametrize(
     ("vex", "message"),
     [
-        ("{", "not JSON"),
+        ("{", "not a JSON file"),
+        ('{"@context": "https://openvex.dev/ns/v0.2.0", "statements": [{"vulnerability": '
+         '{"name": "CVE-1", "aliases": "CVE-2"}, "products": [{"@id": "recipe:kernel"}], '
+         '"status": "fixed"}]}', "vulnerability.aliases: expected a list of ids"),
         ('{"@context": "https://openvex.dev/ns/v0.2.0", "statements": [{"vulnerability": '
          '{"name": "CVE-1"}, "products": [{"@id": "recipe:kernel"}], "status": "not_affected"}]}',
          "needs a justification or an impact_statement"),
@@ -252,3 +255,86 @@ def test_ranges_as_osv_evaluates_them() -> None:
     assert osv.in_range("5.4.16", [("introduced", "0"), ("last_affected", "5.4.16")], n)
     assert not osv.in_range("5.4.17", [("introduced", "0"), ("last_affected", "5.4.16")], n)
     assert not osv.in_range("5.10.1", [("introduced", "5.4.0"), ("limit", "5.5")], n)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"id": "JB-1", "affected": [], "severity": 5}', "severity: expected a list"),
+        ('{"id": "JB-1", "affected": [{"package": {"ecosystem": "Linux", "name": "Kernel"}, '
+         '"ranges": 5}]}', "ranges: expected a list"),
+        ("[" * 100000 + "]" * 100000, "recursion"),
+        ('{"id": "JB-1", "affected": [{"package": {"ecosystem": "Linux", "name": "Kernel"}, '
+         '"ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "1.\\u00b2"}]}]}]}',
+         "introduced: expected a version or a commit"),
+        ('{"id": "JB-1", "affected": [{"package": {"ecosystem": "Linux", "name": "Kernel"}, '
+         '"ranges": [{"type": "ECOSYSTEM", "events": [{"fixed": "\\u001b]0;x\\u0007"}]}]}]}',
+         "fixed: expected a version or a commit"),
+        ('{"id": "JB-1", "aliases": "CVE-1", "affected": []}', "aliases: expected a list"),
+    ],
+    ids=["severity", "ranges", "nesting", "unicode-digit", "escape", "aliases"],
+)  # fmt: skip
+def test_each_malformed_record_is_one_line_and_the_rest_are_read(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    (tmp_path / "bad.json").write_text(text)
+    good = record("JB-GOOD", "Linux", "Kernel", [{"introduced": "0"}])
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    db = osv.load(tmp_path)
+    assert [r.id for r in db.records] == ["JB-GOOD"]
+    (line,) = db.malformed
+    assert "bad.json" in line and message in line.lower() and "\n" not in line
+
+
+def test_a_fifo_or_a_link_in_the_database_is_skipped(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "link.json").symlink_to("/etc/hostname")
+    db = osv.load(tmp_path)
+    assert db.records == [] and len(db.malformed) == 2
+
+
+def test_pre_releases_come_before_their_release() -> None:
+    n = osv.numeric_compare
+    assert n("6.8-rc1", "6.8") < 0 < n("6.8", "6.8-rc7") and n("1.0.0-alpha", "1.0.0-beta") < 0
+    assert osv.in_range("6.8-rc1", [("introduced", "0"), ("fixed", "6.8")], n)
+
+
+def test_vex_names_components_by_package_url_or_recipe(setup: dict[str, Any]) -> None:
+    from jailbake.release import cve as cve_module
+    from jailbake.release.vex import Statement
+
+    manifest = json.loads((setup["art"] / "manifest.json").read_text())
+    found = {c.ref: c for c in cve_module.components_of(manifest, lambda url: None)}
+    foo = found["debsrc:rootfs:foo"]
+    assert foo.named_by("pkg:deb/debian/foo@2.0-1")  # versioned, no qualifiers
+    assert foo.named_by("pkg:deb/debian/libfoo")  # one of its binary packages
+    assert foo.named_by("pkg:deb/debian/libfoo@2.0-1+b1?arch=arm64")
+    assert not foo.named_by("pkg:deb/debian/foo@9.9-1")
+    assert not foo.named_by("recipe:rootfs"), "a recipe's name is not its packages'"
+    assert found["recipe:kernel"].named_by("recipe:kernel")
+    # The last statement given wins: --vex after the layer's.
+    report = cve_module.Report([foo])
+    db = osv.load(setup["db"])
+    report = cve_module.match(db, [foo])
+    layer = Statement(frozenset({"DEBIAN-CVE-2099-0001"}), frozenset({"pkg:deb/debian/foo"}),
+                      "not_affected", "component_not_present")  # fmt: skip
+    later = Statement(frozenset({"DEBIAN-CVE-2099-0001"}), frozenset({"pkg:deb/debian/libfoo"}),
+                      "affected")  # fmt: skip
+    cve_module.apply_vex(report, [layer, later])
+    (finding,) = [f for f in report.findings if f.record.id == "DEBIAN-CVE-2099-0001"]
+    assert finding.status == "affected"
+
+
+def test_the_report_is_the_same_for_the_same_build_and_database(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    outputs = []
+    for n in range(2):
+        cve(setup, "--report-dir", str(tmp_path / f"r{n}"))
+        outputs.append([(tmp_path / f"r{n}" / name).read_bytes()
+                        for name in ("cve.json", "vex.openvex.json", "index.html")])  # fmt: skip
+    assert outputs[0] == outputs[1]
+    doc = json.loads(outputs[0][0])
+    assert doc["as_of"] == "2026-01-01T00:00:00Z"

@@ -253,14 +253,24 @@ def test_a_checkout_that_moved_on_does_not_match(
 
 
 def _key_material(path: Path) -> list[bytes]:
-    """The secret parts of a key file: its base64 lines (no headers or comments)."""
+    """The secret parts of a key file: its base64 lines (no headers or comments), and
+    the bytes they decode to (a key copied in binary form, a keyring, shows those)."""
+    import base64
+    import re
+
     lines = path.read_bytes().splitlines()
-    return [line for line in lines if len(line) >= 40 and not line.startswith(b"-----")]
+    body = [line for line in lines if len(line) >= 40 and re.fullmatch(rb"[A-Za-z0-9+/=]+", line)]
+    joined = b"".join(body)
+    decoded = base64.b64decode(joined[: len(joined) // 4 * 4])
+    # Slices of the packet past its public part: where a secret key's bytes are.
+    chunks = [decoded[i : i + 24] for i in range(len(decoded) // 2, len(decoded) - 24, 24)]
+    return body + [c for c in chunks if len(set(c)) > 16]  # not padding: key bytes
 
 
 def _nowhere_but_the_key(secret: list[bytes], *dirs: Path) -> None:
     for d in dirs:
         for path in d.rglob("*"):
+            assert path.name not in ("private-keys-v1.d", "pubring.kbx", "secring.gpg"), path
             if path.is_file():
                 data = path.read_bytes()
                 assert not any(s in data for s in secret), path
@@ -381,3 +391,62 @@ def test_a_private_key_is_refused_as_the_public_one(
     release, pub = signed
     result = verify(checkout, release, pub.with_suffix(""))
     assert result.rc != 0 and "expected an OpenSSH, minisign or GnuPG public key" in (result.stderr)
+
+
+def test_a_fifo_or_a_link_for_sha256sums_is_one_line(
+    checkout: Path, signed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    release, pub = signed
+    outside = tmp_path / "elsewhere"
+    outside.write_bytes((release / "SHA256SUMS").read_bytes())
+    (release / "SHA256SUMS").unlink()
+    (release / "SHA256SUMS").symlink_to(outside)
+    result = verify(checkout, release, pub)
+    assert result.rc == 1 and "SHA256SUMS: not read: a symbolic link" in result.stdout
+    (release / "SHA256SUMS").unlink()
+    os.mkfifo(release / "SHA256SUMS")
+    result = verify(checkout, release, pub)  # returns: nothing waits on the FIFO
+    assert result.rc == 1 and "SHA256SUMS: not read: not a regular file" in result.stdout
+    assert len(result.stdout.splitlines()) == 1
+
+
+def test_a_provenance_of_the_wrong_shape_is_one_line(
+    checkout: Path, signed: tuple[Path, Path]
+) -> None:
+    """Signed and listed, but not what jailbake writes: a problem, not a traceback."""
+    release, pub = signed
+    path = release / "provenance.intoto.json"
+    document = json.loads(path.read_text())
+    document["predicate"]["buildDefinition"]["externalParameters"]["targets"] = "hello"
+    path.write_text(json.dumps(document))
+    result = verify(checkout, release, pub, HELLO)
+    assert result.rc == 1 and "Traceback" not in result.stderr
+    assert any("externalParameters.targets: expected a list of names" in line
+               for line in result.stdout.splitlines()), result.stdout  # fmt: skip
+
+
+def test_one_key_of_each_kind_and_no_stale_signatures(checkout: Path, tmp_path: Path) -> None:
+    art = copy_art(checkout, tmp_path)
+    release = tmp_path / "release"
+    a, b = ssh_key(tmp_path, "a"), ssh_key(tmp_path, "b")
+    twice = publish(checkout, art, release, "--sign", str(a), "--sign", str(b))
+    assert twice.rc == 2 and "one key of each kind" in twice.stderr and not release.exists()
+    assert publish(checkout, art, release, "--sign", str(a)).rc == 0
+    secret, pub = tmp_path / "m.key", tmp_path / "m.pub"
+    subprocess.run(["minisign", "-G", "-W", "-p", str(pub), "-s", str(secret)], check=True,
+                   capture_output=True)  # fmt: skip
+    assert publish(checkout, art, release, "--sign", str(secret)).rc == 0
+    # The ssh signatures of the earlier publish would vouch for other bytes: gone.
+    assert not list(release.glob("*.sig")) and not list(art.glob("*.sig"))
+    assert verify(checkout, release, pub).rc == 0
+
+
+def test_publish_keeps_only_a_builds_run_details(checkout: Path, tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    jailbake("build", HELLO, "--executor", "host", "--cache-dir", str(cache_of(checkout)),
+             "--artifacts-dir", str(art), cwd=checkout, check=True)  # fmt: skip
+    for n, builder in enumerate(("https://ci.example.org/a", "https://ci.example.org/b")):
+        result = publish(checkout, art, tmp_path / f"r{n}", "--builder-id", builder)
+        assert result.rc == 0 and "no run details" in result.stderr
+        document = json.loads((tmp_path / f"r{n}" / "provenance.intoto.json").read_text())
+        assert document["predicate"]["runDetails"]["builder"]["id"] == builder

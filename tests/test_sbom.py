@@ -274,3 +274,25 @@ def test_licence_synopses_as_spdx_expressions() -> None:
     assert inventory.spdx_expression("GPL-2 with OpenSSL exception") == ""
     assert inventory.spdx_expression("or GPL-2") == ""
     assert inventory.license_of("Files: *\nLicense: GPL-2\n") == ""  # no Format: line
+
+
+def test_a_root_file_system_s_links_are_not_followed_to_this_machine(tmp_path: Path) -> None:
+    """A tree whose /var, /usr or /etc is a link names the reader's own files: none of
+    them is read."""
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ("var", "usr", "etc"):
+        (root / name).symlink_to(f"/{name}")
+    assert inventory.of_dir(root) is None
+    (root / "var").unlink()
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "var/lib/dpkg/status").write_text(STATUS + STATUS)  # each package twice
+    found = inventory.of_dir(root)
+    assert found is not None and found.os_id == ""  # /etc/os-release was not read
+    assert [p.name for p in found.packages] == ["dual", "libfoo", "libfoo-dev", "tool"]
+    assert all(p.license == "" for p in found.packages)  # /usr/share/doc was not read
+
+
+def test_grouped_licences_are_not_guessed() -> None:
+    assert inventory.spdx_expression("(GPL-2+ or MIT) and BSD-3-clause") == ""
+    assert inventory.spdx_expression("*") == ""

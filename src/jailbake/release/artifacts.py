@@ -20,6 +20,7 @@ from ..core import paths
 from ..core.errors import CacheError, JailbakeError
 from ..core.files import copy_hashed, normalize_tree
 from . import inventory
+from .provenance import code_digest
 
 if TYPE_CHECKING:  # a build answered from its record loads no model
     from ..model.graph import Graph
@@ -284,6 +285,7 @@ def write_manifest(
             entries[name]["contains"] = held
     manifest = {
         "jailbake": __version__,
+        "jailbake_sha256": code_digest(),
         "layers": layer_names(graph.layer),
         "configuration": [
             {"path": name, "sha256": file_sha256(path)}

@@ -43,13 +43,36 @@ class Component:
     repo: str = ""  # matched by GIT ranges: the repository and commit
     commit: str = ""
     git_dir: Path | None = None  # a repository holding its history, if the cache has one
-    binaries: tuple[str, ...] = ()  # a Debian source package's binary packages
+    binaries: tuple[tuple[str, str], ...] = ()  # a Debian source's binary packages, versions
 
-    @property
-    def product_ids(self) -> set[str]:
-        """What a VEX statement may name it by: its purl, with or without version."""
-        bare = self.purl.split("?", 1)[0].split("@", 1)[0]
-        return {self.purl, bare, self.ref, f"recipe:{self.recipe}"} - {""}
+    def named_by(self, product: str) -> bool:
+        """Whether a VEX statement's product names this component: recipe:NAME for a
+        recipe's own component, or a package URL of it (or, for a Debian source
+        package, of one of its binary packages), with or without version; qualifiers
+        are not compared."""
+        if product.startswith("recipe:"):
+            return not self.binaries and product == f"recipe:{self.recipe}"
+        wanted = _purl(product)
+        if wanted is None:
+            return False
+        candidates = [(_purl(self.purl), self.version)]
+        candidates += [(_purl(f"pkg:deb/debian/{name}"), version)
+                       for name, version in self.binaries]  # fmt: skip
+        for purl, version in candidates:
+            if purl is not None and (purl.type, purl.namespace, purl.name) == (
+                wanted.type, wanted.namespace, wanted.name
+            ) and wanted.version in (None, version):  # fmt: skip
+                return True
+        return False
+
+
+def _purl(text: str) -> Any:
+    from packageurl import PackageURL
+
+    try:
+        return PackageURL.from_string(text) if text.startswith("pkg:") else None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -74,7 +97,7 @@ class Finding:
             "component": self.component.name,
             "version": self.component.version,
             "purl": self.component.purl,
-            "binaries": list(self.component.binaries),
+            "binaries": [name for name, _ in self.component.binaries],
             "fixed": self.fixed,
             "status": self.status,
             "justification": self.justification,
@@ -127,10 +150,12 @@ def components_of(
         if os_info.get("id") != "debian" or not os_info.get("version_id"):
             continue
         ecosystem = f"Debian:{os_info['version_id']}"
-        sources: dict[tuple[str, str], list[str]] = {}
+        sources: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for deb in debs.get(name, []):
             p = deb.package
-            sources.setdefault((p.source, p.source_version or p.version), []).append(p.name)
+            sources.setdefault((p.source, p.source_version or p.version), []).append(
+                (p.name, p.version)
+            )
         for (source_name, version), binaries in sorted(sources.items()):
             source_purl = PackageURL("deb", "debian", source_name, version, {"arch": "source"})
             found.append(Component(
@@ -204,18 +229,24 @@ def match(db: osv.Database, found: Sequence[Component]) -> Report:
 
 
 def apply_vex(report: Report, statements: Sequence[Statement]) -> int:
-    """Apply the statements that name a finding's vulnerability and component; returns
-    how many findings they settled."""
+    """Apply the statements that name a finding's vulnerability (by id or alias) and
+    its component; of several, the last one given counts (OpenVEX: the latest
+    statement wins), so --vex files override the layer's. Returns how many findings
+    a statement set."""
     settled = 0
     for finding in report.findings:
-        for statement in statements:
-            if statement.covers(finding.record.names, finding.component.product_ids):
-                finding.status = statement.status
-                finding.justification = statement.justification
-                finding.impact = statement.impact
-                finding.statement_source = statement.source
-                settled += 1
-                break
+        names = finding.record.names
+        matching = [
+            s for s in statements
+            if s.vulnerabilities & names and any(finding.component.named_by(p) for p in s.products)
+        ]  # fmt: skip
+        if matching:
+            statement = matching[-1]
+            finding.status = statement.status
+            finding.justification = statement.justification
+            finding.impact = statement.impact
+            finding.statement_source = statement.source
+            settled += 1
     return settled
 
 
@@ -242,9 +273,23 @@ def vex_statements(report: Report) -> list[dict[str, Any]]:
 
 
 def report_id(manifest: Mapping[str, Any], db: osv.Database) -> str:
+    """The same build against the same records: the same id."""
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
-    digest.update(str(len(db.records)).encode())
+    for ident, modified in sorted((r.id, r.modified) for r in db.records):
+        digest.update(f"{ident}\0{modified}\n".encode())
     return digest.hexdigest()[:32]
+
+
+def as_of(db: osv.Database, manifest: Mapping[str, Any]) -> str:
+    """When the findings were true: the newest record's modification time (the
+    build's SOURCE_DATE_EPOCH for a database whose records say none)."""
+    newest = max((r.modified for r in db.records if r.modified), default="")
+    if newest:
+        return newest.split(".", 1)[0].removesuffix("Z") + "Z"
+    from datetime import UTC, datetime
+
+    sde = int(manifest.get("source_date_epoch", 0))
+    return datetime.fromtimestamp(sde, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def scan(
@@ -263,10 +308,12 @@ def scan(
 
 
 def document(
-    report: Report, db: osv.Database, db_dir: Path, manifest: Mapping[str, Any], seconds: float
+    report: Report, db: osv.Database, db_dir: Path, manifest: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """cve.json: the database read, the components matched, every finding."""
+    """cve.json: the database read, the components matched, every finding; the same
+    build against the same database gives the same document."""
     return {
+        "as_of": as_of(db, manifest),
         "targets": list(manifest.get("targets", [])),
         "database": {
             "dir": str(db_dir),
@@ -278,5 +325,4 @@ def document(
         "git_ranges_not_evaluated": report.unevaluated,
         "affected": len(report.affected),
         "findings": [f.to_dict() for f in report.findings],
-        "seconds": round(seconds, 3),
     }

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from ..core import files
+
 if TYPE_CHECKING:
     import tarfile
 
@@ -128,8 +130,8 @@ def paragraphs(text: str) -> Iterator[dict[str, str]]:
 
 def installed(status: str) -> list[Package]:
     """The packages dpkg's status file says are installed (names, versions and
-    architectures checked), by name and architecture."""
-    found = []
+    architectures checked), by name and architecture, each once."""
+    found: dict[tuple[str, str], Package] = {}
     for fields in paragraphs(status):
         if not fields.get("status", "").endswith(" installed"):
             continue
@@ -143,8 +145,8 @@ def installed(status: str) -> list[Package]:
         if not _VERSION.fullmatch(source_version) or source_version == version:
             source_version = ""
         source = source if _NAME.fullmatch(source) else name
-        found.append(Package(name, version, arch, source, "", source_version))
-    return sorted(found, key=lambda p: (p.name, p.architecture))
+        found.setdefault((name, arch), Package(name, version, arch, source, "", source_version))
+    return [found[k] for k in sorted(found)]
 
 
 def _license_id(token: str) -> str:
@@ -161,6 +163,8 @@ def spdx_expression(synopsis: str) -> str:
         return ""
     parts: list[str] = []
     for word in words:
+        if any(c in word for c in "()") or not re.sub(r"[^A-Za-z0-9]", "", word):
+            return ""  # grouping, or no name at all: not plain enough to say
         if word.lower() in ("or", "and"):
             if not parts or parts[-1] in ("OR", "AND"):
                 return ""
@@ -252,31 +256,47 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
     return f.read().decode("utf-8", errors="replace") if f is not None else ""
 
 
+def _inside(root: Path, rel: str) -> Path | None:
+    """root/rel if no component of it below root is a link (a root file system's links
+    point into the machine that reads it, not into the tree)."""
+    path = root
+    for part in rel.split("/"):
+        path = path / part
+        if path.is_symlink():
+            return None
+    return path
+
+
+def _text_of(path: Path | None, limit: int) -> str | None:
+    if path is None:
+        return None
+    try:
+        return files.read_limited(path, limit).decode("utf-8", errors="replace")
+    except (OSError, ValueError):
+        return None
+
+
 def of_dir(root: Path) -> Inventory | None:
-    """The packages of a root file system directory (None: it has no dpkg database)."""
-    status = root / STATUS
-    if status.is_symlink() or not status.is_file() or status.stat().st_size > MAX_STATUS:
+    """The packages of a root file system directory (None: it has no dpkg database).
+    Nothing is read through a link: a tree's /usr may point at the reader's own."""
+    status = _text_of(_inside(root, STATUS), MAX_STATUS)
+    if status is None:
         return None
     texts: dict[str, str] = {}
-    doc = root / DOC
-    if doc.is_dir() and not doc.is_symlink():
+    doc = _inside(root, DOC)
+    if doc is not None and doc.is_dir():
         for entry in sorted(doc.iterdir()):
-            target = entry
+            name = entry.name
             if entry.is_symlink():  # followed only to a sibling directory
-                target = doc / PurePosixPath(str(entry.readlink())).name
-            copyright_file = target / "copyright"
-            if (
-                target.is_dir()
-                and not target.is_symlink()
-                and copyright_file.is_file()
-                and not copyright_file.is_symlink()
-                and copyright_file.stat().st_size <= MAX_COPYRIGHT
-            ):
-                texts[entry.name] = copyright_file.read_text(errors="replace")
+                entry = doc / PurePosixPath(str(entry.readlink())).name
+            if entry.is_symlink() or not entry.is_dir():
+                continue
+            text = _text_of(_inside(entry, "copyright"), MAX_COPYRIGHT)
+            if text is not None:
+                texts[name] = text
     release = ""
     for name in OS_RELEASE:
-        candidate = root / name
-        if candidate.is_file() and not candidate.is_symlink():  # a link may lead out
-            release = candidate.read_text(errors="replace")[:MAX_COPYRIGHT]
+        if (text := _text_of(_inside(root, name), MAX_COPYRIGHT)) is not None:
+            release = text
             break
-    return _inventory(status.read_text(errors="replace"), texts, release)
+    return _inventory(status, texts, release)

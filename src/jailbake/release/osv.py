@@ -21,10 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core import files
+
 log = logging.getLogger(__name__)
 
 MAX_RECORD = 16 << 20
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,99}")
+# A version or commit in an event or a versions list: printable ASCII of versions only
+# (it is compared, printed and handed to git).
+_VERSION = re.compile(r"[A-Za-z0-9.+~:_-]{1,200}")
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{0,300}")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
+_DIGITS = frozenset("0123456789")
 _TEXT_LIMIT = 4096
 RANGE_TYPES = ("ECOSYSTEM", "SEMVER", "GIT")
 EVENTS = ("introduced", "fixed", "last_affected", "limit")
@@ -48,11 +56,12 @@ class Affected:
 @dataclass(frozen=True)
 class Record:
     id: str
-    aliases: tuple[str, ...]
+    aliases: tuple[str, ...]  # and the upstream ids it stands for (Debian's CVE ids)
     summary: str
     severity: str  # a CVSS vector or a database's own word, '' if none
     affected: tuple[Affected, ...]
     file: str
+    modified: str = ""
 
     @property
     def names(self) -> set[str]:
@@ -95,8 +104,10 @@ def _range(raw: Any, where: str) -> Range:
         if not isinstance(event, dict) or len(event) != 1:
             raise RecordError(f"{where}.events[{i}]: expected one of {', '.join(EVENTS)}")
         ((name, value),) = event.items()
-        if name not in EVENTS or not isinstance(value, str) or not value or len(value) > 200:
+        if name not in EVENTS:
             raise RecordError(f"{where}.events[{i}]: expected one of {', '.join(EVENTS)}")
+        if not isinstance(value, str) or not _VERSION.fullmatch(value):
+            raise RecordError(f"{where}.events[{i}].{name}: expected a version or a commit")
         parsed.append((name, value))
     repo = _text(raw.get("repo"), f"{where}.repo", limit=500)
     if kind == "GIT" and not repo:
@@ -105,7 +116,10 @@ def _range(raw: Any, where: str) -> Range:
 
 
 def _severity(data: Mapping[str, Any]) -> str:
-    for entry in data.get("severity") or []:
+    severity = data.get("severity") or []
+    if not isinstance(severity, list):
+        raise RecordError("severity: expected a list")
+    for entry in severity:
         if isinstance(entry, dict) and isinstance(entry.get("score"), str):
             return str(entry["score"])[:200]
     for affected in data.get("affected") or []:
@@ -125,11 +139,16 @@ def parse(data: Any, file: str) -> Record:
     ident = data.get("id")
     if not isinstance(ident, str) or not _ID.fullmatch(ident):
         raise RecordError("id: expected an OSV id like CVE-2024-1234 or DSA-5555-1")
-    aliases = data.get("aliases") or []
-    if not isinstance(aliases, list) or not all(
-        isinstance(a, str) and _ID.fullmatch(a) for a in aliases
-    ):
-        raise RecordError("aliases: expected a list of ids")
+    aliases = []
+    for key in ("aliases", "upstream"):
+        ids = data.get(key) or []
+        if not isinstance(ids, list) or not all(isinstance(a, str) and _ID.fullmatch(a)
+                                                for a in ids):  # fmt: skip
+            raise RecordError(f"{key}: expected a list of ids")
+        aliases += [a for a in ids if a not in aliases]
+    modified = data.get("modified")
+    if modified is not None and not (isinstance(modified, str) and _TIME.fullmatch(modified)):
+        raise RecordError("modified: expected a UTC time like 2026-01-01T00:00:00Z")
     raw = data.get("affected")
     if not isinstance(raw, list):
         raise RecordError("affected: expected a list")
@@ -141,11 +160,16 @@ def parse(data: Any, file: str) -> Record:
         package = entry["package"]
         ecosystem = _text(package.get("ecosystem"), f"{where}.package.ecosystem", limit=100)
         name = _text(package.get("name"), f"{where}.package.name", limit=300)
-        ranges = tuple(
-            _range(r, f"{where}.ranges[{j}]") for j, r in enumerate(entry.get("ranges") or [])
-        )
+        if not (_NAME.fullmatch(ecosystem) and _NAME.fullmatch(name)):
+            raise RecordError(f"{where}.package: expected names without control characters")
+        raw_ranges = entry.get("ranges") or []
+        if not isinstance(raw_ranges, list):
+            raise RecordError(f"{where}.ranges: expected a list")
+        ranges = tuple(_range(r, f"{where}.ranges[{j}]") for j, r in enumerate(raw_ranges))
         versions = entry.get("versions") or []
-        if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
+        if not isinstance(versions, list) or not all(
+            isinstance(v, str) and _VERSION.fullmatch(v) for v in versions
+        ):
             raise RecordError(f"{where}.versions: expected a list of versions")
         affected.append(Affected(ecosystem, name, ranges, frozenset(versions)))
     return Record(
@@ -155,6 +179,7 @@ def parse(data: Any, file: str) -> Record:
         severity=_severity(data),
         affected=tuple(affected),
         file=file,
+        modified=str(modified or ""),
     )
 
 
@@ -174,11 +199,9 @@ def load(root: Path, wanted: Callable[[str, str], bool] | None = None) -> Databa
         db.files += 1
         rel = str(path.relative_to(root))
         try:
-            if path.is_symlink() or path.stat().st_size > MAX_RECORD:
-                raise RecordError(f"expected a regular file of at most {MAX_RECORD >> 20} MiB")
-            data = json.loads(path.read_bytes())
+            data = json.loads(files.read_limited(path, MAX_RECORD))
             record = parse(data, rel)
-        except (OSError, ValueError) as exc:  # RecordError is a ValueError, as JSON's is
+        except (OSError, ValueError, RecursionError) as exc:  # RecordError: a ValueError
             line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             db.malformed.append(f"{path}: {line}")
             continue
@@ -195,10 +218,14 @@ def load(root: Path, wanted: Callable[[str, str], bool] | None = None) -> Databa
 # -- version orderings ---------------------------------------------------------------
 
 
+def _digit(c: str) -> bool:
+    return c in _DIGITS
+
+
 def _order(c: str) -> int:
-    if c.isdigit():
+    if _digit(c):
         return 0
-    if c.isalpha():
+    if c.isascii() and c.isalpha():
         return ord(c)
     if c == "~":
         return -1
@@ -210,7 +237,7 @@ def _verrevcmp(a: str, b: str) -> int:
     i = j = 0
     while i < len(a) or j < len(b):
         first_diff = 0
-        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
+        while (i < len(a) and not _digit(a[i])) or (j < len(b) and not _digit(b[j])):
             ac = _order(a[i]) if i < len(a) else 0
             bc = _order(b[j]) if j < len(b) else 0
             if ac != bc:
@@ -221,14 +248,14 @@ def _verrevcmp(a: str, b: str) -> int:
             i += 1
         while j < len(b) and b[j] == "0":
             j += 1
-        while i < len(a) and a[i].isdigit() and j < len(b) and b[j].isdigit():
+        while i < len(a) and _digit(a[i]) and j < len(b) and _digit(b[j]):
             if not first_diff:
                 first_diff = ord(a[i]) - ord(b[j])
             i += 1
             j += 1
-        if i < len(a) and a[i].isdigit():
+        if i < len(a) and _digit(a[i]):
             return 1
-        if j < len(b) and b[j].isdigit():
+        if j < len(b) and _digit(b[j]):
             return -1
         if first_diff:
             return first_diff
@@ -238,7 +265,7 @@ def _verrevcmp(a: str, b: str) -> int:
 def _split_debian(version: str) -> tuple[int, str, str]:
     epoch, _, rest = version.partition(":") if ":" in version else ("0", "", version)
     upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
-    return (int(epoch) if epoch.isdigit() else 0), upstream, revision
+    return (int(epoch) if epoch and all(map(_digit, epoch)) else 0), upstream, revision
 
 
 def debian_compare(a: str, b: str) -> int:
@@ -250,18 +277,34 @@ def debian_compare(a: str, b: str) -> int:
     return _verrevcmp(ua, ub) or _verrevcmp(ra, rb)
 
 
-def numeric_compare(a: str, b: str) -> int:
-    """Numbers numerically, words as text, part by part: 5.4.16 < 5.4.100 < 5.10."""
+def _numeric_parts(v: str) -> list[tuple[int, int | str]]:
+    return [(0, int(p)) if all(map(_digit, p)) else (1, p)
+            for p in re.split(r"[.+~_]", v) if p]  # fmt: skip
 
-    def parts(v: str) -> list[tuple[int, int | str]]:
-        return [(0, int(p)) if p.isdigit() else (1, p)
-                for p in re.split(r"[.+~_-]", v.lstrip("v")) if p]  # fmt: skip
 
-    pa, pb = parts(a), parts(b)
+def _parts_compare(a: str, b: str) -> int:
+    pa, pb = _numeric_parts(a), _numeric_parts(b)
     for x, y in zip(pa, pb, strict=False):
         if x != y:
             return -1 if x < y else 1
-    return len(pa) - len(pb)
+    return (len(pa) > len(pb)) - (len(pa) < len(pb))
+
+
+def numeric_compare(a: str, b: str) -> int:
+    """Numbers numerically, words as text, part by part: 5.4.16 < 5.4.100 < 5.10; a
+    pre-release (6.8-rc1, 1.0.0-beta) before its release, as SemVer orders them."""
+
+    def split(v: str) -> tuple[str, str]:
+        main, sep, pre = v.removeprefix("v").partition("-")
+        return (main, pre) if sep and pre[:1].isalpha() else (v.removeprefix("v"), "")
+
+    (ma, pa), (mb, pb) = split(a), split(b)
+    main = _parts_compare(ma.replace("-", "."), mb.replace("-", "."))
+    if main or pa == pb:
+        return main
+    if not pa or not pb:
+        return 1 if not pa else -1  # the release after its pre-releases
+    return _parts_compare(pa.replace("-", "."), pb.replace("-", "."))
 
 
 def comparator(ecosystem: str) -> Callable[[str, str], int]:

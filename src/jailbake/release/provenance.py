@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache.keys import file_sha256
+from ..core import files
 from ..core.errors import JailbakeError
 from .inventory import Package
 
@@ -64,6 +66,7 @@ class Run:
     invocation: str = field(default_factory=lambda: os.urandom(16).hex())
     image_digests: Mapping[str, str] = field(default_factory=dict)  # by builder name
     checkout: Checkout | None = None
+    written_by: str = "build"  # or 'publish', for a build that left no run details
 
 
 def _time(moment: datetime) -> str:
@@ -154,7 +157,8 @@ def dependencies(manifest: Mapping[str, Any], run: Run) -> list[dict[str, Any]]:
         {
             "name": "jailbake",
             "uri": f"pkg:pypi/jailbake@{manifest.get('jailbake', 'unknown')}",
-            "digest": {"sha256": code_digest()},
+            # What the build ran (the manifest says), not what writes this.
+            "digest": {"sha256": str(manifest.get("jailbake_sha256") or code_digest())},
         }
     )
     return found
@@ -186,6 +190,7 @@ def statement(
         # Strings: a protobuf Struct would turn numbers into floats.
         "sourceDateEpoch": str(manifest.get("source_date_epoch", 0)),
         "manifest": {"sha256": manifest_sha256},
+        "writtenBy": run.written_by,
     }
     prov = provenance_pb2.Provenance()
     definition = prov.build_definition
@@ -231,22 +236,80 @@ def write(
     return dest
 
 
+MAX_PROVENANCE = 64 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def _check_parameters(definition: Mapping[str, Any], where: str) -> None:
+    """The free-form parameters jailbake reads, by kind."""
+    external = definition.get("externalParameters", {})
+    internal = definition.get("internalParameters", {})
+    if not isinstance(external, dict) or not isinstance(internal, dict):
+        raise ProvenanceError(f"{where}: parameters: expected objects")
+    configuration = external.get("configuration", {})
+    if not isinstance(configuration, dict):
+        raise ProvenanceError(f"{where}: externalParameters.configuration: expected an object")
+    files = configuration.get("files", [])
+    if not isinstance(files, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("path"), str)
+        and isinstance(f.get("sha256"), str) and _SHA256.fullmatch(f["sha256"])
+        for f in files
+    ):  # fmt: skip
+        raise ProvenanceError(
+            f"{where}: externalParameters.configuration.files: expected [{{path, sha256}}]"
+        )
+    repository = configuration.get("repository")
+    if repository is not None and not (
+        isinstance(repository, dict)
+        and isinstance(repository.get("commit"), str)
+        and _COMMIT.fullmatch(repository["commit"])
+        and isinstance(repository.get("dirty"), bool)
+    ):
+        raise ProvenanceError(
+            f"{where}: externalParameters.configuration.repository: expected {{commit, dirty}}"
+        )
+    targets = external.get("targets", [])
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise ProvenanceError(f"{where}: externalParameters.targets: expected a list of names")
+    manifest = internal.get("manifest", {})
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256", ""), str):
+        raise ProvenanceError(f"{where}: internalParameters.manifest: expected {{sha256}}")
+    if not isinstance(internal.get("writtenBy", ""), str):
+        raise ProvenanceError(f"{where}: internalParameters.writtenBy: expected a string")
+
+
 def load(path: Path) -> dict[str, Any]:
-    """A provenance statement, checked for the shape jailbake writes."""
+    """A provenance statement, read as a regular file of bounded size and checked: the
+    Statement and its SLSA predicate by in-toto's own schema (protobuf), the
+    parameters jailbake reads by kind."""
+    from google.protobuf import json_format
+    from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+    from in_toto_attestation.v1 import statement_pb2
+
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(files.read_limited(path, MAX_PROVENANCE))
     except FileNotFoundError:
         raise ProvenanceError(f"{path}: missing") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ProvenanceError(f"{path}: not JSON: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ProvenanceError(f"{path}: not a JSON file: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict) or data.get("_type") != STATEMENT_TYPE:
         raise ProvenanceError(f"{path}: _type: expected {STATEMENT_TYPE}")
     if data.get("predicateType") != PREDICATE_TYPE:
         raise ProvenanceError(f"{path}: predicateType: expected {PREDICATE_TYPE}")
-    predicate = data.get("predicate")
-    definition = predicate.get("buildDefinition") if isinstance(predicate, dict) else None
-    if not isinstance(definition, dict) or definition.get("buildType") != BUILD_TYPE:
+    try:
+        json_format.ParseDict(data, statement_pb2.Statement())
+        predicate = data.get("predicate")
+        if not isinstance(predicate, dict):
+            raise ValueError("predicate: expected an object")
+        json_format.ParseDict(predicate, provenance_pb2.Provenance())
+    except (json_format.ParseError, TypeError, AttributeError, ValueError) as exc:
+        line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ProvenanceError(f"{path}: not an SLSA Provenance v1 statement: {line}") from None
+    definition = data["predicate"].get("buildDefinition") or {}
+    if definition.get("buildType") != BUILD_TYPE:
         raise ProvenanceError(f"{path}: predicate.buildDefinition.buildType: expected {BUILD_TYPE}")
+    _check_parameters(definition, str(path))
     subjects = data.get("subject")
     if not isinstance(subjects, list) or not all(
         isinstance(s, dict)
@@ -268,6 +331,8 @@ def run_of(document: Mapping[str, Any], manifest_sha256: str, where: Path) -> Ru
     predicate = document["predicate"]
     internal = predicate["buildDefinition"].get("internalParameters") or {}
     if (internal.get("manifest") or {}).get("sha256") != manifest_sha256:
+        return None
+    if internal.get("writtenBy") != "build":  # publish's own: no build's run details
         return None
     details = predicate.get("runDetails") or {}
     builder = details.get("builder") or {}

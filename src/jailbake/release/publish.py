@@ -105,6 +105,12 @@ def prepare(
     the build's run details if it left them, else run's), SHA256SUMS and the
     signatures. Returns (name, sha256) of every file of the release, SHA256SUMS last,
     and whether the run details were the build's."""
+    schemes = [k.scheme for k in keys]
+    if len(set(schemes)) != len(schemes):
+        raise PublishError(
+            "--sign: one key of each kind (ssh, minisign, gpg): two would write the same "
+            "signature files"
+        )
     manifest = load_manifest(artifacts_dir)
     files: list[tuple[str, str]] = []
     for artifact in manifest["artifacts"]:
@@ -131,6 +137,7 @@ def prepare(
     files.append((PROVENANCE, file_sha256(artifacts_dir / PROVENANCE)))
     sums = "".join(f"{digest}  {name}\n" for name, digest in sorted(files))
     _write(artifacts_dir / SUMS, sums)
+    _stale_signatures(artifacts_dir, set())
     for key in keys:
         for name in SIGNED:
             sig = signing.sign(key, artifacts_dir / name)
@@ -139,10 +146,22 @@ def prepare(
     return files, from_build
 
 
+def _stale_signatures(root: Path, made: set[str]) -> None:
+    """Remove signatures of the release's signed files that this publish did not make
+    (a key given last time, not now): they would vouch for other bytes."""
+    for name in SIGNED:
+        for suffix in signing.SUFFIX.values():
+            if name + suffix not in made:
+                path = paths.check_inside(root, name + suffix, origin=f"publish to {root}")
+                if path.is_file() or path.is_symlink():
+                    path.unlink()
+
+
 def to_directory(artifacts_dir: Path, files: Sequence[tuple[str, str]], dest: Path) -> int:
     """Copy the release into dest; files it already holds unchanged are skipped."""
     copied = 0
     dest.mkdir(parents=True, exist_ok=True)
+    _stale_signatures(dest, {name for name, _ in files})
     for name, digest in files:
         # A link already in dest is replaced, never followed.
         target = paths.target(dest, name, origin=f"publish to {dest}", replace_link=True)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import run
+from ..core import files, run
 from ..core.errors import JailbakeError
 
 NAMESPACE = "jailbake-release"  # ssh-keygen -Y's namespace: a git signature will not do
@@ -70,12 +70,20 @@ def _scheme_of_text(head: str) -> Scheme | None:
     return None
 
 
+MAX_KEY = 1 << 20
+
+
 def _head(path: Path, origin: str) -> str:
+    return _key_bytes(path, origin)[:64].decode("latin-1")
+
+
+def _key_bytes(path: Path, origin: str) -> bytes:
     try:
-        with path.open("rb") as f:
-            return f.read(64).decode("latin-1")
-    except OSError as exc:
-        raise SignatureError(f"{origin}: {path}: cannot read the key: {exc.strerror}") from None
+        return files.read_limited(path, MAX_KEY)
+    except FileNotFoundError:
+        raise SignatureError(f"{origin}: {path}: no such key file") from None
+    except (OSError, ValueError) as exc:
+        raise SignatureError(f"{origin}: {path}: cannot read the key: {exc}") from None
 
 
 def signing_key(spec: str) -> SigningKey:
@@ -114,21 +122,21 @@ def signing_key(spec: str) -> SigningKey:
 def public_key(path: Path) -> PublicKey:
     """--key's value: an OpenSSH public key (one line), a minisign public key, or a
     GnuPG public key (armoured or binary)."""
-    head = _head(path, "--key")
+    content = _key_bytes(path, "--key")
+    head = content[:64].decode("latin-1")
     scheme = _scheme_of_text(head)
     if scheme is None or head.startswith("-----BEGIN OPENSSH PRIVATE"):
         raise SignatureError(f"--key {path}: expected an OpenSSH, minisign or GnuPG public key")
     text = ""
+    lines = content.decode(errors="replace").strip().splitlines()
     if scheme is Scheme.SSH:
-        lines = path.read_text(errors="replace").strip().splitlines()
         if len(lines) != 1 or not _SSH_PUBLIC.fullmatch(lines[0]):
             raise SignatureError(f"--key {path}: expected one OpenSSH public key line")
         text = lines[0]
     elif scheme is Scheme.MINISIGN:
-        lines = path.read_text(errors="replace").strip().splitlines()
         if len(lines) != 2 or "secret key" in lines[0]:
             raise SignatureError(f"--key {path}: expected a minisign public key")
-    elif b"PRIVATE KEY" in path.read_bytes()[:64]:
+    elif b"PRIVATE KEY" in content[:64]:
         raise SignatureError(f"--key {path}: a GnuPG private key; give the public key")
     return PublicKey(scheme, path.resolve(), text)
 
@@ -203,10 +211,18 @@ def sign(key: SigningKey, path: Path) -> Path:
     return sig
 
 
+MAX_SIGNED = 256 << 20  # SHA256SUMS, a provenance, an SBOM
+
+
 def verify(key: PublicKey, path: Path, sig: Path) -> None:
     """Raise SignatureError, one line, unless sig is key's good signature of path."""
-    if not sig.is_file():
+    if not os.path.lexists(sig):
         raise SignatureError(f"{sig}: missing: {path.name} is not signed ({key.scheme})")
+    try:  # the tools read them: regular files, not links or FIFOs, of bounded size
+        data = files.read_limited(path, MAX_SIGNED)
+        files.read_limited(sig, 1 << 20)
+    except (OSError, ValueError) as exc:
+        raise SignatureError(f"{path.name} or its signature: not read: {exc}") from None
     tool = _tool(key.scheme)
     with tempfile.TemporaryDirectory(prefix="jailbake-verify-") as tmp:
         if key.scheme is Scheme.SSH:
@@ -214,7 +230,7 @@ def verify(key: PublicKey, path: Path, sig: Path) -> None:
             allowed.write_text(f'{NAMESPACE} namespaces="{NAMESPACE}" {key.text}\n')
             argv: list[str | Path] = [tool, "-Y", "verify", "-f", allowed, "-I", NAMESPACE,
                                       "-n", NAMESPACE, "-s", sig]  # fmt: skip
-            cp = _run(argv, data=path.read_bytes())
+            cp = _run(argv, data=data)
         elif key.scheme is Scheme.MINISIGN:
             cp = _run([tool, "-V", "-p", key.path, "-m", path, "-x", sig])
         else:

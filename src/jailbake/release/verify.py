@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache.keys import file_sha256
-from ..core import paths
+from ..core import files, paths
 from ..core.errors import JailbakeError
 from . import provenance, signing
 from .provenance import PROVENANCE
@@ -45,15 +45,18 @@ class Findings:
     notes: list[str] = field(default_factory=list)
 
 
+MAX_SUMS = 16 << 20
+
+
 def _listed(release: Path, found: Findings) -> dict[str, str]:
     sums = release / SUMS
     try:
-        text = sums.read_text()
+        text = files.read_limited(sums, MAX_SUMS).decode()
     except FileNotFoundError:
         found.problems.append(f"{sums}: missing: not a release directory")
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        found.problems.append(f"{sums}: unreadable: {exc}")
+    except (OSError, ValueError) as exc:  # a link, a FIFO, not UTF-8, too large
+        found.problems.append(f"{sums}: not read: {exc}")
         return {}
     listed: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
@@ -82,11 +85,10 @@ def _check_files(release: Path, listed: Mapping[str, str], found: Findings) -> N
             found.files += 1
 
 
-def _check_extra(
-    release: Path, listed: Mapping[str, str], scheme: signing.Scheme, found: Findings
-) -> None:
+def _check_extra(release: Path, listed: Mapping[str, str], found: Findings) -> None:
     allowed = {*listed, SUMS}
-    allowed |= {n + signing.SUFFIX[scheme] for n in SIGNED}
+    # Signatures by other schemes' keys too: a release may carry several.
+    allowed |= {n + suffix for n in SIGNED for suffix in signing.SUFFIX.values()}
     for dirpath, dirnames, filenames in os.walk(release):
         dirnames.sort()
         for name in sorted(filenames):
@@ -167,9 +169,11 @@ def check_against(document: Mapping[str, Any], expected: Expected, where: Path,
                 f"{have[name]} in the checkout"
             )
     repository = configuration.get("repository") or {}
-    if expected.commit is not None and repository.get("commit") not in (None, expected.commit):
+    if expected.commit is not None and "commit" not in repository:
+        found.notes.append(f"{where}: names no commit: the checkout's cannot be compared")
+    elif expected.commit is not None and repository["commit"] != expected.commit:
         found.problems.append(
-            f"{where}: built from commit {repository.get('commit')}, the checkout is at "
+            f"{where}: built from commit {repository['commit']}, the checkout is at "
             f"{expected.commit}"
         )
     if repository.get("dirty"):
@@ -197,7 +201,7 @@ def verify_release(
         return found
     _check_signatures(release, listed, key, found)
     _check_files(release, listed, found)
-    _check_extra(release, listed, key.scheme, found)
+    _check_extra(release, listed, found)
     document = _check_subjects(release, listed, found)
     if document is not None and expected is not None:
         check_against(document, expected, release / PROVENANCE, found)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core import files
 from ..core.errors import JailbakeError
+
+MAX_VEX = 16 << 20
 
 CONTEXT = "https://openvex.dev/ns/v0.2.0"
 STATUSES = ("not_affected", "affected", "fixed", "under_investigation")
@@ -43,9 +46,6 @@ class Statement:
     action: str = ""
     source: str = ""  # the file it came from
 
-    def covers(self, names: Iterable[str], product_ids: Iterable[str]) -> bool:
-        return bool(self.vulnerabilities & set(names)) and bool(self.products & set(product_ids))
-
 
 def _text(value: Any, where: str, *, required: bool = False, limit: int = 2000) -> str:
     if value is None and not required:
@@ -58,11 +58,11 @@ def _text(value: Any, where: str, *, required: bool = False, limit: int = 2000) 
 def read(path: Path) -> list[Statement]:
     """The statements of an OpenVEX document, checked."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(files.read_limited(path, MAX_VEX))
     except FileNotFoundError:
         raise VexError(f"{path}: no such VEX file") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise VexError(f"{path}: not JSON: {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise VexError(f"{path}: not a JSON file: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict) or not str(data.get("@context", "")).startswith(
         "https://openvex.dev/ns"
     ):
@@ -78,7 +78,10 @@ def read(path: Path) -> list[Statement]:
         vuln = entry.get("vulnerability")
         if not isinstance(vuln, dict):
             raise VexError(f"{where}.vulnerability: expected an object with a name")
-        names = [vuln.get("name"), *(vuln.get("aliases") or [])]
+        aliases = vuln.get("aliases") or []
+        if not isinstance(aliases, list):
+            raise VexError(f"{where}.vulnerability.aliases: expected a list of ids")
+        names = [vuln.get("name"), *aliases]
         if not all(isinstance(n, str) and _ID.fullmatch(n) for n in names):
             raise VexError(f"{where}.vulnerability.name: expected an id like CVE-2024-1234")
         products = entry.get("products")

@@ -43,8 +43,8 @@ td.ok {{ color: #2e7d32; }} td.failed {{ color: #d93025; }} .dim {{ color: #777;
 <h1>jailbake cve: {doc["affected"]} affecting, {len(doc["findings"])} found</h1>
 <p>{doc["components"]} components of {html.escape(", ".join(doc["targets"]))} against
 {db["records"]} records ({db["files"]} files, {len(db["malformed"])} skipped) in
-{html.escape(db["dir"])}, in {doc["seconds"]:.1f} s. Statuses other than affected come
-from the layer's VEX statements.</p>
+{html.escape(db["dir"])}, as of {html.escape(doc["as_of"])}. Statuses other than affected
+come from the VEX statements of the layer and of --vex.</p>
 <table>
 <tr><th>id</th><th>recipe</th><th>component</th><th>version</th><th>severity</th>
 <th>fixed in</th><th>status</th><th>why</th><th>summary</th></tr>

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     report, db = cve.scan(manifest, args.db, cached_repo, statements)
     for line in db.malformed:
         print(f"[jailbake] skipped {line}", file=sys.stderr)
-    doc = cve.document(report, db, args.db, manifest, time.monotonic() - start)
+    doc = cve.document(report, db, args.db, manifest)
     report_dir = args.report_dir or args.artifacts_dir / "cve"
     report_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(report_dir / "cve.json", json.dumps(doc, indent=1, sort_keys=True) + "\n")
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     vex_doc = vex_document(
         cve.vex_statements(report),
         f"https://jailbake.dev/vex/{cve.report_id(manifest, db)}",
-        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        doc["as_of"],
     )
     write_atomic(report_dir / "vex.openvex.json", json.dumps(vex_doc, indent=1) + "\n")
     _table(doc["findings"])
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         f"[jailbake] cve: {doc['components']} components, {len(db.records)} records "
         f"({len(db.malformed)} skipped): {doc['affected']} affecting, "
         f"{len(doc['findings']) - doc['affected']} settled by VEX; {report_dir}/index.html "
-        f"({doc['seconds']:.1f}s)",
+        f"({time.monotonic() - start:.1f}s)",
         file=sys.stderr,
     )
     if args.json:

@@ -56,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
     # Used only if the build left no run details (build --provenance records them).
     # No times and no invocation: the same release, published again, is the same bytes.
     fallback = Run(
-        builder_id=args.builder_id, executor="unrecorded", invocation="", checkout=checkout
+        builder_id=args.builder_id,
+        executor="unrecorded",
+        invocation="",
+        checkout=checkout,
+        written_by="publish",
     )
     files, sent, from_build = publish_release(args.artifacts_dir, args.to, fallback, keys)
     if not from_build:
