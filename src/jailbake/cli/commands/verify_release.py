@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print(problem)
     for note in found.notes:
         print(f"[jailbake] note: {note}", file=sys.stderr)
-    verdict = "good" if not found.problems else f"{len(found.problems)} problems"
+    count = len(found.problems)
+    verdict = "good" if not count else f"{count} problem{'s' if count > 1 else ''}"
     print(
         f"[jailbake] verify-release {args.release}: {found.files} files, "
         f"{found.signatures} signatures ({key.scheme}): {verdict}",
