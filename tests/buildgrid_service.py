@@ -89,7 +89,7 @@ def missing() -> str:
             "Python 3.13 and makes it)"
         )
     if not sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
-        return "PostgreSQL is not installed (apt-get install postgresql-15)"
+        return "PostgreSQL is not installed (apt-get install postgresql)"
     if not os.environ.get("DOCKER_HOST", "").startswith("unix://"):
         return "the test worker runs steps through Podman's API at $DOCKER_HOST"
     return ""

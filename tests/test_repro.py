@@ -107,6 +107,35 @@ def test_each_leak_is_caught_by_exactly_its_variation_in_containers(tmp_path: Pa
     assert_each_leak_caught_by_its_variation(doc, tmp_path / "art" / "repro", LEAKS)
 
 
+@pytest.mark.docker
+@pytest.mark.usefixtures("builder_images")
+def test_an_image_without_the_varied_locale_or_faketime_says_it_varies_neither(
+    tmp_path: Path,
+) -> None:
+    """The base image has neither faketime nor any locale but C: a step in it could only
+    change $LANG, not the locale's rules, so repro names both as not varied, and the
+    shipped builder image (which has them) as varying both."""
+    from jailbake.executors import debs, engine
+    from jailbake.executors.docker import DockerExecutor
+    from jailbake.executors.step import Step, Vary
+
+    base = engine.base_tag(debs.read_lock(ROOT / "docker/debian-base/packages.lock").suite)
+    executor = DockerExecutor(engine.connect)
+
+    def cannot(image: str) -> dict[Vary, str]:
+        return executor.cannot_vary(Step(
+            recipe="probe", work=tmp_path, deps=(), env=(), log=tmp_path / "log",
+            image=image, vary=frozenset({Vary.LOCALES, Vary.TIME, Vary.UMASK}),
+        ))  # fmt: skip
+
+    assert cannot(base) == {
+        Vary.LOCALES: f"the builder image {base} has no fr_CH.UTF-8 locale",
+        Vary.TIME: f"the builder image {base} has no faketime",
+    }
+    builder = ROOT / "docker/debian-build"
+    assert cannot(engine.image_tag(builder.name, engine.image_key(builder))) == {}
+
+
 def test_the_remote_executor_rebuilds_without_its_action_cache(tmp_path: Path) -> None:
     """The control rebuild is the very action the build ran: answered from the service's
     action cache it would hide the random number. Variations the workers decide are
@@ -136,6 +165,33 @@ def test_the_remote_executor_rebuilds_without_its_action_cache(tmp_path: Path) -
     assert not any(a.do_not_cache for a in built)
     assert rebuilds and all(a.do_not_cache for a in rebuilds)
     assert fake.seen.skipped_cache.count(True) == len(rebuilds)
+
+
+def test_a_host_without_the_varied_locale_says_it_does_not_vary_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without fr_CH.UTF-8 on the machine (here: without `locale` to list it), a host
+    step could only change $LANG: the executor names locales as not varied, and why.
+    With it (scripts/test makes it), locales is varied."""
+    from conftest import path_without
+    from jailbake.executors import host
+    from jailbake.executors.step import Step, Vary
+
+    needs_tools()
+    step = Step(
+        recipe="probe", work=tmp_path, deps=(), env=(), log=tmp_path / "log",
+        vary=frozenset({Vary.LOCALES, Vary.UMASK}),
+    )  # fmt: skip
+    with_locale = host.HostExecutor().cannot_vary(step)
+    monkeypatch.setenv("PATH", path_without("locale", tmp_path))
+    host._has_varied_locale.cache_clear()
+    try:
+        without = host.HostExecutor().cannot_vary(step)
+    finally:
+        host._has_varied_locale.cache_clear()
+    assert without == {Vary.LOCALES: "the fr_CH.UTF-8 locale is not installed here"}
+    if os.environ.get("CI"):
+        assert with_locale == {}
 
 
 def test_chosen_recipes_and_variations(tmp_path: Path) -> None:

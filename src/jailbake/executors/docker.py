@@ -21,9 +21,11 @@ from ..core import run
 from ..core.errors import EngineError
 from . import disorder
 from .step import (
+    LOCALE_PROBE,
     STEP_LOG,
     VARIED_CLOCK,
     VARIED_HOSTNAME,
+    VARIED_LOCALE,
     VARIED_PATH,
     VARIED_UID,
     ExecutorKind,
@@ -38,6 +40,8 @@ from .step import (
 log = logging.getLogger(__name__)
 
 CONTAINER_WORKDIR = Path("/work")
+# What cannot_vary asks of a builder image, as shell tests.
+IMAGE_PROBES = {"faketime": "command -v faketime", "locale": LOCALE_PROBE}
 CONTAINER_UID = 1000
 CONTAINER_CCACHE = Path("/ccache")
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -164,7 +168,7 @@ class DockerExecutor:
         self._client_factory = client_factory
         self._client: Any = None
         self._running: dict[str, Any] = {}
-        self._faketime: dict[str, bool] = {}  # whether a builder image has faketime
+        self._probed: dict[tuple[str, str], bool] = {}  # (image, probe): whether it passed
         self._cancelled = False
         self._lock = threading.Lock()
 
@@ -226,16 +230,20 @@ class DockerExecutor:
             why[Vary.USER_GROUP] = "a rootless engine maps the step to the caller's uid"
         if Vary.FILEORDERING in step.vary and (reason := disorder.unavailable()):
             why[Vary.FILEORDERING] = reason
-        if Vary.TIME in step.vary and step.image and not self._has_faketime(step.image):
+        if Vary.TIME in step.vary and step.image and not self._image_has(step.image, "faketime"):
             why[Vary.TIME] = f"the builder image {step.image} has no faketime"
+        if Vary.LOCALES in step.vary and step.image and not self._image_has(step.image, "locale"):
+            why[Vary.LOCALES] = f"the builder image {step.image} has no {VARIED_LOCALE} locale"
         return {k: v for k, v in why.items() if k in step.vary}
 
-    def _has_faketime(self, image: str) -> bool:
+    def _image_has(self, image: str, what: str) -> bool:
+        """Whether a builder image has faketime, or the varied locale (a probe container,
+        once per image)."""
         with self._lock:
-            known = self._faketime.get(image)
+            known = self._probed.get((image, what))
         if known is None:  # not containers.run: its log stream can hang on Podman
             probe = self.client.containers.create(
-                image, ["sh", "-c", "command -v faketime"], network_mode="none"
+                image, ["sh", "-c", IMAGE_PROBES[what]], network_mode="none"
             )
             try:
                 probe.start()
@@ -244,7 +252,7 @@ class DockerExecutor:
                 with contextlib.suppress(Exception):
                     probe.remove(force=True)
             with self._lock:
-                self._faketime[image] = known
+                self._probed[(image, what)] = known
         return known
 
     def run(self, step: Step) -> int:

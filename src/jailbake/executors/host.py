@@ -5,6 +5,7 @@ unconfined and said so."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -18,8 +19,10 @@ from ..core import run
 from ..core.errors import StepError
 from . import disorder
 from .step import (
+    LOCALE_PROBE,
     VARIED_CLOCK,
     VARIED_HOSTNAME,
+    VARIED_LOCALE,
     VARIED_PATH,
     VARIED_UID,
     ExecutorKind,
@@ -259,6 +262,8 @@ class HostExecutor:
             why[Vary.NUM_CPUS] = "taskset is not installed"
         if Vary.FILEORDERING not in why and (reason := disorder.unavailable()):
             why[Vary.FILEORDERING] = reason
+        if Vary.LOCALES in step.vary and not _has_varied_locale():
+            why[Vary.LOCALES] = f"the {VARIED_LOCALE} locale is not installed here"
         return {k: v for k, v in why.items() if k in step.vary}
 
     def run(self, step: Step) -> int:
@@ -375,3 +380,9 @@ class HostExecutor:
         for proc in running:
             with contextlib.suppress(OSError):
                 proc.kill()
+
+
+@functools.cache
+def _has_varied_locale() -> bool:
+    """Whether this machine has the locale the locales variation runs host steps in."""
+    return run.run(["sh", "-c", LOCALE_PROBE], check=False).returncode == 0

@@ -47,6 +47,9 @@ VARIED_PATH = "jailbake-repro/a-much-longer/build-path"  # below the usual place
 VARIED_CLOCK = "+1111d"  # faketime's offset: three years and a month ahead
 VARIED_TZ = "REP-14"  # a POSIX zone 14 hours east of UTC (no tzdata needed)
 VARIED_LOCALE = "fr_CH.UTF-8"
+# A shell test that VARIED_LOCALE is installed (`locale -a` calls it fr_CH.utf8): without
+# it the C library falls back to C, and only the variables would vary.
+LOCALE_PROBE = "locale -a 2>/dev/null | grep -qix 'fr_CH[.]utf-*8'"
 VARIED_HOSTNAME = "jailbake-repro-varied"
 VARIED_UMASK = "002"
 VARIED_UID = 1001
