@@ -279,6 +279,23 @@ def test_the_manifest_and_the_sbom_say_what_was_checked(tmp_path: Path) -> None:
     assert "differs under umask" in packages["leaks-umask"]["annotations"][0]["comment"]
     assert "annotations" not in packages["leaks-date"]
     assert_valid_spdx(art / "sbom.spdx.json")
+    assert "report_dir" not in good  # the manifest names nothing of this machine
+    # build-report.html says it per recipe, linked to the repro report; so does the
+    # report of the next build, answered from its record.
+    index = (art / "repro" / "index.html").as_uri()
+    for report in (art / "build-report.html").read_text(), rebuilt_report(cache, art):
+        rows = {r.split('"', 1)[0]: r for r in report.split('<tr data-name="')[1:]}
+        assert f'<a href="{index}">yes, under 2 variations</a>' in rows["reproducible"]
+        assert f'<a href="{index}">differs under umask</a>' in rows["leaks-umask"]
+        assert "variations" not in rows["leaks-date"] and "differs" not in rows["leaks-date"]
+
+
+def rebuilt_report(cache: Path, art: Path) -> str:
+    again = jailbake("build", LAYER, "--executor", "host", "--cache-dir", str(cache),
+                     "--artifacts-dir", str(art), cwd=ROOT)  # fmt: skip
+    assert again.rc == 0 and "0 built" in again.stderr, again.stderr
+    assert json.loads((art / "build-trace.json").read_text())["otherData"]["from_record"]
+    return (art / "build-report.html").read_text()
 
 
 def test_a_report_directory_holding_other_files_is_refused(tmp_path: Path) -> None:

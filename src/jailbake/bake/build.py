@@ -96,7 +96,10 @@ def bake(options: BuildOptions, observer: Observer | None = None) -> BuildReport
     replay.record(options, graph, builder, results, artifacts)
     logs = {n: store.blob_location(r.log.hash) for n, r in results.items() if r.log is not None}
     depends = {n: sorted(graph.recipes[n].depends) for n in graph.order}
-    observer.finished(Finished(options.artifacts_dir, list(graph.targets), depends, logs))
+    found = {n: c for n, r in results.items() if (c := builder.history.check_record(r.key))}
+    observer.finished(
+        Finished(options.artifacts_dir, list(graph.targets), depends, logs, checks=found)
+    )
     built = [n for n in graph.order if outcomes[n].status is Status.BUILT]
     reused = [n for n in graph.order if outcomes[n].status is Status.REUSED]
     downloaded = [n for n in graph.order if outcomes[n].status is Status.DOWNLOADED]

@@ -37,6 +37,9 @@ class Finished:
     depends: dict[str, list[str]]
     logs: dict[str, str]  # recipe -> where its step's log is kept
     from_record: bool = False  # answered from the last build's record (replay)
+    # recipe -> what the last `jailbake repro` of its result found, and where its report
+    # went (History.check_record)
+    checks: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 class Observer(Protocol):

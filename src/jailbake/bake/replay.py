@@ -357,6 +357,7 @@ def answer(options: BuildOptions, observer: Observer | None = None) -> BuildRepo
     observer.begin()
     depends: dict[str, list[str]] = {}
     logs: dict[str, str] = {}
+    checks: dict[str, dict[str, object]] = {}
     history = History(store)
     for name, key, _, _, output_bytes, deps, log_path in record["results"]:
         history.record_last(name, key)  # written only if another command built it since
@@ -364,11 +365,14 @@ def answer(options: BuildOptions, observer: Observer | None = None) -> BuildRepo
         depends[name] = deps
         if log_path is not None:
             logs[name] = log_path
+        if check := history.check_record(key):
+            checks[name] = check
     history.save_last()
     history.remember_executor(options.configs, str(options.executor))
-    observer.finished(
-        Finished(options.artifacts_dir, record["targets"], depends, logs, from_record=True)
+    done = Finished(
+        options.artifacts_dir, record["targets"], depends, logs, from_record=True, checks=checks
     )
+    observer.finished(done)
     names = [r[0] for r in record["results"]]
     artifacts = [Artifact(p, sha, recipe) for p, sha, recipe in record["artifacts"]]
     return BuildReport([], names, artifacts, time.monotonic() - start)

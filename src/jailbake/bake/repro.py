@@ -322,7 +322,7 @@ def repro(
         found = checker.check(graph.recipes[name])
         checked.append(found)
         if not found.error:  # a rebuild that failed says nothing of the result
-            done.builder.history.record_check(found.key, found.record())
+            done.builder.history.record_check(found.key, found.record(), report_dir)
     report = ReproReport(checked, report_dir, time.monotonic() - start, _now())
     tmp = report_dir / f".{RESULTS}.part"
     tmp.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -20,6 +20,7 @@ from .store import ActionResult, Store
 log = logging.getLogger(__name__)
 LAST_FILE = "last.json"  # each recipe's key when it was last built or reused
 LAST_SAVE_NS = 10 * 1_000_000_000  # at most this long between two saves of LAST_FILE
+REPORT_FIELD = "report_dir"  # in a repro check's file: where its report went
 
 
 class History:
@@ -170,20 +171,32 @@ class History:
         return None
 
     # -- what jailbake repro found ---------------------------------------------------
-    def record_check(self, key: str, check: dict[str, object]) -> None:
+    def record_check(self, key: str, check: dict[str, object], report_dir: Path) -> None:
         """What `jailbake repro` found of the result under key: reproducible or not,
-        under which variations, and when (the manifest and the SBOM say it)."""
+        under which variations, and when (the manifest and the SBOM say it), and where
+        its report went (for build-report.html only: it names this machine's paths)."""
         path = self.check_path(key)
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(check, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps({**check, REPORT_FIELD: str(report_dir)}, sort_keys=True) + "\n")
         os.replace(tmp, path)
 
     def check_path(self, key: str) -> Path:
         return self.store.root / "checks" / f"{key}.json"
 
     def check_of(self, key: str) -> dict[str, object] | None:
-        """The last repro check of the result under key, if there was one."""
+        """The last repro check of the result under key, if there was one, without where
+        its report went (see report_dir_of)."""
+        found = self.check_record(key)
+        return {k: v for k, v in found.items() if k != REPORT_FIELD} if found else None
+
+    def report_dir_of(self, key: str) -> str | None:
+        """Where the report of the last repro check of the result under key went."""
+        report_dir = (self.check_record(key) or {}).get(REPORT_FIELD)
+        return report_dir if isinstance(report_dir, str) else None
+
+    def check_record(self, key: str) -> dict[str, object] | None:
+        """The last repro check of the result under key with where its report went."""
         if not re.fullmatch(r"[0-9a-f]{64}", key):
             return None
         try:

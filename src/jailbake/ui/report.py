@@ -15,6 +15,7 @@ from . import trace
 from .trace import RECIPE_KINDS, Tracer, write_atomic
 
 REPORT = "build-report.html"
+REPRO_INDEX = "index.html"  # jailbake repro's page in its report directory (reprohtml)
 WIDTH = 1000  # of the drawing area, in SVG user units
 LABEL = 130  # left margin for track names
 ROW = 26
@@ -170,6 +171,7 @@ def _table(doc: dict[str, Any]) -> str:
     from urllib.parse import quote
 
     logs: dict[str, str] = doc["otherData"].get("logs", {})
+    checks: dict[str, dict[str, Any]] = doc["otherData"].get("reproducibility", {})
     rows = []
     for e in sorted(
         (e for e in doc["traceEvents"] if e["ph"] == "X" and e["cat"] in RECIPE_KINDS),
@@ -184,14 +186,36 @@ def _table(doc: dict[str, Any]) -> str:
             f'<td class="{html.escape(e["cat"])}">{html.escape(e["cat"])}</td>'
             f'<td class="num">{_seconds(e["dur"] / 1e6)}</td>'
             f"<td><code>{html.escape(args.get('key', '')[:12])}</code></td>"
-            f'<td class="num">{_size(args.get("output_bytes", 0))}</td><td>{link}</td></tr>'
+            f'<td class="num">{_size(args.get("output_bytes", 0))}</td>'
+            f"<td>{_reproducible(checks.get(e['name']))}</td><td>{link}</td></tr>"
         )
     return (
         '<table id="recipes"><thead><tr><th>recipe</th><th>outcome</th><th>time</th>'
-        "<th>key</th><th>output</th><th></th></tr></thead><tbody>\n"
+        "<th>key</th><th>output</th><th>reproducible</th><th></th></tr></thead><tbody>\n"
         + "\n".join(rows)
         + "\n</tbody></table>"
     )
+
+
+def _reproducible(check: dict[str, Any] | None) -> str:
+    """What `jailbake repro` last found of a recipe's result, linked to its report."""
+    from urllib.parse import quote
+
+    if not check:
+        return ""
+    if check.get("reproducible"):
+        text = f"yes, under {len(check.get('varied', []))} variations"
+    else:
+        text = f"differs under {', '.join(map(str, check.get('differs_under', []))) or '?'}"
+    title = html.escape(f"checked {check.get('checked', '')}")
+    cell = f'<span class="{"good" if check.get("reproducible") else "bad"}" title="{title}">'
+    where = check.get("report_dir")
+    if isinstance(where, str) and where:
+        index = os.path.join(where, REPRO_INDEX)
+        text = f'<a href="file://{html.escape(quote(os.fsencode(index)))}">{html.escape(text)}</a>'
+    else:
+        text = html.escape(text)
+    return f"{cell}{text}</span>"
 
 
 def _totals(doc: dict[str, Any]) -> str:
@@ -239,6 +263,7 @@ table { border-collapse: collapse; margin-top: 16px; }
 td, th { padding: 3px 10px; border-bottom: 1px solid #eceff1; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.hover td, g.hover rect { outline: 2px solid #fbbc04; }
+.good { color: #188038; } .bad { color: #c5221f; font-weight: 600; }
 """
 
 SCRIPT = """

@@ -8,10 +8,9 @@ import html
 from pathlib import Path
 from typing import Any
 
+from .report import REPRO_INDEX as INDEX
 from .report import STYLE
 from .trace import write_atomic
-
-INDEX = "index.html"
 
 
 def _link(href: str, text: str) -> str:

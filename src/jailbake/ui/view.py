@@ -75,7 +75,9 @@ class BuildView:
         if self._reused:  # one write for a build answered from its record
             self.stream.write("".join(self._reused))
             self._reused.clear()
-        extra = {"from_record": True} if done.from_record else {}
+        extra: dict[str, Any] = {"from_record": True} if done.from_record else {}
+        if done.checks:
+            extra["reproducibility"] = done.checks
         report.write_with_trace(
             self.tracer, done.dest, done.targets, done.depends, done.logs, **extra
         )
