@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,19 @@ def needs_tools() -> None:
             if os.environ.get("CI"):
                 pytest.fail(f"{tool} is missing; scripts/test installs it")
             pytest.skip(f"needs {tool} (scripts/test installs it)")
+
+
+def has_varied_locale() -> bool:
+    from jailbake.executors.step import LOCALE_PROBE
+
+    return subprocess.run(["sh", "-c", LOCALE_PROBE], check=False).returncode == 0
+
+
+def needs_host_locale() -> None:
+    if not has_varied_locale():
+        if os.environ.get("CI"):
+            pytest.fail("fr_CH.UTF-8 is not installed; scripts/test makes it")
+        pytest.skip("needs the fr_CH.UTF-8 locale (scripts/test makes it)")
 
 
 def repro(tmp_path: Path, *args: str, cache: Path | None = None) -> tuple[int, dict[str, Any], str]:
@@ -79,6 +93,7 @@ def assert_each_leak_caught_by_its_variation(
 
 def test_each_leak_is_caught_by_exactly_its_variation_on_the_host(tmp_path: Path) -> None:
     needs_tools()
+    needs_host_locale()
     if (os.cpu_count() or 1) < 2:
         pytest.skip("num_cpus can only take CPUs away from a machine with two or more")
     rc, doc, stderr = repro(tmp_path, "--executor", "host")
@@ -182,7 +197,7 @@ def test_a_host_without_the_varied_locale_says_it_does_not_vary_it(
         recipe="probe", work=tmp_path, deps=(), env=(), log=tmp_path / "log",
         vary=frozenset({Vary.LOCALES, Vary.UMASK}),
     )  # fmt: skip
-    with_locale = host.HostExecutor().cannot_vary(step)
+    with_locale, installed = host.HostExecutor().cannot_vary(step), has_varied_locale()
     monkeypatch.setenv("PATH", path_without("locale", tmp_path))
     host._has_varied_locale.cache_clear()
     try:
@@ -190,8 +205,29 @@ def test_a_host_without_the_varied_locale_says_it_does_not_vary_it(
     finally:
         host._has_varied_locale.cache_clear()
     assert without == {Vary.LOCALES: "the fr_CH.UTF-8 locale is not installed here"}
-    if os.environ.get("CI"):
-        assert with_locale == {}
+    assert with_locale == ({} if installed else without)
+
+
+@pytest.mark.parametrize(
+    ("listed", "found"),
+    [("fr_CH.utf8", True), ("fr_CH.UTF-8", True), ("FR_ch.Utf8", True),
+     ("fr_FR.utf8", False), ("fr_CH", False), ("fr_CH.ISO-8859-1", False),
+     ("de_CH.utf8", False)],
+)  # fmt: skip
+def test_the_locale_probe_knows_the_names_locale_lists(
+    listed: str, found: bool, tmp_path: Path
+) -> None:
+    """`locale -a` names fr_CH.UTF-8 as glibc spells it (fr_CH.utf8) or as it was asked
+    for; other locales, and fr_CH in another charset, are not it."""
+    from jailbake.executors.step import LOCALE_PROBE
+
+    fake = tmp_path / "locale"
+    fake.write_text(f"#!/bin/sh\nprintf 'C\\nC.utf8\\nPOSIX\\n{listed}\\n'\n")
+    fake.chmod(0o755)
+    probe = subprocess.run(
+        ["sh", "-c", LOCALE_PROBE], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, check=False
+    )
+    assert (probe.returncode == 0) is found
 
 
 def test_chosen_recipes_and_variations(tmp_path: Path) -> None:
@@ -288,6 +324,58 @@ def test_the_manifest_and_the_sbom_say_what_was_checked(tmp_path: Path) -> None:
         assert f'<a href="{index}">yes, under 2 variations</a>' in rows["reproducible"]
         assert f'<a href="{index}">differs under umask</a>' in rows["leaks-umask"]
         assert "variations" not in rows["leaks-date"] and "differs" not in rows["leaks-date"]
+
+
+def test_check_records_are_read_as_untrusted_and_linked_only_to_their_report(
+    tmp_path: Path,
+) -> None:
+    """A check record of the wrong kind in the cache is no check: the build goes on, and
+    neither its manifest nor its report say anything of it. A check whose report
+    directory a later repro reused is still said, but no longer linked there."""
+    needs_tools()
+    cache, art = tmp_path / "cache", tmp_path / "art"
+    rc, first, out = repro(
+        tmp_path, "leaks-umask", "leaks-timezone", "reproducible", "--vary", "umask,timezone",
+        "--executor", "host", cache=cache,
+    )  # fmt: skip
+    assert rc == 1, out
+    key = {e["recipe"]: e["key"] for e in first["recipes"]}["leaks-umask"]
+    rc, _, out = repro(tmp_path, "reproducible", "--vary", "umask", "--executor", "host",
+                       cache=cache)  # fmt: skip
+    assert rc == 0, out
+    index = (art / "repro" / "index.html").as_uri()
+    good = {"reproducible": False, "varied": ["umask"], "not_varied": [],
+            "differs_under": ["umask"], "checked": "2026-12-07T10:00:00Z"}  # fmt: skip
+    for bad in (
+        {**good, "reproducible": "false"},
+        {**good, "varied": 3},
+        {**good, "differs_under": ["<script>"]},
+        {**good, "checked": "<b>yesterday</b>"},
+        [good],
+    ):
+        (cache / "checks" / f"{key}.json").write_text(json.dumps(bad))
+        built = jailbake("build", LAYER, "--executor", "host", "--cache-dir", str(cache),
+                         "--artifacts-dir", str(art), cwd=ROOT)  # fmt: skip
+        assert built.rc == 0, (bad, built.stderr)
+        recipes = {r["name"]: r for r in json.loads((art / "manifest.json").read_text())["recipes"]}
+        assert "reproducibility" not in recipes["leaks-umask"], bad
+        report = (art / "build-report.html").read_text()
+        rows = {r.split('"', 1)[0]: r for r in report.split('<tr data-name="')[1:]}
+        assert "differs" not in rows["leaks-umask"], (bad, rows["leaks-umask"])
+        assert "script&gt;" not in report and "<script>" not in rows["leaks-umask"], bad
+        assert "differs under timezone</span>" in rows["leaks-timezone"]  # not linked
+        assert f'<a href="{index}">yes, under 1 variations</a>' in rows["reproducible"]
+    # A report place that is no path of this machine's is not linked; the check stays.
+    (cache / "checks" / f"{key}.json").write_text(json.dumps({**good, "report_dir": "\ud800"}))
+    built = jailbake("build", LAYER, "--executor", "host", "--cache-dir", str(cache),
+                     "--artifacts-dir", str(art), cwd=ROOT)  # fmt: skip
+    assert built.rc == 0, built.stderr
+    report = (art / "build-report.html").read_text()
+    rows = {r.split('"', 1)[0]: r for r in report.split('<tr data-name="')[1:]}
+    assert (
+        '<span class="bad" title="checked 2026-12-07T10:00:00Z">differs under umask</span>'
+        in (rows["leaks-umask"])
+    )
 
 
 def rebuilt_report(cache: Path, art: Path) -> str:

@@ -24,6 +24,7 @@ from ..release.artifacts import check_expected, publish, write_manifest
 from ..sources.builders import describe as describe_builders
 from . import replay
 from .action import RecipeBuilder
+from .checks import checks_of
 from .context import Context, Settings
 from .observe import Finished, Observer, Plan, Quiet
 from .options import BuildOptions, BuildReport
@@ -96,7 +97,7 @@ def bake(options: BuildOptions, observer: Observer | None = None) -> BuildReport
     replay.record(options, graph, builder, results, artifacts)
     logs = {n: store.blob_location(r.log.hash) for n, r in results.items() if r.log is not None}
     depends = {n: sorted(graph.recipes[n].depends) for n in graph.order}
-    found = {n: c for n, r in results.items() if (c := builder.history.check_record(r.key))}
+    found = checks_of(builder.history, {n: r.key for n, r in results.items()})
     observer.finished(
         Finished(options.artifacts_dir, list(graph.targets), depends, logs, checks=found)
     )

@@ -58,6 +58,7 @@ from ..cache.seal import path_stamp, tree_stamp
 from ..cache.store import WORKSPACES, Store
 from ..model.scan import ConfigScan, bytes_digest, recipe_names
 from ..release.artifacts import Artifact
+from .checks import checks_of
 from .observe import Finished, Observer, Quiet
 from .options import SAME_OUTCOME, BuildOptions, BuildReport
 
@@ -357,7 +358,7 @@ def answer(options: BuildOptions, observer: Observer | None = None) -> BuildRepo
     observer.begin()
     depends: dict[str, list[str]] = {}
     logs: dict[str, str] = {}
-    checks: dict[str, dict[str, object]] = {}
+    keys: dict[str, str] = {}
     history = History(store)
     for name, key, _, _, output_bytes, deps, log_path in record["results"]:
         history.record_last(name, key)  # written only if another command built it since
@@ -365,13 +366,13 @@ def answer(options: BuildOptions, observer: Observer | None = None) -> BuildRepo
         depends[name] = deps
         if log_path is not None:
             logs[name] = log_path
-        if check := history.check_record(key):
-            checks[name] = check
+        keys[name] = key
     history.save_last()
     history.remember_executor(options.configs, str(options.executor))
     done = Finished(
-        options.artifacts_dir, record["targets"], depends, logs, from_record=True, checks=checks
-    )
+        options.artifacts_dir, record["targets"], depends, logs, from_record=True,
+        checks=checks_of(history, keys),
+    )  # fmt: skip
     observer.finished(done)
     names = [r[0] for r in record["results"]]
     artifacts = [Artifact(p, sha, recipe) for p, sha, recipe in record["artifacts"]]

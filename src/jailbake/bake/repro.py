@@ -30,6 +30,7 @@ from ..executors.step import Vary
 from ..model.recipe import Recipe
 from .action import RecipeBuilder
 from .build import schedule
+from .checks import RESULTS
 from .observe import Observer, Quiet
 from .options import BuildOptions
 from .plan import KeyInfo
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 NONE = "none"  # the rebuild with no variation
 ALL = "all"  # the rebuild with every chosen variation at once
-RESULTS = "repro.json"
 
 
 @dataclass(frozen=True)
@@ -317,14 +317,12 @@ def repro(
     report_dir = _fresh_report_dir(report_dir)
     results = {n: o.result for n, o in done.outcomes.items()}
     checker = Checker(done.builder, results, report_dir, vary, say=say)
-    checked = []
-    for name in chosen:
-        found = checker.check(graph.recipes[name])
-        checked.append(found)
-        if not found.error:  # a rebuild that failed says nothing of the result
-            done.builder.history.record_check(found.key, found.record(), report_dir)
+    checked = [checker.check(graph.recipes[name]) for name in chosen]
     report = ReproReport(checked, report_dir, time.monotonic() - start, _now())
     tmp = report_dir / f".{RESULTS}.part"
     tmp.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, report_dir / RESULTS)
+    for found in checked:  # once the report that lists them is there
+        if not found.error:  # a rebuild that failed says nothing of the result
+            done.builder.history.record_check(found.key, found.record(), report_dir)
     return report

@@ -12,7 +12,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .store import ActionResult, Store
@@ -174,7 +174,8 @@ class History:
     def record_check(self, key: str, check: dict[str, object], report_dir: Path) -> None:
         """What `jailbake repro` found of the result under key: reproducible or not,
         under which variations, and when (the manifest and the SBOM say it), and where
-        its report went (for build-report.html only: it names this machine's paths)."""
+        its report went (for the build's trace and report only: a path of this
+        machine)."""
         path = self.check_path(key)
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
@@ -186,26 +187,63 @@ class History:
 
     def check_of(self, key: str) -> dict[str, object] | None:
         """The last repro check of the result under key, if there was one, without where
-        its report went (see report_dir_of)."""
+        its report went (see check_record)."""
         found = self.check_record(key)
         return {k: v for k, v in found.items() if k != REPORT_FIELD} if found else None
 
-    def report_dir_of(self, key: str) -> str | None:
-        """Where the report of the last repro check of the result under key went."""
-        report_dir = (self.check_record(key) or {}).get(REPORT_FIELD)
-        return report_dir if isinstance(report_dir, str) else None
-
     def check_record(self, key: str) -> dict[str, object] | None:
-        """The last repro check of the result under key with where its report went."""
+        """The last repro check of the result under key, with where its report went (an
+        absolute path, if the record names one): only the fields repro writes, each of
+        its kind; None if there is none, or it is not one."""
         if not re.fullmatch(r"[0-9a-f]{64}", key):
             return None
         try:
-            check = json.loads(self.check_path(key).read_text())
+            return _valid_check(json.loads(self.check_path(key).read_text()))
         except (OSError, ValueError):
             return None
-        return check if isinstance(check, dict) else None
 
     def last_key(self, recipe: str) -> str | None:
         with self._last_lock:
             entry = self._last_entries().get(recipe)
         return entry[0] if entry else None
+
+
+def differences(check: Mapping[str, object]) -> str:
+    """What the rebuilds of a check that is not reproducible differed under, in words."""
+    under = check.get("differs_under")
+    names = [str(n) for n in under] if isinstance(under, list) else []
+    if names == ["none"]:  # the rebuild with no variation differed
+        return "differs with no variation (not deterministic)"
+    if not names:
+        return "differs under all variations at once, under none alone"
+    return f"differs under {', '.join(names)}"
+
+
+_VARIATION = re.compile(r"[a-z_]{1,32}")  # a variation's name, 'all' or 'none'
+_CHECKED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def _valid_check(found: object) -> dict[str, object] | None:
+    """A check record as record_check writes it, from a file anyone with the cache could
+    have changed: its fields checked by kind, nothing else kept."""
+    if not isinstance(found, dict) or not isinstance(found.get("reproducible"), bool):
+        return None
+    checked = found.get("checked")
+    if not isinstance(checked, str) or not _CHECKED.fullmatch(checked):
+        return None
+    check: dict[str, object] = {"reproducible": found["reproducible"], "checked": checked}
+    for name in ("varied", "not_varied", "differs_under"):
+        names = found.get(name)
+        if not isinstance(names, list) or not all(
+            isinstance(n, str) and _VARIATION.fullmatch(n) for n in names
+        ):
+            return None
+        check[name] = list(names)
+    where = found.get(REPORT_FIELD)
+    if isinstance(where, str) and os.path.isabs(where) and where.isprintable():
+        try:
+            where.encode()  # no lone surrogates
+        except UnicodeEncodeError:
+            return check
+        check[REPORT_FIELD] = os.path.normpath(where)
+    return check

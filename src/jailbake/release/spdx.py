@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..cache.history import differences
 from . import components
 
 NONE = "NOASSERTION"
@@ -137,7 +138,7 @@ def _check_annotation(check: dict[str, Any], version: str) -> dict[str, str]:
     if check.get("reproducible"):
         verdict = f"reproducible: rebuilt under {varied}, the same bytes"
     else:
-        verdict = f"not reproducible: differs under {', '.join(check.get('differs_under', []))}"
+        verdict = f"not reproducible: {differences(check)}"
     left = check.get("not_varied", [])
     return {
         "annotationDate": str(check.get("checked", "")),

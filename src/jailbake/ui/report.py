@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cache.history import REPORT_FIELD, differences
 from . import trace
 from .trace import RECIPE_KINDS, Tracer, write_atomic
 
@@ -198,24 +199,22 @@ def _table(doc: dict[str, Any]) -> str:
 
 
 def _reproducible(check: dict[str, Any] | None) -> str:
-    """What `jailbake repro` last found of a recipe's result, linked to its report."""
-    from urllib.parse import quote
-
+    """What `jailbake repro` last found of a recipe's result (History.check_record),
+    linked to its report."""
     if not check:
         return ""
-    if check.get("reproducible"):
-        text = f"yes, under {len(check.get('varied', []))} variations"
-    else:
-        text = f"differs under {', '.join(map(str, check.get('differs_under', []))) or '?'}"
+    good = check.get("reproducible") is True
+    varied = check.get("varied")
+    text = html.escape(
+        f"yes, under {len(varied) if isinstance(varied, list) else 0} variations"
+        if good
+        else differences(check)
+    )
+    where = check.get(REPORT_FIELD)
+    if isinstance(where, str) and os.path.isabs(where):
+        text = f'<a href="{html.escape(Path(where, REPRO_INDEX).as_uri())}">{text}</a>'
     title = html.escape(f"checked {check.get('checked', '')}")
-    cell = f'<span class="{"good" if check.get("reproducible") else "bad"}" title="{title}">'
-    where = check.get("report_dir")
-    if isinstance(where, str) and where:
-        index = os.path.join(where, REPRO_INDEX)
-        text = f'<a href="file://{html.escape(quote(os.fsencode(index)))}">{html.escape(text)}</a>'
-    else:
-        text = html.escape(text)
-    return f"{cell}{text}</span>"
+    return f'<span class="{"good" if good else "bad"}" title="{title}">{text}</span>'
 
 
 def _totals(doc: dict[str, Any]) -> str:
