@@ -67,3 +67,35 @@ def test_a_recipe_can_go_without(project: Project, tmp_path: Path) -> None:
     trees = {p.name: p.read_text().split() for p in project.cache.glob("trees/*/*.txt")}
     assert trees["with.txt"] == ["/ccache", "/usr/lib/ccache/gcc"]
     assert trees["without.txt"] == ["none", "/usr/bin/gcc"]
+
+
+def test_ccache_changes_nothing_a_compile_writes(project: Project, tmp_path: Path) -> None:
+    """A compile run from another directory with absolute paths, as kbuild compiles an
+    out-of-tree module (M=/abs/dir): its dependency file (which modpost's srcversion
+    reads) and its __FILE__ strings must be the same bytes with a cold compiler cache,
+    a warm one, and none (as jailbake repro rebuilds)."""
+    project.with_builders()
+    script = "\n".join([
+        'mkdir -p "$OUT" mod kdir',
+        "printf '#include \"m.h\"\\nconst char *where = __FILE__;\\n' > mod/a.c",
+        "echo '#define M 1' > mod/m.h",
+        "cd kdir",
+        'gcc -I"$SRC/mod" -MMD -MF "$OUT/NAME.d" -c "$SRC/mod/a.c" -o "$OUT/NAME.o"',
+    ])  # fmt: skip
+    for name in ("with", "without"):
+        project.recipe(name, builder="debian-build", ccache=name == "with",
+                       script=script.replace("NAME", name),
+                       outputs=[f"{name}.d", f"{name}.o"])  # fmt: skip
+    project.recipe("top", depends=["with", "without"], builder="debian-build")
+
+    def made() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in project.cache.glob("trees/*/*.[do]")}
+
+    project.build("--target", "top", executor="docker", artifacts=tmp_path / "art")
+    cold = made()
+    assert b"/work/src/mod/a.c" in cold["without.d"] and b"/work/src/mod/a.c" in cold["without.o"]
+    assert cold["with.d"].replace(b"with.o", b"without.o") == cold["without.d"]
+    assert cold["with.o"] == cold["without.o"]
+    project.build("--target", "top", "--force", "with", executor="docker",
+                  artifacts=tmp_path / "art")  # fmt: skip
+    assert made() == cold  # from the warm cache: the same bytes again

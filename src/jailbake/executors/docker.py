@@ -45,12 +45,13 @@ IMAGE_PROBES = {"faketime": "command -v faketime", "locale": LOCALE_PROBE}
 CONTAINER_UID = 1000
 CONTAINER_CCACHE = Path("/ccache")
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# ccache's settings for steps: hits whatever the step's path (its work directory is
-# /work in every container anyway), the compiler known by its content, a bounded size.
+# ccache's settings for steps: the compiler known by its content, a bounded size. No
+# base_dir: ccache would make the compiler's absolute paths relative, and what a build
+# makes would depend on the cache (modpost's srcversion of an out-of-tree module only
+# hashes the headers its dependency files name by the module's absolute directory).
+# The current directory is hashed where it reaches the output (debug information).
 CCACHE_SETTINGS = {
     "CCACHE_DIR": str(CONTAINER_CCACHE),
-    "CCACHE_BASEDIR": "/work",
-    "CCACHE_NOHASHDIR": "true",
     "CCACHE_COMPILERCHECK": "content",
     "CCACHE_UMASK": "002",
     "CCACHE_DEPEND": "true",  # no preprocessor run on a miss: kbuild passes -MMD
