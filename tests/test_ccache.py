@@ -88,14 +88,23 @@ def test_ccache_changes_nothing_a_compile_writes(project: Project, tmp_path: Pat
                        outputs=[f"{name}.d", f"{name}.o"])  # fmt: skip
     project.recipe("top", depends=["with", "without"], builder="debian-build")
 
-    def made() -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in project.cache.glob("trees/*/*.[do]")}
+    def made() -> dict[str, list[bytes]]:
+        """Each file, from every tree stored (a result whose bytes differ adds a tree)."""
+        found: dict[str, list[bytes]] = {}
+        for p in sorted(project.cache.glob("trees/*/*.[do]")):
+            found.setdefault(p.name, []).append(p.read_bytes())
+        return found
 
     project.build("--target", "top", executor="docker", artifacts=tmp_path / "art")
-    cold = made()
+    cold = {name: one for name, (one,) in made().items()}
     assert b"/work/src/mod/a.c" in cold["without.d"] and b"/work/src/mod/a.c" in cold["without.o"]
     assert cold["with.d"].replace(b"with.o", b"without.o") == cold["without.d"]
     assert cold["with.o"] == cold["without.o"]
     project.build("--target", "top", "--force", "with", executor="docker",
                   artifacts=tmp_path / "art")  # fmt: skip
-    assert made() == cold  # from the warm cache: the same bytes again
+    assert made() == {name: [one] for name, one in cold.items()}  # the same bytes again
+    stats = project.run("shell", "layer.yml", "with", "--cache-dir", str(project.cache),
+                        "-c", "ccache --print-stats")  # fmt: skip
+    assert stats.rc == 0, stats.stderr
+    counters = dict(line.split("\t") for line in stats.stdout.splitlines() if "\t" in line)
+    assert int(counters["direct_cache_hit"]) >= 1, counters  # ... from the warm cache

@@ -366,7 +366,7 @@ def test_check_records_are_read_as_untrusted_and_linked_only_to_their_report(
         assert "differs under timezone</span>" in rows["leaks-timezone"]  # not linked
         assert f'<a href="{index}">yes, under 1 variations</a>' in rows["reproducible"]
     # A report place that is no path of this machine's is not linked; the check stays.
-    (cache / "checks" / f"{key}.json").write_text(json.dumps({**good, "report_dir": "\ud800"}))
+    (cache / "checks" / f"{key}.json").write_text(json.dumps({**good, "report_dir": "/tmp/\udcff"}))
     built = jailbake("build", LAYER, "--executor", "host", "--cache-dir", str(cache),
                      "--artifacts-dir", str(art), cwd=ROOT)  # fmt: skip
     assert built.rc == 0, built.stderr
@@ -375,6 +375,49 @@ def test_check_records_are_read_as_untrusted_and_linked_only_to_their_report(
     assert (
         '<span class="bad" title="checked 2026-12-07T10:00:00Z">differs under umask</span>'
         in (rows["leaks-umask"])
+    )
+
+
+def test_a_check_is_linked_to_a_report_only_while_it_lists_the_result(tmp_path: Path) -> None:
+    """Not when the report's rebuild of that result failed (a failure records no check),
+    nor when the report is gone or is not one; a record's fields of another kind, or
+    a deep or special file where the record should be, are no check at all."""
+    from jailbake.bake.checks import RESULTS, checks_of
+    from jailbake.cache.history import History, differences
+    from jailbake.cache.store import Store
+
+    history = History(Store(tmp_path / "cache"))
+    key, report = "a" * 64, tmp_path / "report"
+    report.mkdir()
+    record: dict[str, object] = {
+        "reproducible": True, "varied": ["umask"], "not_varied": [], "differs_under": [],
+        "checked": "2026-12-07T10:00:00Z",
+    }  # fmt: skip
+    history.record_check(key, record, report)
+    for listed, linked in (
+        ({"recipes": [{"key": key, "error": ""}]}, True),
+        ({"recipes": [{"key": key, "error": "build failed"}]}, False),
+        ({"recipes": {"key": key}}, False),
+        ([key], False),
+        (None, False),
+    ):
+        results = report / RESULTS
+        results.unlink(missing_ok=True)
+        if listed is not None:
+            results.write_text(json.dumps(listed))
+        found = checks_of(history, {"r": key})
+        assert found["r"] == ({**record, "report_dir": str(report)} if linked else record)
+    history.check_path(key).write_text("[" * 100_000)
+    assert checks_of(history, {"r": key}) == {}
+    history.check_path(key).unlink()
+    os.mkfifo(history.check_path(key))  # read as it is, it would never end
+    assert checks_of(history, {"r": key}) == {}
+    assert differences({"differs_under": ["umask", "time"]}) == "differs under umask, time"
+    assert differences({"differs_under": ["none"]}) == (
+        "differs with no variation (not deterministic)"
+    )
+    assert differences({"differs_under": []}) == (
+        "differs under all variations at once, under none alone"
     )
 
 

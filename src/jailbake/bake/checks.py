@@ -36,7 +36,8 @@ def checks_of(history: History, keys: Mapping[str, str]) -> dict[str, dict[str, 
 
 
 def _keys_listed(results: Path) -> frozenset[str]:
-    """The keys a repro.json names, or none if it is not there or not one."""
+    """The keys of the results a repro.json says it checked (not those whose rebuild
+    failed: they have no check), or none if it is not there or not one."""
     try:
         doc = json.loads(read_limited(results, RESULTS_LIMIT))
     except (OSError, ValueError, RecursionError):
@@ -45,5 +46,7 @@ def _keys_listed(results: Path) -> frozenset[str]:
     if not isinstance(entries, list):
         return frozenset()
     return frozenset(
-        e["key"] for e in entries if isinstance(e, dict) and isinstance(e.get("key"), str)
+        e["key"]
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("key"), str) and not e.get("error")
     )

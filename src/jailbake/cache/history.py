@@ -15,11 +15,13 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..core.files import read_limited
 from .store import ActionResult, Store
 
 log = logging.getLogger(__name__)
 LAST_FILE = "last.json"  # each recipe's key when it was last built or reused
 LAST_SAVE_NS = 10 * 1_000_000_000  # at most this long between two saves of LAST_FILE
+CHECK_LIMIT = 1024 * 1024  # a check record is a few hundred bytes
 REPORT_FIELD = "report_dir"  # in a repro check's file: where its report went
 
 
@@ -198,8 +200,8 @@ class History:
         if not re.fullmatch(r"[0-9a-f]{64}", key):
             return None
         try:
-            return _valid_check(json.loads(self.check_path(key).read_text()))
-        except (OSError, ValueError):
+            return _valid_check(json.loads(read_limited(self.check_path(key), CHECK_LIMIT)))
+        except (OSError, ValueError, RecursionError):
             return None
 
     def last_key(self, recipe: str) -> str | None:
@@ -220,7 +222,7 @@ def differences(check: Mapping[str, object]) -> str:
 
 
 _VARIATION = re.compile(r"[a-z_]{1,32}")  # a variation's name, 'all' or 'none'
-_CHECKED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+_CHECKED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 def _valid_check(found: object) -> dict[str, object] | None:
@@ -241,9 +243,5 @@ def _valid_check(found: object) -> dict[str, object] | None:
         check[name] = list(names)
     where = found.get(REPORT_FIELD)
     if isinstance(where, str) and os.path.isabs(where) and where.isprintable():
-        try:
-            where.encode()  # no lone surrogates
-        except UnicodeEncodeError:
-            return check
-        check[REPORT_FIELD] = os.path.normpath(where)
+        check[REPORT_FIELD] = os.path.normpath(where)  # printable: no lone surrogates
     return check
