@@ -24,7 +24,7 @@ from ..release.artifacts import check_expected, publish, write_manifest
 from ..sources.builders import describe as describe_builders
 from . import replay
 from .action import RecipeBuilder
-from .checks import checks_of
+from .checks import checks_of, without_report
 from .context import Context, Settings
 from .observe import Finished, Observer, Plan, Quiet
 from .options import BuildOptions, BuildReport
@@ -84,7 +84,8 @@ def bake(options: BuildOptions, observer: Observer | None = None) -> BuildReport
 
     artifacts = publish(graph, store, results, options.artifacts_dir, on_copy=copied)
     check_expected(graph, artifacts)
-    checks = {r.key: c for r in results.values() if (c := builder.history.check_of(r.key))}
+    found = checks_of(builder.history, {n: r.key for n, r in results.items()})
+    checks = {results[n].key: without_report(c) for n, c in found.items()}  # by key
     runs_in = {n: runs_in_of(builder, graph.recipes[n]) for n in graph.order}
     used = {graph.recipes[n].builder for n, where in runs_in.items() if where not in LOCAL}
     manifest, content = write_manifest(
@@ -97,7 +98,6 @@ def bake(options: BuildOptions, observer: Observer | None = None) -> BuildReport
     replay.record(options, graph, builder, results, artifacts)
     logs = {n: store.blob_location(r.log.hash) for n, r in results.items() if r.log is not None}
     depends = {n: sorted(graph.recipes[n].depends) for n in graph.order}
-    found = checks_of(builder.history, {n: r.key for n, r in results.items()})
     observer.finished(
         Finished(options.artifacts_dir, list(graph.targets), depends, logs, checks=found)
     )

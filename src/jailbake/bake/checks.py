@@ -35,6 +35,12 @@ def checks_of(history: History, keys: Mapping[str, str]) -> dict[str, dict[str, 
     return found
 
 
+def without_report(check: Mapping[str, object]) -> dict[str, object]:
+    """A check as manifest.json and the SPDX document say it: without where its report
+    is, a path of this machine."""
+    return {k: v for k, v in check.items() if k != REPORT_FIELD}
+
+
 def _keys_listed(results: Path) -> frozenset[str]:
     """The keys of the results a repro.json says it checked (not those whose rebuild
     failed: they have no check), or none if it is not there or not one."""

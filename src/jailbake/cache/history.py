@@ -187,12 +187,6 @@ class History:
     def check_path(self, key: str) -> Path:
         return self.store.root / "checks" / f"{key}.json"
 
-    def check_of(self, key: str) -> dict[str, object] | None:
-        """The last repro check of the result under key, if there was one, without where
-        its report went (see check_record)."""
-        found = self.check_record(key)
-        return {k: v for k, v in found.items() if k != REPORT_FIELD} if found else None
-
     def check_record(self, key: str) -> dict[str, object] | None:
         """The last repro check of the result under key, with where its report went (an
         absolute path, if the record names one): only the fields repro writes, each of
